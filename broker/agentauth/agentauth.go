@@ -1,0 +1,350 @@
+// Package agentauth authenticates agents to the broker: it checks the
+// "Authorization: Bearer <JWT>" header every request carries (DESIGN.md,
+// "Agent authentication"). The agent side that makes the JWT is
+// internal/assertion.
+//
+// A token is accepted only when it is a compact JWT signed EdDSA by the key
+// the policy registers for its issuer, with iss == sub == agent id, an aud
+// naming this broker, iat and exp present, a lifetime of at most
+// MaxLifetime, valid now (within ClockSkew), and a jti not seen before for
+// that agent while the token is unexpired.
+package agentauth
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
+)
+
+// Reasons a Verify call fails. Each is one fixed word, safe as a log field
+// or metric label.
+const (
+	ReasonMissing          = "missing"
+	ReasonMalformed        = "malformed"
+	ReasonWrongAlgorithm   = "wrong_algorithm"
+	ReasonBadSignature     = "bad_signature"
+	ReasonUnknownAgent     = "unknown_agent"
+	ReasonWrongAudience    = "wrong_audience"
+	ReasonExpired          = "expired"
+	ReasonNotYetValid      = "not_yet_valid"
+	ReasonLifetimeTooLong  = "lifetime_too_long"
+	ReasonReplayed         = "replayed"
+	ReasonBadClaims        = "bad_claims"
+	ReasonReplayCacheFull  = "replay_cache_full"
+	maxReportedAgentIDSize = 128
+)
+
+// Reasons lists every Reason an *Error can carry, for pre-registering
+// metric label values.
+func Reasons() []string {
+	return []string{
+		ReasonMissing, ReasonMalformed, ReasonWrongAlgorithm, ReasonBadSignature,
+		ReasonUnknownAgent, ReasonWrongAudience, ReasonExpired, ReasonNotYetValid,
+		ReasonLifetimeTooLong, ReasonReplayed, ReasonBadClaims, ReasonReplayCacheFull,
+	}
+}
+
+// Limits on the untrusted input, applied before any parsing or lookup.
+const (
+	// MaxHeaderBytes caps the Authorization header. A real assertion is
+	// about 350 bytes.
+	MaxHeaderBytes = 8 << 10
+	// MaxJTIBytes caps the jti, which the replay cache keeps in memory.
+	// internal/assertion makes 22-byte ones.
+	MaxJTIBytes = 128
+)
+
+// Defaults for zero Options fields.
+const (
+	DefaultClockSkew              = 60 * time.Second
+	DefaultReplayCapacity         = 100_000
+	DefaultPerAgentReplayCapacity = 10_000
+)
+
+// Directory is what the verifier needs from the current policy. The policy
+// reloads, so it is passed on every call rather than held.
+type Directory interface {
+	// Audience is the broker URL tokens must be addressed to; it is
+	// compared after dropping one trailing slash on both sides.
+	Audience() string
+	// AgentKey returns the agent's public key; false for unknown OR
+	// disabled agents.
+	AgentKey(agentID string) (ed25519.PublicKey, bool)
+}
+
+// Error is every failure Verify returns. Callers answer all of them with
+// the same 401 so that nobody can probe which agent ids exist.
+type Error struct {
+	// Reason is one of the Reason* words.
+	Reason string
+	// AgentID is the agent id the token claims (its iss), for server logs
+	// only. It is proven only for the reasons found after the signature
+	// check (wrong_audience, expired, not_yet_valid, lifetime_too_long,
+	// replayed, replay_cache_full, and bad_claims with an iss); otherwise
+	// anyone could have written it. Empty when absent, longer than 128
+	// bytes or not printable ASCII, so it is always safe to log.
+	AgentID string
+}
+
+// Error returns a fixed message with the reason; it never contains the
+// token or the claimed agent id.
+func (e *Error) Error() string { return "agent authentication failed: " + e.Reason }
+
+// Options configures a Verifier. Zero fields take the defaults.
+type Options struct {
+	Now            func() time.Time // injected clock; default time.Now
+	ClockSkew      time.Duration    // default DefaultClockSkew (60 s)
+	MaxLifetime    time.Duration    // default assertion.MaxLifetime (5 min)
+	ReplayCapacity int              // bound on remembered jtis; default DefaultReplayCapacity
+	// PerAgentReplayCapacity bounds one agent's remembered jtis, so a
+	// single agent (or a stolen key) cannot fill the whole cache and lock
+	// the others out. Default DefaultPerAgentReplayCapacity, and never more
+	// than ReplayCapacity.
+	PerAgentReplayCapacity int
+}
+
+// Verifier checks agent assertions. It is safe for concurrent use.
+type Verifier struct {
+	now         func() time.Time
+	skew        time.Duration
+	maxLifetime time.Duration
+	parser      *jwt.Parser
+	replay      *replayCache
+}
+
+// NewVerifier returns a Verifier with o's settings.
+func NewVerifier(o Options) *Verifier {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.ClockSkew <= 0 {
+		o.ClockSkew = DefaultClockSkew
+	}
+	if o.MaxLifetime <= 0 {
+		o.MaxLifetime = assertion.MaxLifetime
+	}
+	if o.ReplayCapacity <= 0 {
+		o.ReplayCapacity = DefaultReplayCapacity
+	}
+	if o.PerAgentReplayCapacity <= 0 {
+		o.PerAgentReplayCapacity = DefaultPerAgentReplayCapacity
+	}
+	if o.PerAgentReplayCapacity > o.ReplayCapacity {
+		o.PerAgentReplayCapacity = o.ReplayCapacity
+	}
+	return &Verifier{
+		now:         o.Now,
+		skew:        o.ClockSkew,
+		maxLifetime: o.MaxLifetime,
+		// jwt only parses and checks the signature: its own claim
+		// validation would read the wall clock, so the time checks are
+		// ours, against the injected clock.
+		parser: jwt.NewParser(
+			jwt.WithValidMethods([]string{jwt.SigningMethodEdDSA.Alg()}),
+			jwt.WithoutClaimsValidation(),
+			jwt.WithStrictDecoding(),
+		),
+		replay: newReplayCache(o.ReplayCapacity, o.PerAgentReplayCapacity),
+	}
+}
+
+// ReplayLen reports how many jtis the replay cache holds, after dropping
+// the expired ones. For metrics and tests.
+func (v *Verifier) ReplayLen() int { return v.replay.len(v.now()) }
+
+// claims is the claim set Verify reads; the embedded pointers stay nil
+// when a claim is absent, which is how missing iat/exp are told apart.
+type claims struct {
+	jwt.RegisteredClaims
+}
+
+// Verify checks an Authorization header value and returns the
+// authenticated agent id. Every failure is an *Error.
+func (v *Verifier) Verify(dir Directory, authorizationHeader string) (agentID string, err error) {
+	if authorizationHeader == "" {
+		return "", &Error{Reason: ReasonMissing}
+	}
+	// Cap before any work, so a huge header costs nothing.
+	if len(authorizationHeader) > MaxHeaderBytes {
+		return "", &Error{Reason: ReasonMalformed}
+	}
+	tok, ok := bearerToken(authorizationHeader)
+	if !ok {
+		return "", &Error{Reason: ReasonMalformed}
+	}
+	if !compactShape(tok) {
+		return "", &Error{Reason: ReasonMalformed}
+	}
+	if dir == nil {
+		return "", &Error{Reason: ReasonUnknownAgent}
+	}
+
+	// The signature is checked first (right after the key lookup) so that
+	// every later reason describes a token the agent really signed: an
+	// "expired" in the logs then means that agent's clock is off, not that
+	// someone sent junk. Doing the cheap claim checks first would save no
+	// CPU against an attacker, who can always make unsigned claims pass them.
+	var c claims
+	var keyErr *Error
+	keyfuncCalled := false
+	_, perr := v.parser.ParseWithClaims(tok, &c, func(t *jwt.Token) (any, error) {
+		keyfuncCalled = true // jwt has decoded both parts and accepted alg == EdDSA
+		if !headerOK(t.Header) {
+			keyErr = &Error{Reason: ReasonMalformed}
+			return nil, keyErr
+		}
+		if c.Issuer == "" {
+			keyErr = &Error{Reason: ReasonBadClaims}
+			return nil, keyErr
+		}
+		key, ok := dir.AgentKey(c.Issuer)
+		if !ok || len(key) != ed25519.PublicKeySize {
+			keyErr = &Error{Reason: ReasonUnknownAgent}
+			return nil, keyErr
+		}
+		return key, nil
+	})
+	claimed := reportableID(c.Issuer)
+	if perr != nil {
+		switch {
+		case keyErr != nil:
+			keyErr.AgentID = claimed
+			return "", keyErr
+		case errors.Is(perr, jwt.ErrTokenMalformed):
+			return "", &Error{Reason: ReasonMalformed, AgentID: claimed}
+		case !keyfuncCalled:
+			// alg missing, unknown, or not EdDSA (none, HS*, RS*, ...).
+			return "", &Error{Reason: ReasonWrongAlgorithm, AgentID: claimed}
+		default:
+			return "", &Error{Reason: ReasonBadSignature, AgentID: claimed}
+		}
+	}
+
+	if reason := v.checkClaims(dir, &c); reason != "" {
+		return "", &Error{Reason: reason, AgentID: claimed}
+	}
+
+	// Record the jti only now, after the signature and every other check,
+	// so that forged or invalid tokens can never fill the replay cache.
+	if reason := v.replay.add(c.Issuer, c.ID, c.ExpiresAt.Add(v.skew), v.now()); reason != "" {
+		return "", &Error{Reason: reason, AgentID: claimed}
+	}
+	return c.Issuer, nil
+}
+
+// checkClaims applies the claim rules to a signed claim set and returns a
+// Reason, or "" when the claims are acceptable.
+func (v *Verifier) checkClaims(dir Directory, c *claims) string {
+	if c.Subject != c.Issuer {
+		return ReasonBadClaims
+	}
+	if c.ID == "" || len(c.ID) > MaxJTIBytes {
+		return ReasonBadClaims
+	}
+	if c.IssuedAt == nil || c.ExpiresAt == nil {
+		return ReasonBadClaims
+	}
+	iat, exp := c.IssuedAt.Time, c.ExpiresAt.Time
+	if !exp.After(iat) {
+		return ReasonBadClaims
+	}
+	if !audienceOK(dir.Audience(), c.Audience) {
+		return ReasonWrongAudience
+	}
+	if exp.Sub(iat) > v.maxLifetime {
+		return ReasonLifetimeTooLong
+	}
+	now := v.now()
+	if !exp.Add(v.skew).After(now) {
+		return ReasonExpired
+	}
+	if iat.Add(-v.skew).After(now) {
+		return ReasonNotYetValid
+	}
+	if c.NotBefore != nil && c.NotBefore.Add(-v.skew).After(now) {
+		return ReasonNotYetValid
+	}
+	return ""
+}
+
+// bearerToken extracts the token from "Bearer <token>"; the scheme is
+// case-insensitive (RFC 7235).
+func bearerToken(h string) (string, bool) {
+	scheme, rest, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok := strings.Trim(rest, " \t")
+	return tok, tok != ""
+}
+
+// compactShape reports whether tok is three non-empty base64url segments
+// joined by dots: a cheap filter before any decoding.
+func compactShape(tok string) bool {
+	dots := 0
+	segLen := 0
+	for i := 0; i < len(tok); i++ {
+		ch := tok[i]
+		switch {
+		case ch == '.':
+			if segLen == 0 {
+				return false
+			}
+			dots++
+			segLen = 0
+		case ch >= 'A' && ch <= 'Z', ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9', ch == '-', ch == '_':
+			segLen++
+		default:
+			return false
+		}
+	}
+	return dots == 2 && segLen > 0
+}
+
+// headerOK refuses header parameters the broker does not understand: a typ
+// other than JWT (another kind of JWT must not be usable here) and any crit
+// extension (RFC 7515 §4.1.11 requires refusing unknown ones).
+func headerOK(h map[string]any) bool {
+	if typ, present := h["typ"]; present {
+		s, ok := typ.(string)
+		if !ok || !strings.EqualFold(s, "JWT") {
+			return false
+		}
+	}
+	_, crit := h["crit"]
+	return !crit
+}
+
+// audienceOK reports whether aud names want, after dropping one trailing
+// slash on both sides. An empty policy audience matches nothing.
+func audienceOK(want string, aud jwt.ClaimStrings) bool {
+	want = assertion.NormalizeAudience(want)
+	if want == "" {
+		return false
+	}
+	for _, a := range aud {
+		if assertion.NormalizeAudience(a) == want {
+			return true
+		}
+	}
+	return false
+}
+
+// reportableID returns id when it is short printable ASCII, else "", so the
+// claimed id in an Error is always safe to put in a log line.
+func reportableID(id string) string {
+	if len(id) > maxReportedAgentIDSize {
+		return ""
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return ""
+		}
+	}
+	return id
+}

@@ -1,0 +1,318 @@
+// Package broker assembles the token broker from its parts:
+//
+//	policy/      what exists and who may use it (authorisation)
+//	agentauth/   who is calling (EdDSA JWT assertions, replay protection)
+//	ratelimit/   how often each agent may call
+//	secretref/   reading sm:// or file secrets, cached
+//	mint/        turning an account into a fresh Google token
+//	tokencache/  one token per account, coalesced mints
+//	audit/       one log line per issued token
+//	api/         the HTTP API
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	credentials "cloud.google.com/go/iam/credentials/apiv1"
+	"cloud.google.com/go/iam/credentials/apiv1/credentialspb"
+	secretmanager "cloud.google.com/go/secretmanager/apiv1"
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+	gax "github.com/googleapis/gax-go/v2"
+	"golang.org/x/oauth2/google"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/agentauth"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/api"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/audit"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/mint"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/ratelimit"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/secretref"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/tokencache"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/cloudlog"
+)
+
+// Config is the broker's environment.
+type Config struct {
+	// PolicyRef is BROKER_CONFIG: sm://projects/P/secrets/S/versions/V or a file path.
+	PolicyRef string
+	// Refresh is BROKER_REFRESH: how often the policy and secrets are re-read.
+	Refresh time.Duration
+	// MinRemaining is BROKER_MIN_REMAINING (see tokencache).
+	MinRemaining time.Duration
+	// RateLimit and RateBurst are BROKER_RATE_LIMIT (requests per second per
+	// agent, 0 = off) and BROKER_RATE_BURST.
+	RateLimit float64
+	RateBurst int
+	// SecretManagerEndpoint (BROKER_SECRETMANAGER_ENDPOINT) points the Secret
+	// Manager client at a plain-gRPC fake. Tests and the demo only.
+	SecretManagerEndpoint string
+	// IAMCredentialsEndpoint (BROKER_IAMCREDENTIALS_ENDPOINT) points the IAM
+	// Credentials REST client at a fake. Tests and the demo only.
+	IAMCredentialsEndpoint string
+	// AuthorizedUserTokenURI (BROKER_AUTHORIZED_USER_TOKEN_URI) is the token
+	// endpoint for inline AuthorizedUser* credentials. Tests and the demo only.
+	AuthorizedUserTokenURI string
+
+	// Log receives operational and audit lines (default: Cloud Logging JSON on stdout).
+	Log *slog.Logger
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Defaults.
+const (
+	DefaultRefresh   = 5 * time.Minute
+	DefaultRateLimit = 10
+	DefaultRateBurst = 20
+)
+
+// ConfigFromEnv reads the broker's environment variables.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := Config{
+		PolicyRef:              getenv("BROKER_CONFIG"),
+		Refresh:                DefaultRefresh,
+		MinRemaining:           tokencache.DefaultMinRemaining,
+		RateLimit:              DefaultRateLimit,
+		RateBurst:              DefaultRateBurst,
+		SecretManagerEndpoint:  getenv("BROKER_SECRETMANAGER_ENDPOINT"),
+		IAMCredentialsEndpoint: getenv("BROKER_IAMCREDENTIALS_ENDPOINT"),
+		AuthorizedUserTokenURI: getenv("BROKER_AUTHORIZED_USER_TOKEN_URI"),
+	}
+	var errs []error
+	if c.PolicyRef == "" {
+		errs = append(errs, errors.New("BROKER_CONFIG: required (sm://projects/P/secrets/S/versions/V or a file path)"))
+	}
+	durations := []struct {
+		name string
+		dst  *time.Duration
+		min  time.Duration
+	}{
+		{"BROKER_REFRESH", &c.Refresh, time.Second},
+		{"BROKER_MIN_REMAINING", &c.MinRemaining, 0},
+	}
+	for _, d := range durations {
+		if v := getenv(d.name); v != "" {
+			parsed, err := time.ParseDuration(v)
+			if err != nil || parsed < d.min {
+				errs = append(errs, fmt.Errorf("%s: %q is not a duration of at least %s", d.name, v, d.min))
+				continue
+			}
+			*d.dst = parsed
+		}
+	}
+	if v := getenv("BROKER_RATE_LIMIT"); v != "" {
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 {
+			errs = append(errs, fmt.Errorf("BROKER_RATE_LIMIT: %q is not a non-negative number", v))
+		}
+		c.RateLimit = f
+	}
+	if v := getenv("BROKER_RATE_BURST"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs = append(errs, fmt.Errorf("BROKER_RATE_BURST: %q is not a positive integer", v))
+		}
+		c.RateBurst = n
+	}
+	return c, errors.Join(errs...)
+}
+
+// Broker is a running broker: an HTTP handler plus the background policy
+// refresh.
+type Broker struct {
+	handler http.Handler
+	watcher *policy.Watcher
+	cancel  context.CancelFunc
+	done    chan struct{}
+	closers []io.Closer
+}
+
+// New loads the policy (an invalid one is an error naming the account,
+// agent and field) and starts re-reading it every c.Refresh.
+func New(ctx context.Context, c Config) (*Broker, error) {
+	if c.Log == nil {
+		c.Log = cloudlog.New(os.Stdout, slog.LevelInfo)
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.Refresh <= 0 {
+		c.Refresh = DefaultRefresh
+	}
+	b := &Broker{done: make(chan struct{})}
+	sm := newLazySecretManager(c.SecretManagerEndpoint)
+	iam := newLazyIAM(c.IAMCredentialsEndpoint)
+	b.closers = append(b.closers, sm, iam)
+
+	secrets := &secretref.Resolver{SM: sm, TTL: c.Refresh, Now: c.Now}
+	watcher, err := policy.NewWatcher(ctx, func(ctx context.Context) ([]byte, error) {
+		return secrets.Fetch(ctx, c.PolicyRef)
+	}, c.Log)
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	b.watcher = watcher
+	cache := tokencache.New(&mint.Minter{
+		Secrets:                secrets,
+		IAM:                    iam,
+		AuthorizedUserTokenURI: c.AuthorizedUserTokenURI,
+		Now:                    c.Now,
+	}, c.MinRemaining, c.Now)
+
+	b.handler = &api.Server{
+		Policy:  watcher.Current,
+		Auth:    agentauth.NewVerifier(agentauth.Options{Now: c.Now}),
+		Limiter: ratelimit.New(c.RateLimit, c.RateBurst, c.Now),
+		Tokens:  cache,
+		Audit:   audit.New(c.Log),
+		Log:     c.Log,
+	}
+
+	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	b.cancel = cancel
+	go func() {
+		defer close(b.done)
+		t := time.NewTicker(c.Refresh)
+		defer t.Stop()
+		for {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-t.C:
+				if watcher.Reload(runCtx) == nil {
+					cache.Prune(watcher.Current())
+				}
+			}
+		}
+	}()
+	p := watcher.Current()
+	c.Log.Info("broker ready", "accounts", len(p.Accounts), "agents", len(p.Agents), "refresh", c.Refresh.String())
+	return b, nil
+}
+
+// ServeHTTP serves the broker API.
+func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) { b.handler.ServeHTTP(w, r) }
+
+// Reload re-reads the policy now (tests, and SIGHUP-style operations).
+func (b *Broker) Reload(ctx context.Context) error { return b.watcher.Reload(ctx) }
+
+// Close stops the refresh loop and closes Google clients.
+func (b *Broker) Close() error {
+	if b.cancel != nil {
+		b.cancel()
+		<-b.done
+	}
+	var errs []error
+	for _, c := range b.closers {
+		errs = append(errs, c.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// lazy creates a Google client on first use and again after a failed
+// attempt, so a broker whose policy and secrets are files needs no Google
+// credentials at all, and a metadata server that was briefly down at the
+// first mint does not disable keyless accounts for the instance's life.
+type lazy[T io.Closer] struct {
+	what   string
+	create func(context.Context) (T, error)
+	mu     sync.Mutex
+	client T
+	ok     bool
+}
+
+func (l *lazy[T]) get(ctx context.Context) (T, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.ok {
+		c, err := l.create(context.WithoutCancel(ctx))
+		if err != nil {
+			var zero T
+			return zero, errors.New("cannot create the " + l.what + " client: " + sanitize(err))
+		}
+		l.client, l.ok = c, true
+	}
+	return l.client, nil
+}
+
+func (l *lazy[T]) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.ok {
+		return l.client.Close()
+	}
+	return nil
+}
+
+type lazySecretManager struct{ lazy[*secretmanager.Client] }
+
+func newLazySecretManager(endpoint string) *lazySecretManager {
+	return &lazySecretManager{lazy[*secretmanager.Client]{what: "Secret Manager", create: func(ctx context.Context) (*secretmanager.Client, error) {
+		var o []option.ClientOption
+		if endpoint != "" {
+			o = append(o, option.WithEndpoint(endpoint), option.WithoutAuthentication(),
+				option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+		}
+		return secretmanager.NewClient(ctx, o...)
+	}}}
+}
+
+func (l *lazySecretManager) AccessSecretVersion(ctx context.Context, req *secretmanagerpb.AccessSecretVersionRequest, opts ...gax.CallOption) (*secretmanagerpb.AccessSecretVersionResponse, error) {
+	c, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.AccessSecretVersion(ctx, req, opts...)
+}
+
+// lazyIAM authenticates as the broker's own identity: the metadata server
+// on Cloud Run, Application Default Credentials on a laptop.
+type lazyIAM struct {
+	lazy[*credentials.IamCredentialsClient]
+}
+
+func newLazyIAM(endpoint string) *lazyIAM {
+	return &lazyIAM{lazy[*credentials.IamCredentialsClient]{what: "IAM Credentials", create: func(ctx context.Context) (*credentials.IamCredentialsClient, error) {
+		creds, err := google.FindDefaultCredentials(ctx, "https://www.googleapis.com/auth/cloud-platform")
+		if err != nil {
+			return nil, err
+		}
+		o := []option.ClientOption{option.WithTokenSource(creds.TokenSource)}
+		if endpoint != "" {
+			o = append(o, option.WithEndpoint(endpoint))
+		}
+		return credentials.NewIamCredentialsRESTClient(ctx, o...)
+	}}}
+}
+
+func (l *lazyIAM) GenerateAccessToken(ctx context.Context, req *credentialspb.GenerateAccessTokenRequest, opts ...gax.CallOption) (*credentialspb.GenerateAccessTokenResponse, error) {
+	c, err := l.get(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.GenerateAccessToken(ctx, req, opts...)
+}
+
+// sanitize keeps the first line of a client construction error; these
+// carry no secrets but can be long.
+func sanitize(err error) string {
+	s, _, _ := strings.Cut(err.Error(), "\n")
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}

@@ -1,0 +1,286 @@
+// Package mint turns a policy account into a fresh Google access token: a
+// service-account key (JWT-bearer grant), an authorized-user refresh token,
+// or keyless impersonation through IAM Credentials. It does no caching; that
+// is broker/tokencache's job.
+package mint
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"regexp"
+	"time"
+
+	"cloud.google.com/go/iam/credentials/apiv1/credentialspb"
+	gax "github.com/googleapis/gax-go/v2"
+	"github.com/googleapis/gax-go/v2/apierror"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/secretref"
+)
+
+// DefaultTokenURI is Google's OAuth2 token endpoint, used for inline
+// authorized-user credentials (which have no token_uri of their own).
+const DefaultTokenURI = "https://oauth2.googleapis.com/token"
+
+// Secrets reads credential documents (see broker/secretref).
+type Secrets interface {
+	Get(ctx context.Context, ref string) ([]byte, error)
+	Invalidate(ref string)
+}
+
+// IAMCredentials is the part of the IAM Credentials client used for
+// keyless accounts.
+type IAMCredentials interface {
+	GenerateAccessToken(ctx context.Context, req *credentialspb.GenerateAccessTokenRequest, opts ...gax.CallOption) (*credentialspb.GenerateAccessTokenResponse, error)
+}
+
+// Error codes, matching the broker API's.
+const (
+	CodeUpstream    = "upstream"    // Google refused or failed: 502
+	CodeUnavailable = "unavailable" // a dependency is temporarily down: 503
+)
+
+// Error is a mint failure, safe to show to an agent: it never carries a
+// token, key or the upstream response body.
+type Error struct {
+	Code string
+	msg  string
+	// InvalidGrant is true when Google refused the credential itself.
+	InvalidGrant bool
+}
+
+func (e *Error) Error() string { return e.msg }
+
+// Minter mints tokens. Its zero value is not usable; set Secrets.
+type Minter struct {
+	Secrets Secrets
+	// IAM serves keyless accounts; nil makes them fail with a clear error.
+	IAM IAMCredentials
+	// HTTPClient calls token endpoints (default: 30 s timeout).
+	HTTPClient *http.Client
+	// AuthorizedUserTokenURI overrides DefaultTokenURI for inline
+	// authorized-user credentials (tests and the demo).
+	AuthorizedUserTokenURI string
+	// Now is the clock expiry times are expressed in (time.Now if nil).
+	Now func() time.Time
+}
+
+func (m *Minter) now() time.Time {
+	if m.Now != nil {
+		return m.Now()
+	}
+	return time.Now()
+}
+
+// Mint returns a new token for a. On invalid_grant or 401 from Google it
+// re-reads the secret and, if it changed (a rotated key), tries once more.
+func (m *Minter) Mint(ctx context.Context, a *policy.Account) (*oauth2.Token, error) {
+	switch a.Kind() {
+	case policy.Impersonation:
+		return m.impersonate(ctx, a)
+	case policy.AuthorizedUser:
+		if a.AuthorizedUserSecret == "" {
+			return m.fromJSON(ctx, a, m.inlineAuthorizedUser(a), google.AuthorizedUser)
+		}
+		return m.fromSecret(ctx, a, google.AuthorizedUser)
+	case policy.ServiceAccountKey:
+		return m.fromSecret(ctx, a, google.ServiceAccount)
+	}
+	return nil, &Error{Code: CodeUpstream, msg: "account has no credential"}
+}
+
+func (m *Minter) fromSecret(ctx context.Context, a *policy.Account, typ google.CredentialsType) (*oauth2.Token, error) {
+	ref := a.SecretRef()
+	data, err := m.Secrets.Get(ctx, ref)
+	if err != nil {
+		return nil, secretError(err)
+	}
+	tok, err := m.fromJSON(ctx, a, data, typ)
+	var me *Error
+	if !errors.As(err, &me) || !me.InvalidGrant {
+		return tok, err
+	}
+	m.Secrets.Invalidate(ref)
+	fresh, ferr := m.Secrets.Get(ctx, ref)
+	if ferr != nil {
+		return nil, secretError(ferr)
+	}
+	if bytes.Equal(fresh, data) {
+		return nil, err // same credential: asking again would only be refused again
+	}
+	return m.fromJSON(ctx, a, fresh, typ)
+}
+
+func (m *Minter) fromJSON(ctx context.Context, a *policy.Account, data []byte, typ google.CredentialsType) (*oauth2.Token, error) {
+	data, err := checkType(data, typ)
+	if err != nil {
+		return nil, err
+	}
+	ctx = context.WithValue(ctx, oauth2.HTTPClient, m.httpClient())
+	creds, err := google.CredentialsFromJSONWithType(ctx, data, typ, a.ScopeList()...)
+	if err != nil {
+		return nil, &Error{Code: CodeUpstream, msg: fmt.Sprintf("%s credential is malformed", typ)}
+	}
+	start := m.now()
+	tok, err := creds.TokenSource.Token()
+	if err != nil {
+		return nil, tokenError(err)
+	}
+	// x/oauth2 stamps Expiry from the wall clock when the answer arrives;
+	// restate it on our clock from the moment we asked, which also errs on
+	// the short side by the round trip.
+	tok.Expiry = start.Add(time.Until(tok.Expiry))
+	return tok, nil
+}
+
+// checkType allows exactly the expected credential type. Anything else,
+// external_account above all (it can carry attacker-chosen URLs), is refused
+// before Google's library sees it.
+func checkType(data []byte, want google.CredentialsType) ([]byte, error) {
+	var head struct {
+		Type string `json:"type"`
+	}
+	if err := json.Unmarshal(data, &head); err != nil {
+		return nil, &Error{Code: CodeUpstream, msg: fmt.Sprintf("credential is not valid JSON (want a %s document)", want)}
+	}
+	switch {
+	case head.Type == string(want):
+		return data, nil
+	case head.Type == "" && want == google.AuthorizedUser:
+		// Bare {client_id, client_secret, refresh_token} documents are
+		// authorized-user credentials by construction of the account.
+		var doc map[string]any
+		if err := json.Unmarshal(data, &doc); err != nil {
+			return nil, &Error{Code: CodeUpstream, msg: "authorized_user credential is not a JSON object"}
+		}
+		doc["type"] = string(google.AuthorizedUser)
+		out, _ := json.Marshal(doc)
+		return out, nil
+	}
+	return nil, &Error{Code: CodeUpstream, msg: fmt.Sprintf("credential type %q is not allowed here (want %s)", truncate(head.Type, 40), want)}
+}
+
+func (m *Minter) inlineAuthorizedUser(a *policy.Account) []byte {
+	uri := m.AuthorizedUserTokenURI
+	if uri == "" {
+		uri = DefaultTokenURI
+	}
+	out, _ := json.Marshal(map[string]string{
+		"type":          string(google.AuthorizedUser),
+		"client_id":     a.AuthorizedUserClientId,
+		"client_secret": a.AuthorizedUserClientSecret,
+		"refresh_token": a.AuthorizedUserRefreshToken,
+		"token_uri":     uri,
+	})
+	return out
+}
+
+func (m *Minter) impersonate(ctx context.Context, a *policy.Account) (*oauth2.Token, error) {
+	if m.IAM == nil {
+		return nil, &Error{Code: CodeUpstream, msg: "keyless account but the broker has no IAM Credentials client"}
+	}
+	// No client-side retries: the token cache and the agents retry, and a
+	// retrying client would hold every waiting request until the deadline.
+	resp, err := m.IAM.GenerateAccessToken(ctx, &credentialspb.GenerateAccessTokenRequest{
+		Name:     "projects/-/serviceAccounts/" + a.ImpersonateServiceAccount,
+		Scope:    a.ScopeList(),
+		Lifetime: durationpb.New(a.Lifetime()),
+	}, gax.WithRetry(func() gax.Retryer { return nil }))
+	if err != nil {
+		return nil, iamError(err, a.ImpersonateServiceAccount)
+	}
+	if resp.GetAccessToken() == "" || resp.GetExpireTime() == nil {
+		return nil, &Error{Code: CodeUpstream, msg: "IAM Credentials answered without a token"}
+	}
+	return &oauth2.Token{AccessToken: resp.GetAccessToken(), TokenType: "Bearer", Expiry: resp.GetExpireTime().AsTime()}, nil
+}
+
+func (m *Minter) httpClient() *http.Client {
+	if m.HTTPClient != nil {
+		return m.HTTPClient
+	}
+	return defaultClient
+}
+
+var oauthErrorRE = regexp.MustCompile(`^[a-z_]{1,40}$`)
+
+var defaultClient = &http.Client{Timeout: 30 * time.Second}
+
+func secretError(err error) error {
+	var se *secretref.Error
+	if errors.As(err, &se) {
+		code := CodeUpstream
+		if se.Unavailable {
+			code = CodeUnavailable
+		}
+		return &Error{Code: code, msg: se.Error()}
+	}
+	return &Error{Code: CodeUnavailable, msg: "cannot read the credential secret"}
+}
+
+// tokenError reports what Google said (status and RFC 6749 error code)
+// without the response body.
+func tokenError(err error) error {
+	var re *oauth2.RetrieveError
+	if errors.As(err, &re) {
+		status := 0
+		if re.Response != nil {
+			status = re.Response.StatusCode
+		}
+		code := re.ErrorCode
+		if code == "" {
+			// The JWT-bearer path of x/oauth2 leaves the body unparsed; take
+			// only RFC 6749's one-word "error" field from it.
+			var body struct {
+				Error string `json:"error"`
+			}
+			if json.Unmarshal(re.Body, &body) == nil && oauthErrorRE.MatchString(body.Error) {
+				code = body.Error
+			}
+		}
+		invalid := code == "invalid_grant" || status == http.StatusUnauthorized
+		msg := fmt.Sprintf("token endpoint answered %d", status)
+		if code != "" {
+			msg += " " + truncate(code, 40)
+		}
+		return &Error{Code: CodeUpstream, msg: msg, InvalidGrant: invalid}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return &Error{Code: CodeUnavailable, msg: "token endpoint timed out"}
+	}
+	return &Error{Code: CodeUpstream, msg: "token endpoint unreachable"}
+}
+
+func iamError(err error, email string) error {
+	var ae *apierror.APIError
+	if errors.As(err, &ae) {
+		switch code := ae.HTTPCode(); {
+		case code == http.StatusForbidden || code == http.StatusUnauthorized:
+			return &Error{Code: CodeUpstream, msg: fmt.Sprintf("IAM Credentials refused to mint for %s (%d): grant the broker roles/iam.serviceAccountTokenCreator on it", email, code)}
+		case code == http.StatusNotFound:
+			return &Error{Code: CodeUpstream, msg: fmt.Sprintf("IAM Credentials: service account %s not found", email)}
+		case code >= 500 || code == http.StatusTooManyRequests:
+			return &Error{Code: CodeUpstream, msg: fmt.Sprintf("IAM Credentials answered %d", code)}
+		case code > 0:
+			return &Error{Code: CodeUpstream, msg: fmt.Sprintf("IAM Credentials answered %d", code)}
+		}
+	}
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return &Error{Code: CodeUnavailable, msg: "IAM Credentials timed out"}
+	}
+	return &Error{Code: CodeUpstream, msg: "IAM Credentials unreachable or failed"}
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
+}

@@ -1,0 +1,428 @@
+// Package policy parses and validates the broker's policy document: which
+// DICOM stores exist, how the broker gets a Google token for each, and which
+// agent may use which store. This is where a token request is authorised.
+package policy
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
+)
+
+// DefaultBaseURL is the Cloud Healthcare API root.
+const DefaultBaseURL = "https://healthcare.googleapis.com/v1/"
+
+// DefaultScope is the OAuth2 scope of minted tokens unless an account sets Scopes.
+const DefaultScope = "https://www.googleapis.com/auth/cloud-healthcare"
+
+// MaxDocumentSize bounds the policy document (it comes from Secret Manager,
+// whose payloads are at most 64 KiB, or a local file).
+const MaxDocumentSize = 1 << 20
+
+// Policy is the whole document. Field names follow the old Orthanc GCP plugin.
+type Policy struct {
+	Audience string
+	BaseUrl  string //nolint:revive // name fixed by the document format
+	Accounts map[string]*Account
+	Agents   map[string]*Agent
+
+	baseURL *url.URL
+}
+
+// Account is one DICOM store and the credential the broker uses for it.
+type Account struct {
+	Project    string
+	Location   string
+	Dataset    string
+	DicomStore string
+
+	ServiceAccountSecret string `json:",omitempty"`
+
+	AuthorizedUserSecret       string `json:",omitempty"`
+	AuthorizedUserClientId     string `json:",omitempty"` //nolint:revive
+	AuthorizedUserClientSecret string `json:",omitempty"`
+	AuthorizedUserRefreshToken string `json:",omitempty"`
+
+	ImpersonateServiceAccount string `json:",omitempty"`
+	TokenLifetime             string `json:",omitempty"`
+
+	Scopes []string `json:",omitempty"`
+
+	name        string
+	kind        Kind
+	lifetime    time.Duration
+	dicomWebURL string
+	fingerprint string
+}
+
+// Agent is one on-prem agent and the accounts it may use.
+type Agent struct {
+	PublicKey string
+	Accounts  []string
+	Disabled  bool `json:",omitempty"`
+
+	key ed25519.PublicKey
+}
+
+// Kind says where an account's Google token comes from.
+type Kind int
+
+// The credential kinds.
+const (
+	ServiceAccountKey Kind = iota + 1 // ServiceAccountSecret: service_account JSON
+	AuthorizedUser                    // AuthorizedUserSecret or the three inline fields
+	Impersonation                     // ImpersonateServiceAccount: keyless
+)
+
+func (k Kind) String() string {
+	switch k {
+	case ServiceAccountKey:
+		return "service_account"
+	case AuthorizedUser:
+		return "authorized_user"
+	case Impersonation:
+		return "impersonation"
+	}
+	return "unknown"
+}
+
+// Parse decodes and validates a policy document. The error lists every
+// problem found, each naming the account or agent and the field.
+func Parse(data []byte) (*Policy, error) {
+	if len(data) > MaxDocumentSize {
+		return nil, fmt.Errorf("policy: document is %d bytes, limit %d", len(data), MaxDocumentSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	var p Policy
+	if err := dec.Decode(&p); err != nil {
+		return nil, fmt.Errorf("policy: %s", describeJSONError(err))
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errors.New("policy: unexpected data after the JSON document")
+	}
+	if err := p.validate(); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// describeJSONError keeps decoder errors useful without echoing document
+// content (which may hold an inline refresh token).
+func describeJSONError(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("invalid JSON at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %s: want %s, got JSON %s", typ.Field, typ.Type, typ.Value)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return "document is empty or truncated"
+	}
+	return "invalid JSON document"
+}
+
+var (
+	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+	agentRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$`)
+	segmentRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,256}$`)
+	smRE      = regexp.MustCompile(`^sm://projects/[A-Za-z0-9_.:-]+/secrets/[A-Za-z0-9_-]+/versions/(latest|[1-9][0-9]*)$`)
+	emailRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*@[a-z0-9.-]+\.[a-z]{2,}$`)
+)
+
+func (p *Policy) validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf("policy: "+format, a...)) }
+
+	if p.Audience == "" {
+		add("Audience: required (the broker's URL, as agents send it)")
+	} else if _, err := checkURL(p.Audience); err != nil {
+		add("Audience: %v", err)
+	}
+	if p.BaseUrl == "" {
+		p.BaseUrl = DefaultBaseURL
+	}
+	if u, err := checkURL(p.BaseUrl); err != nil {
+		add("BaseUrl: %v", err)
+	} else {
+		if !strings.HasSuffix(u.Path, "/") {
+			u.Path += "/"
+		}
+		p.baseURL = u
+	}
+	if len(p.Accounts) == 0 {
+		add("Accounts: at least one account is required")
+	}
+	for _, name := range sortedKeys(p.Accounts) {
+		a := p.Accounts[name]
+		if !nameRE.MatchString(name) {
+			add("account %q: name must be 1-63 letters, digits, '.', '_' or '-' (it becomes an Orthanc server name)", name)
+			continue
+		}
+		if a == nil {
+			add("account %q: must be an object", name)
+			continue
+		}
+		a.name = name
+		for _, e := range a.validate() {
+			add("account %q: %v", name, e)
+		}
+		if p.baseURL != nil {
+			a.dicomWebURL = p.baseURL.String() + a.StorePath() + "/dicomWeb/"
+		}
+	}
+	for _, id := range sortedKeys(p.Agents) {
+		ag := p.Agents[id]
+		if !agentRE.MatchString(id) {
+			add("agent %q: id must be 1-128 letters, digits, '.', '_', '@' or '-'", id)
+			continue
+		}
+		if ag == nil {
+			add("agent %q: must be an object", id)
+			continue
+		}
+		key, err := agentkey.ParsePublicKey(ag.PublicKey)
+		if err != nil {
+			add("agent %q: PublicKey: %v", id, err)
+		}
+		ag.key = key
+		seen := map[string]bool{}
+		for _, acct := range ag.Accounts {
+			switch {
+			case seen[acct]:
+				add("agent %q: Accounts: %q listed twice", id, acct)
+			case p.Accounts[acct] == nil:
+				add("agent %q: Accounts: unknown account %q", id, acct)
+			}
+			seen[acct] = true
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (a *Account) validate() []error {
+	var errs []error
+	for _, f := range []struct{ name, v string }{
+		{"Project", a.Project}, {"Location", a.Location}, {"Dataset", a.Dataset}, {"DicomStore", a.DicomStore},
+	} {
+		switch {
+		case f.v == "":
+			errs = append(errs, fmt.Errorf("%s: required", f.name))
+		case !segmentRE.MatchString(f.v) || f.v == "." || f.v == "..":
+			errs = append(errs, fmt.Errorf("%s: %q is not a valid identifier", f.name, f.v))
+		}
+	}
+
+	inline := a.AuthorizedUserClientId != "" || a.AuthorizedUserClientSecret != "" || a.AuthorizedUserRefreshToken != ""
+	var sources []string
+	if a.ServiceAccountSecret != "" {
+		sources = append(sources, "ServiceAccountSecret")
+		a.kind = ServiceAccountKey
+		if err := checkSecretRef(a.ServiceAccountSecret); err != nil {
+			errs = append(errs, fmt.Errorf("ServiceAccountSecret: %v", err))
+		}
+	}
+	if a.AuthorizedUserSecret != "" {
+		sources = append(sources, "AuthorizedUserSecret")
+		a.kind = AuthorizedUser
+		if err := checkSecretRef(a.AuthorizedUserSecret); err != nil {
+			errs = append(errs, fmt.Errorf("AuthorizedUserSecret: %v", err))
+		}
+	}
+	if inline {
+		sources = append(sources, "AuthorizedUserClientId/ClientSecret/RefreshToken")
+		a.kind = AuthorizedUser
+		for _, f := range []struct{ name, v string }{
+			{"AuthorizedUserClientId", a.AuthorizedUserClientId},
+			{"AuthorizedUserClientSecret", a.AuthorizedUserClientSecret},
+			{"AuthorizedUserRefreshToken", a.AuthorizedUserRefreshToken},
+		} {
+			if f.v == "" {
+				errs = append(errs, fmt.Errorf("%s: required when any inline AuthorizedUser field is set", f.name))
+			}
+		}
+	}
+	if a.ImpersonateServiceAccount != "" {
+		sources = append(sources, "ImpersonateServiceAccount")
+		a.kind = Impersonation
+		if !emailRE.MatchString(a.ImpersonateServiceAccount) {
+			errs = append(errs, fmt.Errorf("ImpersonateServiceAccount: %q is not a service account email", a.ImpersonateServiceAccount))
+		}
+	}
+	switch len(sources) {
+	case 0:
+		errs = append(errs, errors.New("no credential: set exactly one of ServiceAccountSecret, AuthorizedUserSecret, the inline AuthorizedUser* fields, or ImpersonateServiceAccount"))
+	case 1:
+	default:
+		errs = append(errs, fmt.Errorf("several credentials (%s): set exactly one", strings.Join(sources, ", ")))
+	}
+
+	a.lifetime = time.Hour
+	if a.TokenLifetime != "" {
+		d, err := time.ParseDuration(a.TokenLifetime)
+		switch {
+		case a.kind != Impersonation:
+			errs = append(errs, errors.New("TokenLifetime: only applies to ImpersonateServiceAccount (Google fixes key-based token lifetimes at 1h)"))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("TokenLifetime: %q is not a duration like \"15m\"", a.TokenLifetime))
+		case d < time.Second || d > 12*time.Hour:
+			errs = append(errs, fmt.Errorf("TokenLifetime: %s is outside 1s..12h", d))
+		default:
+			a.lifetime = d
+		}
+	}
+	for i, s := range a.Scopes {
+		if u, err := url.Parse(s); err != nil || u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("Scopes[%d]: %q is not an https scope URL", i, s))
+		}
+	}
+
+	// The fingerprint changes whenever anything that shapes the token does,
+	// so a token cached for an old definition is never handed out.
+	h := sha256.New()
+	def, _ := json.Marshal(a)
+	h.Write(def)
+	a.fingerprint = hex.EncodeToString(h.Sum(nil)[:8])
+	return errs
+}
+
+// checkURL accepts https URLs, and http only for loopback hosts (tests and
+// the local demo), so a typo cannot send tokens in clear over a network.
+func checkURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+		return nil, fmt.Errorf("%q is not an absolute URL without credentials, query or fragment", s)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !isLoopback(u.Hostname()) {
+			return nil, fmt.Errorf("%q: http is allowed only for loopback hosts; use https", s)
+		}
+	default:
+		return nil, fmt.Errorf("%q: scheme must be https", s)
+	}
+	return u, nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+func checkSecretRef(ref string) error {
+	if strings.HasPrefix(ref, "sm://") {
+		if !smRE.MatchString(ref) {
+			return fmt.Errorf("%q is not sm://projects/P/secrets/S/versions/V", ref)
+		}
+		return nil
+	}
+	if strings.Contains(ref, "://") {
+		return fmt.Errorf("%q: only sm:// references or local file paths are supported", ref)
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Name returns the account's name (its key in Accounts).
+func (a *Account) Name() string { return a.name }
+
+// Kind returns where the account's token comes from.
+func (a *Account) Kind() Kind { return a.kind }
+
+// Lifetime is the token lifetime requested for impersonated accounts.
+func (a *Account) Lifetime() time.Duration { return a.lifetime }
+
+// StorePath is "projects/P/locations/L/datasets/D/dicomStores/S".
+func (a *Account) StorePath() string {
+	return "projects/" + a.Project + "/locations/" + a.Location + "/datasets/" + a.Dataset + "/dicomStores/" + a.DicomStore
+}
+
+// DICOMwebURL is the store's DICOMweb root, ending in "/dicomWeb/".
+func (a *Account) DICOMwebURL() string { return a.dicomWebURL }
+
+// ScopeList returns the OAuth2 scopes to request.
+func (a *Account) ScopeList() []string {
+	if len(a.Scopes) > 0 {
+		return slices.Clone(a.Scopes)
+	}
+	return []string{DefaultScope}
+}
+
+// Fingerprint identifies this exact account definition.
+func (a *Account) Fingerprint() string { return a.fingerprint }
+
+// SecretRef returns the secret reference the account's credential is read
+// from, or "" for inline and keyless accounts.
+func (a *Account) SecretRef() string {
+	if a.ServiceAccountSecret != "" {
+		return a.ServiceAccountSecret
+	}
+	return a.AuthorizedUserSecret
+}
+
+// AudienceURL returns Audience normalised for comparison with a JWT aud.
+func (p *Policy) AudienceURL() string { return assertion.NormalizeAudience(p.Audience) }
+
+// AgentKey returns the public key of an enabled agent; false for an unknown
+// or disabled one.
+func (p *Policy) AgentKey(id string) (ed25519.PublicKey, bool) {
+	ag := p.Agents[id]
+	if ag == nil || ag.Disabled || ag.key == nil {
+		return nil, false
+	}
+	return ag.key, true
+}
+
+// Grants returns the accounts agent id may use, in name order. A disabled or
+// unknown agent has none.
+func (p *Policy) Grants(id string) []*Account {
+	ag := p.Agents[id]
+	if ag == nil || ag.Disabled {
+		return nil
+	}
+	out := make([]*Account, 0, len(ag.Accounts))
+	for _, n := range ag.Accounts {
+		out = append(out, p.Accounts[n])
+	}
+	slices.SortFunc(out, func(a, b *Account) int { return strings.Compare(a.name, b.name) })
+	return out
+}
+
+// Allowed returns the account if agent id may use it.
+func (p *Policy) Allowed(id, account string) (*Account, bool) {
+	ag := p.Agents[id]
+	if ag == nil || ag.Disabled || !slices.Contains(ag.Accounts, account) {
+		return nil, false
+	}
+	return p.Accounts[account], true
+}

@@ -1,0 +1,269 @@
+package policy
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+)
+
+func pubKey(t testing.TB) string {
+	t.Helper()
+	pub, _, err := agentkey.Generate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return agentkey.FormatPublicKey(pub)
+}
+
+// doc builds a valid policy and lets a test mutate it as generic JSON.
+func doc(t testing.TB, mutate func(m map[string]any)) []byte {
+	t.Helper()
+	m := map[string]any{
+		"Audience": "https://broker.example.run.app/",
+		"BaseUrl":  "https://healthcare.googleapis.com/v1/",
+		"Accounts": map[string]any{
+			"sa": map[string]any{"Project": "p", "Location": "europe-west2", "Dataset": "d", "DicomStore": "s",
+				"ServiceAccountSecret": "sm://projects/p/secrets/dicom-sa/versions/latest"},
+			"user": map[string]any{"Project": "p", "Location": "l", "Dataset": "d", "DicomStore": "s2",
+				"AuthorizedUserSecret": "/etc/broker/user.json"},
+			"inline": map[string]any{"Project": "p", "Location": "l", "Dataset": "d", "DicomStore": "s3",
+				"AuthorizedUserClientId": "id", "AuthorizedUserClientSecret": "cs", "AuthorizedUserRefreshToken": "rt-secret-value"},
+			"keyless": map[string]any{"Project": "p", "Location": "l", "Dataset": "d", "DicomStore": "s4",
+				"ImpersonateServiceAccount": "store-dicom@p.iam.gserviceaccount.com", "TokenLifetime": "15m"},
+		},
+		"Agents": map[string]any{
+			"clinic-a": map[string]any{"PublicKey": pubKey(t), "Accounts": []any{"sa", "keyless"}},
+			"clinic-b": map[string]any{"PublicKey": pubKey(t), "Accounts": []any{"user"}, "Disabled": true},
+		},
+	}
+	if mutate != nil {
+		mutate(m)
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func acct(m map[string]any, name string) map[string]any {
+	return m["Accounts"].(map[string]any)[name].(map[string]any)
+}
+
+func agent(m map[string]any, id string) map[string]any {
+	return m["Agents"].(map[string]any)[id].(map[string]any)
+}
+
+func TestParseValid(t *testing.T) {
+	p, err := Parse(doc(t, nil))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	if got := p.AudienceURL(); got != "https://broker.example.run.app" {
+		t.Errorf("AudienceURL = %q", got)
+	}
+	sa := p.Accounts["sa"]
+	if sa.Kind() != ServiceAccountKey || sa.Name() != "sa" {
+		t.Errorf("sa kind/name = %v/%q", sa.Kind(), sa.Name())
+	}
+	if want := "https://healthcare.googleapis.com/v1/projects/p/locations/europe-west2/datasets/d/dicomStores/s/dicomWeb/"; sa.DICOMwebURL() != want {
+		t.Errorf("DICOMwebURL = %q, want %q", sa.DICOMwebURL(), want)
+	}
+	if got := sa.ScopeList(); len(got) != 1 || got[0] != DefaultScope {
+		t.Errorf("ScopeList = %v", got)
+	}
+	if k := p.Accounts["keyless"]; k.Kind() != Impersonation || k.Lifetime().Minutes() != 15 {
+		t.Errorf("keyless = %v %v", k.Kind(), k.Lifetime())
+	}
+	if p.Accounts["inline"].Kind() != AuthorizedUser || p.Accounts["user"].Kind() != AuthorizedUser {
+		t.Error("authorized user kinds wrong")
+	}
+	if _, ok := p.AgentKey("clinic-a"); !ok {
+		t.Error("clinic-a should have a key")
+	}
+	if _, ok := p.AgentKey("clinic-b"); ok {
+		t.Error("disabled clinic-b must have no key")
+	}
+	if _, ok := p.AgentKey("nobody"); ok {
+		t.Error("unknown agent must have no key")
+	}
+	grants := p.Grants("clinic-a")
+	if len(grants) != 2 || grants[0].Name() != "keyless" || grants[1].Name() != "sa" {
+		t.Errorf("Grants = %v", grants)
+	}
+	if len(p.Grants("clinic-b")) != 0 {
+		t.Error("a disabled agent has no grants")
+	}
+	if _, ok := p.Allowed("clinic-a", "user"); ok {
+		t.Error("clinic-a may not use user")
+	}
+	if _, ok := p.Allowed("clinic-a", "sa"); !ok {
+		t.Error("clinic-a may use sa")
+	}
+}
+
+func TestParseDefaultsBaseURL(t *testing.T) {
+	p, err := Parse(doc(t, func(m map[string]any) { delete(m, "BaseUrl") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(p.Accounts["sa"].DICOMwebURL(), DefaultBaseURL+"projects/") {
+		t.Errorf("DICOMwebURL = %q", p.Accounts["sa"].DICOMwebURL())
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(m map[string]any)
+		raw    string
+		want   []string // every substring must appear in the error
+	}{
+		{name: "not JSON", raw: `{"Audience":`, want: []string{"policy:"}},
+		{name: "trailing data", raw: string(doc(t, nil)) + `{}`, want: []string{"after the JSON document"}},
+		{name: "unknown top-level field", mutate: func(m map[string]any) { m["Agnets"] = map[string]any{} }, want: []string{`unknown field "Agnets"`}},
+		{name: "unknown account field", mutate: func(m map[string]any) { acct(m, "sa")["DicomStor"] = "x" }, want: []string{`unknown field "DicomStor"`}},
+		{name: "missing audience", mutate: func(m map[string]any) { delete(m, "Audience") }, want: []string{"Audience: required"}},
+		{name: "http audience off loopback", mutate: func(m map[string]any) { m["Audience"] = "http://broker.example" }, want: []string{"Audience:", "https"}},
+		{name: "http base on loopback ok, ftp not", mutate: func(m map[string]any) { m["BaseUrl"] = "ftp://x/" }, want: []string{"BaseUrl:"}},
+		{name: "no accounts", mutate: func(m map[string]any) { m["Accounts"] = map[string]any{}; m["Agents"] = map[string]any{} }, want: []string{"at least one account"}},
+		{name: "missing project", mutate: func(m map[string]any) { delete(acct(m, "sa"), "Project") }, want: []string{`account "sa": Project: required`}},
+		{name: "missing location", mutate: func(m map[string]any) { delete(acct(m, "user"), "Location") }, want: []string{`account "user": Location: required`}},
+		{name: "missing dataset", mutate: func(m map[string]any) { delete(acct(m, "sa"), "Dataset") }, want: []string{`account "sa": Dataset: required`}},
+		{name: "missing store", mutate: func(m map[string]any) { delete(acct(m, "sa"), "DicomStore") }, want: []string{`account "sa": DicomStore: required`}},
+		{name: "path injection in store", mutate: func(m map[string]any) { acct(m, "sa")["DicomStore"] = "../../x" }, want: []string{`account "sa": DicomStore:`, "not a valid identifier"}},
+		{name: "no credential", mutate: func(m map[string]any) { delete(acct(m, "sa"), "ServiceAccountSecret") }, want: []string{`account "sa": no credential`}},
+		{name: "two credentials", mutate: func(m map[string]any) { acct(m, "sa")["ImpersonateServiceAccount"] = "x@p.iam.gserviceaccount.com" }, want: []string{`account "sa": several credentials`, "ServiceAccountSecret", "ImpersonateServiceAccount"}},
+		{name: "partial inline user", mutate: func(m map[string]any) { delete(acct(m, "inline"), "AuthorizedUserRefreshToken") }, want: []string{`account "inline": AuthorizedUserRefreshToken: required`}},
+		{name: "bad sm reference", mutate: func(m map[string]any) { acct(m, "sa")["ServiceAccountSecret"] = "sm://projects/p/secrets/s" }, want: []string{`account "sa": ServiceAccountSecret:`}},
+		{name: "other URL scheme for a secret", mutate: func(m map[string]any) { acct(m, "sa")["ServiceAccountSecret"] = "https://evil/key.json" }, want: []string{`account "sa": ServiceAccountSecret:`, "sm://"}},
+		{name: "bad impersonation email", mutate: func(m map[string]any) { acct(m, "keyless")["ImpersonateServiceAccount"] = "not-an-email" }, want: []string{`account "keyless": ImpersonateServiceAccount:`}},
+		{name: "bad lifetime", mutate: func(m map[string]any) { acct(m, "keyless")["TokenLifetime"] = "forever" }, want: []string{`account "keyless": TokenLifetime:`}},
+		{name: "lifetime too long", mutate: func(m map[string]any) { acct(m, "keyless")["TokenLifetime"] = "13h" }, want: []string{`account "keyless": TokenLifetime:`, "1s..12h"}},
+		{name: "lifetime on a key account", mutate: func(m map[string]any) { acct(m, "sa")["TokenLifetime"] = "15m" }, want: []string{`account "sa": TokenLifetime: only applies`}},
+		{name: "bad scope", mutate: func(m map[string]any) { acct(m, "sa")["Scopes"] = []any{"cloud-healthcare"} }, want: []string{`account "sa": Scopes[0]`}},
+		{name: "bad account name", mutate: func(m map[string]any) { m["Accounts"].(map[string]any)["a/b"] = acct(m, "sa") }, want: []string{`account "a/b": name`}},
+		{name: "agent unknown account", mutate: func(m map[string]any) { agent(m, "clinic-a")["Accounts"] = []any{"sa", "nope"} }, want: []string{`agent "clinic-a": Accounts: unknown account "nope"`}},
+		{name: "agent duplicate account", mutate: func(m map[string]any) { agent(m, "clinic-a")["Accounts"] = []any{"sa", "sa"} }, want: []string{`agent "clinic-a": Accounts: "sa" listed twice`}},
+		{name: "agent malformed key", mutate: func(m map[string]any) { agent(m, "clinic-a")["PublicKey"] = "ed25519:AAAA" }, want: []string{`agent "clinic-a": PublicKey:`}},
+		{name: "agent key wrong prefix", mutate: func(m map[string]any) { agent(m, "clinic-a")["PublicKey"] = "rsa:AAAA" }, want: []string{`agent "clinic-a": PublicKey:`, "ed25519:"}},
+		{name: "agent unknown field", mutate: func(m map[string]any) { agent(m, "clinic-a")["Store"] = "x" }, want: []string{`unknown field "Store"`}},
+		{name: "bad agent id", mutate: func(m map[string]any) { m["Agents"].(map[string]any)["bad id"] = agent(m, "clinic-a") }, want: []string{`agent "bad id": id`}},
+		{name: "wrong type", mutate: func(m map[string]any) { agent(m, "clinic-a")["Accounts"] = "sa" }, want: []string{"Accounts"}},
+		{name: "several problems reported together", mutate: func(m map[string]any) {
+			delete(acct(m, "sa"), "Project")
+			agent(m, "clinic-a")["PublicKey"] = "x"
+		}, want: []string{`account "sa": Project: required`, `agent "clinic-a": PublicKey:`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			data := []byte(tt.raw)
+			if tt.raw == "" {
+				data = doc(t, tt.mutate)
+			}
+			p, err := Parse(data)
+			if err == nil {
+				t.Fatalf("Parse accepted it: %+v", p)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "rt-secret-value") {
+				t.Errorf("error leaks the inline refresh token: %v", err)
+			}
+		})
+	}
+}
+
+func TestLoopbackHTTPAllowed(t *testing.T) {
+	_, err := Parse(doc(t, func(m map[string]any) {
+		m["Audience"] = "http://127.0.0.1:8080"
+		m["BaseUrl"] = "http://localhost:9000/v1"
+	}))
+	if err != nil {
+		t.Fatalf("loopback http refused: %v", err)
+	}
+}
+
+func TestFingerprintFollowsDefinition(t *testing.T) {
+	a, _ := Parse(doc(t, nil))
+	b, _ := Parse(doc(t, func(m map[string]any) { acct(m, "sa")["DicomStore"] = "other" }))
+	if a.Accounts["sa"].Fingerprint() == b.Accounts["sa"].Fingerprint() {
+		t.Error("changing the store must change the fingerprint")
+	}
+	if a.Accounts["keyless"].Fingerprint() != b.Accounts["keyless"].Fingerprint() {
+		t.Error("an unchanged account keeps its fingerprint")
+	}
+}
+
+func TestWatcherKeepsLastGood(t *testing.T) {
+	good := doc(t, nil)
+	current := good
+	var fetchErr error
+	w, err := NewWatcher(context.Background(), func(context.Context) ([]byte, error) { return current, fetchErr }, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := w.Current()
+
+	current = []byte(`{"Audience": 1}`)
+	if err := w.Reload(context.Background()); err == nil {
+		t.Fatal("bad document accepted")
+	}
+	if w.Current() != first {
+		t.Fatal("bad document replaced the policy in force")
+	}
+	fetchErr = errors.New("secret manager down")
+	if err := w.Reload(context.Background()); err == nil || w.Current() != first {
+		t.Fatal("failed fetch must keep the policy")
+	}
+	fetchErr = nil
+	current = doc(t, func(m map[string]any) { delete(m["Agents"].(map[string]any), "clinic-b") })
+	if err := w.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := w.Current().Agents["clinic-b"]; ok {
+		t.Fatal("good new document not applied")
+	}
+}
+
+func TestNewWatcherRefusesBadStart(t *testing.T) {
+	_, err := NewWatcher(context.Background(), func(context.Context) ([]byte, error) {
+		return doc(t, func(m map[string]any) { delete(acct(m, "sa"), "Dataset") }), nil
+	}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err == nil || !strings.Contains(err.Error(), `account "sa": Dataset: required`) {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(doc(f, nil))
+	f.Add([]byte(`{}`))
+	f.Add([]byte(`{"Accounts":{"a":null},"Agents":{"b":null}}`))
+	f.Add([]byte(`{"Audience":"https://x","Accounts":{"a":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"s","ImpersonateServiceAccount":"a@b.cc"}},"Agents":{"x":{"PublicKey":"ed25519:","Accounts":["a"]}}}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := Parse(data)
+		if err != nil {
+			return
+		}
+		// Whatever parses must be internally consistent.
+		for id, ag := range p.Agents {
+			if _, ok := p.AgentKey(id); ok == (ag.Disabled || ag.key == nil) {
+				t.Fatalf("agent %q key state inconsistent", id)
+			}
+			for _, a := range p.Grants(id) {
+				if a == nil || a.DICOMwebURL() == "" || a.Kind() == 0 {
+					t.Fatalf("agent %q granted an invalid account", id)
+				}
+			}
+		}
+	})
+}

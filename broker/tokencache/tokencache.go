@@ -1,0 +1,178 @@
+// Package tokencache keeps one Google access token per account per broker
+// instance, coalesces concurrent mints into one (singleflight), and hands a
+// cached token out only while it has enough life left for an agent to use.
+package tokencache
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"sync"
+
+	"golang.org/x/oauth2"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
+)
+
+// DefaultMinRemaining is BROKER_MIN_REMAINING's default.
+const DefaultMinRemaining = 15 * time.Minute
+
+// FallbackFloor is the least life a cached token must have to be served
+// when minting a new one failed (Google or Secret Manager down).
+const FallbackFloor = time.Minute
+
+// FailureHoldoff is how long after a failed mint the cache answers from
+// that failure instead of asking Google again, so an outage is not made
+// worse by every agent request retrying it.
+const FailureHoldoff = 5 * time.Second
+
+// mintTimeout bounds one mint; it is detached from the caller's context so
+// one impatient agent cannot cancel the mint others are waiting on.
+const mintTimeout = 30 * time.Second
+
+// Minter mints a new token (see broker/mint).
+type Minter interface {
+	Mint(ctx context.Context, a *policy.Account) (*oauth2.Token, error)
+}
+
+// Cache is safe for concurrent use.
+type Cache struct {
+	mint         Minter
+	now          func() time.Time
+	minRemaining time.Duration
+
+	mu      sync.Mutex
+	entries map[string]entry // by account name + definition fingerprint
+	failed  map[string]failure
+	sf      singleflight.Group
+}
+
+type failure struct {
+	at  time.Time
+	err error
+}
+
+type entry struct {
+	tok    *oauth2.Token
+	minted time.Time
+}
+
+// New returns a cache. minRemaining <= 0 means DefaultMinRemaining; now nil
+// means time.Now.
+func New(m Minter, minRemaining time.Duration, now func() time.Time) *Cache {
+	if minRemaining <= 0 {
+		minRemaining = DefaultMinRemaining
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &Cache{mint: m, now: now, minRemaining: minRemaining, entries: map[string]entry{}, failed: map[string]failure{}}
+}
+
+// Result is a token and whether it came from the cache.
+type Result struct {
+	Token  *oauth2.Token
+	Cached bool
+	// Fallback is true when minting failed and a still-valid cached token
+	// was served instead.
+	Fallback bool
+}
+
+// Token returns a token for a with enough remaining life, minting at most
+// once at a time per account.
+func (c *Cache) Token(ctx context.Context, a *policy.Account) (Result, error) {
+	key := a.Name() + "\x00" + a.Fingerprint()
+	if e, ok := c.get(key); ok && c.usable(e) {
+		return Result{Token: e.tok, Cached: true}, nil
+	}
+	v, err, _ := c.sf.Do(key, func() (any, error) {
+		// Someone may have minted between our look-up and this flight.
+		if e, ok := c.get(key); ok && c.usable(e) {
+			return Result{Token: e.tok, Cached: true}, nil
+		}
+		tok, minted, err := c.mintOrRecall(ctx, key, a)
+		if err != nil {
+			if e, ok := c.get(key); ok && e.tok.Expiry.Sub(c.now()) >= FallbackFloor {
+				return Result{Token: e.tok, Cached: true, Fallback: true}, nil
+			}
+			return nil, err
+		}
+		c.mu.Lock()
+		c.entries[key] = entry{tok: tok, minted: minted}
+		delete(c.failed, key)
+		c.mu.Unlock()
+		return Result{Token: tok}, nil
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	return v.(Result), nil
+}
+
+// mintOrRecall mints, unless a mint for key failed under FailureHoldoff ago,
+// in which case that failure is the answer.
+func (c *Cache) mintOrRecall(ctx context.Context, key string, a *policy.Account) (*oauth2.Token, time.Time, error) {
+	c.mu.Lock()
+	f, recent := c.failed[key]
+	c.mu.Unlock()
+	if recent && c.now().Sub(f.at) < FailureHoldoff {
+		return nil, time.Time{}, f.err
+	}
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mintTimeout)
+	defer cancel()
+	minted := c.now()
+	tok, err := c.mint.Mint(mctx, a)
+	if err == nil && (tok == nil || tok.AccessToken == "") {
+		err = errEmptyToken
+	}
+	if err != nil {
+		c.mu.Lock()
+		c.failed[key] = failure{at: c.now(), err: err}
+		c.mu.Unlock()
+		return nil, time.Time{}, err
+	}
+	return tok, minted, nil
+}
+
+var errEmptyToken = errors.New("upstream returned an empty token")
+
+func (c *Cache) get(key string) (entry, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.entries[key]
+	return e, ok
+}
+
+// usable: at least minRemaining left or, for tokens too short for that rule
+// (lifetime under twice minRemaining), at least half their lifetime.
+func (c *Cache) usable(e entry) bool {
+	need := c.minRemaining
+	if lifetime := e.tok.Expiry.Sub(e.minted); lifetime < 2*c.minRemaining {
+		need = lifetime / 2
+	}
+	return e.tok.Expiry.Sub(c.now()) >= need
+}
+
+// Prune drops entries for accounts no longer in the policy (or whose
+// definition changed) and expired tokens, so memory follows the policy.
+func (c *Cache) Prune(p *policy.Policy) {
+	keep := map[string]bool{}
+	for name, a := range p.Accounts {
+		keep[name+"\x00"+a.Fingerprint()] = true
+	}
+	now := c.now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, e := range c.entries {
+		if !keep[k] || !e.tok.Expiry.After(now) {
+			delete(c.entries, k)
+		}
+	}
+	for k := range c.failed {
+		if !keep[k] {
+			delete(c.failed, k)
+		}
+	}
+}

@@ -1,0 +1,130 @@
+// Package agentkey reads and writes agent Ed25519 keys in the project's two
+// formats: the private key file an agent keeps (PEM PKCS#8, mode 0600) and
+// the public key line registered in the broker policy
+// ("ed25519:" + standard base64, with padding, of the raw 32-byte key).
+package agentkey
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+)
+
+// Prefix starts every public key line.
+const Prefix = "ed25519:"
+
+// FormatPublicKey returns the policy form of pub.
+func FormatPublicKey(pub ed25519.PublicKey) string {
+	return Prefix + base64.StdEncoding.EncodeToString(pub)
+}
+
+// ParsePublicKey parses the policy form. It accepts only the canonical
+// encoding so that one key has exactly one spelling in a policy.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	rest, ok := strings.CutPrefix(s, Prefix)
+	if !ok {
+		return nil, fmt.Errorf("public key must start with %q", Prefix)
+	}
+	raw, err := base64.StdEncoding.Strict().DecodeString(rest)
+	if err != nil {
+		return nil, errors.New("public key is not valid standard base64")
+	}
+	// The decoder skips CR/LF even in strict mode; insist on one spelling.
+	if base64.StdEncoding.EncodeToString(raw) != rest {
+		return nil, errors.New("public key is not valid standard base64")
+	}
+	if len(raw) != ed25519.PublicKeySize {
+		return nil, fmt.Errorf("public key is %d bytes, want %d", len(raw), ed25519.PublicKeySize)
+	}
+	return ed25519.PublicKey(raw), nil
+}
+
+// Generate makes a new key pair.
+func Generate() (ed25519.PublicKey, ed25519.PrivateKey, error) {
+	return ed25519.GenerateKey(rand.Reader)
+}
+
+// MarshalPrivateKey encodes priv as a PEM "PRIVATE KEY" (PKCS#8) block.
+func MarshalPrivateKey(priv ed25519.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// ParsePrivateKey decodes a PEM PKCS#8 Ed25519 private key. Errors never
+// include key bytes.
+func ParsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "PRIVATE KEY" {
+		return nil, errors.New("key file holds no PEM \"PRIVATE KEY\" block")
+	}
+	k, err := x509.ParsePKCS8PrivateKey(block.Bytes)
+	if err != nil {
+		return nil, errors.New("key file holds no valid PKCS#8 private key")
+	}
+	priv, ok := k.(ed25519.PrivateKey)
+	if !ok {
+		return nil, errors.New("key file holds a key that is not Ed25519")
+	}
+	return priv, nil
+}
+
+// WriteNew generates a key pair and writes the private key to path with mode
+// 0600. It never overwrites an existing file.
+func WriteNew(path string) (ed25519.PublicKey, error) {
+	pub, priv, err := Generate()
+	if err != nil {
+		return nil, err
+	}
+	data, err := MarshalPrivateKey(priv)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%s already exists; refusing to overwrite a key", path)
+		}
+		return nil, err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return nil, err
+	}
+	return pub, nil
+}
+
+// ReadFile loads a private key, refusing a file that group or others can
+// read: a readable agent key lets anyone on the host act as the agent.
+func ReadFile(path string) (ed25519.PrivateKey, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s has mode %#o; it must not be readable by group or others (chmod 600)", path, fi.Mode().Perm())
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	priv, err := ParsePrivateKey(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return priv, nil
+}
