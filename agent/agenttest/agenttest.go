@@ -1,0 +1,417 @@
+// Package agenttest holds test doubles for the agent's packages: a broker
+// that speaks the v1 HTTP contract of DESIGN.md and checks the agent's
+// EdDSA assertions, and an in-memory Orthanc DICOMweb server registry that
+// mimics Orthanc 1.10's REST semantics (PUT replaces, ?expand hides header
+// values and stringifies user properties, DELETE of a missing entry is 400).
+package agenttest
+
+import (
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// StoreError is a per-store error the fake broker returns.
+type StoreError struct{ Code, Message string }
+
+// Broker is a fake broker on 127.0.0.1.
+type Broker struct {
+	URL string
+	srv *httptest.Server
+
+	mu sync.Mutex
+	// AgentID and Pub authenticate the agent.
+	AgentID string
+	Pub     ed25519.PublicKey
+	// Grants maps store name to dicomweb_url.
+	Grants map[string]string
+	// Lifetime of issued tokens; Now is the broker's clock.
+	Lifetime time.Duration
+	Now      func() time.Time
+	// Fail, when non-zero, is the status every request gets.
+	Fail int
+	// StoreErrors answer per-store errors instead of tokens.
+	StoreErrors map[string]StoreError
+	// Issued lists every access token handed out, in order.
+	Issued []string
+	// StoresCalls and TokenCalls count requests; Asked records each
+	// POST /v1/tokens body's store list.
+	StoresCalls, TokenCalls int
+	Asked                   [][]string
+	seenJTI                 map[string]bool
+}
+
+// NewBroker starts a fake broker for agentID with public key pub.
+func NewBroker(t testing.TB, agentID string, pub ed25519.PublicKey) *Broker {
+	b := &Broker{AgentID: agentID, Pub: pub, Grants: map[string]string{}, Lifetime: time.Hour,
+		Now: time.Now, StoreErrors: map[string]StoreError{}, seenJTI: map[string]bool{}}
+	b.srv = httptest.NewServer(http.HandlerFunc(b.serve))
+	b.URL = b.srv.URL
+	t.Cleanup(b.srv.Close)
+	return b
+}
+
+// Close stops the server (the broker is then unreachable).
+func (b *Broker) Close() { b.srv.Close() }
+
+// Set runs f with the broker locked, to change its behaviour.
+func (b *Broker) Set(f func(b *Broker)) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	f(b)
+}
+
+// Snapshot returns counters under the lock.
+func (b *Broker) Snapshot() (storesCalls, tokenCalls int, issued []string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.StoresCalls, b.TokenCalls, append([]string(nil), b.Issued...)
+}
+
+func writeErr(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.Fail != 0 {
+		writeErr(w, b.Fail, "unavailable", "test failure")
+		return
+	}
+	if err := b.checkAssertion(r); err != nil {
+		writeErr(w, http.StatusUnauthorized, "unauthenticated", "authentication failed")
+		return
+	}
+	switch {
+	case r.Method == http.MethodGet && r.URL.Path == "/v1/stores":
+		b.StoresCalls++
+		type st struct {
+			Name string `json:"name"`
+			URL  string `json:"dicomweb_url"`
+		}
+		out := []st{}
+		for _, n := range sortedKeys(b.Grants) {
+			out = append(out, st{n, b.Grants[n]})
+		}
+		json.NewEncoder(w).Encode(map[string]any{"stores": out})
+	case r.Method == http.MethodPost && r.URL.Path == "/v1/tokens":
+		b.TokenCalls++
+		var req struct {
+			Stores []string `json:"stores"`
+		}
+		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&req); err != nil {
+			writeErr(w, http.StatusBadRequest, "bad_request", "bad body")
+			return
+		}
+		b.Asked = append(b.Asked, req.Stores)
+		if len(req.Stores) == 0 {
+			req.Stores = sortedKeys(b.Grants)
+		}
+		tokens, errs := []map[string]string{}, []map[string]string{}
+		for _, s := range req.Stores {
+			if e, ok := b.StoreErrors[s]; ok {
+				errs = append(errs, map[string]string{"store": s, "code": e.Code, "message": e.Message})
+				continue
+			}
+			u, ok := b.Grants[s]
+			if !ok {
+				errs = append(errs, map[string]string{"store": s, "code": "forbidden", "message": "not allowed"})
+				continue
+			}
+			tok := "ya29.fake-" + randHex(24)
+			b.Issued = append(b.Issued, tok)
+			tokens = append(tokens, map[string]string{
+				"store": s, "access_token": tok, "token_type": "Bearer",
+				"expires_at": b.Now().Add(b.Lifetime).UTC().Format(time.RFC3339), "dicomweb_url": u,
+			})
+		}
+		json.NewEncoder(w).Encode(map[string]any{"tokens": tokens, "errors": errs})
+	default:
+		writeErr(w, http.StatusNotFound, "not_found", "no such endpoint")
+	}
+}
+
+// checkAssertion verifies the request's EdDSA JWT as DESIGN.md says.
+func (b *Broker) checkAssertion(r *http.Request) error {
+	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if !ok {
+		return fmt.Errorf("no bearer")
+	}
+	var claims jwt.RegisteredClaims
+	_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return b.Pub, nil },
+		jwt.WithValidMethods([]string{"EdDSA"}), jwt.WithAudience(b.URL),
+		jwt.WithIssuer(b.AgentID), jwt.WithSubject(b.AgentID), jwt.WithTimeFunc(b.Now),
+		jwt.WithLeeway(time.Minute), jwt.WithExpirationRequired(), jwt.WithIssuedAt())
+	if err != nil {
+		return err
+	}
+	if claims.ID == "" || b.seenJTI[claims.ID] {
+		return fmt.Errorf("jti replay")
+	}
+	if claims.ExpiresAt.Sub(claims.IssuedAt.Time) > 5*time.Minute {
+		return fmt.Errorf("lifetime")
+	}
+	b.seenJTI[claims.ID] = true
+	return nil
+}
+
+// Orthanc is a fake Orthanc DICOMweb server registry on 127.0.0.1.
+type Orthanc struct {
+	URL string
+	srv *httptest.Server
+
+	mu sync.Mutex
+	// User and Password, when User is set, are required (Basic auth).
+	User, Password string
+	// Servers holds each entry's last PUT body.
+	Servers map[string]map[string]any
+	// Puts and Deletes count successful calls per server name.
+	Puts, Deletes map[string]int
+	// Down makes every request fail with 503.
+	Down bool
+}
+
+// NewOrthanc starts a fake Orthanc with the given servers already
+// configured (as from its configuration file: no marker).
+func NewOrthanc(t testing.TB, user, password string) *Orthanc {
+	o := &Orthanc{User: user, Password: password, Servers: map[string]map[string]any{},
+		Puts: map[string]int{}, Deletes: map[string]int{}}
+	o.srv = httptest.NewServer(http.HandlerFunc(o.serve))
+	o.URL = o.srv.URL
+	t.Cleanup(o.srv.Close)
+	return o
+}
+
+// Close stops the fake (Orthanc unreachable).
+func (o *Orthanc) Close() { o.srv.Close() }
+
+// Set runs f with the fake locked.
+func (o *Orthanc) Set(f func(o *Orthanc)) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	f(o)
+}
+
+// Restart forgets every server created over REST, as Orthanc does on
+// restart with ServersInDatabase false; keep lists the config-file ones.
+func (o *Orthanc) Restart(keep ...string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for n := range o.Servers {
+		if !contains(keep, n) {
+			delete(o.Servers, n)
+		}
+	}
+}
+
+// Bearer returns the token in the Authorization header of entry name.
+func (o *Orthanc) Bearer(name string) string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s, ok := o.Servers[name]
+	if !ok {
+		return ""
+	}
+	h, _ := s["HttpHeaders"].(map[string]any)
+	v, _ := h["Authorization"].(string)
+	return strings.TrimPrefix(v, "Bearer ")
+}
+
+// Entry returns a copy of the entry's last PUT body (nil if absent).
+func (o *Orthanc) Entry(name string) map[string]any {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	s, ok := o.Servers[name]
+	if !ok {
+		return nil
+	}
+	out := map[string]any{}
+	for k, v := range s {
+		out[k] = v
+	}
+	return out
+}
+
+// Counts returns PUT and DELETE counts for name.
+func (o *Orthanc) Counts(name string) (puts, deletes int) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.Puts[name], o.Deletes[name]
+}
+
+const root = "/dicom-web/servers"
+
+func (o *Orthanc) serve(w http.ResponseWriter, r *http.Request) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.Down {
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	if o.User != "" {
+		u, p, ok := r.BasicAuth()
+		if !ok || u != o.User || p != o.Password {
+			w.Header().Set("WWW-Authenticate", `Basic realm="Orthanc Secure Area"`)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+	}
+	orthErr := func(status int, msg string) {
+		w.WriteHeader(status)
+		json.NewEncoder(w).Encode(map[string]any{"HttpStatus": status, "Message": msg, "Details": "details"})
+	}
+	switch {
+	case r.URL.Path == "/system":
+		json.NewEncoder(w).Encode(map[string]any{"Version": "1.10.1"})
+	case r.URL.Path == root && r.Method == http.MethodGet:
+		if _, ok := r.URL.Query()["expand"]; !ok {
+			json.NewEncoder(w).Encode(sortedKeys(o.Servers))
+			return
+		}
+		out := map[string]any{}
+		for n, s := range o.Servers {
+			out[n] = expand(s)
+		}
+		json.NewEncoder(w).Encode(out)
+	case strings.HasPrefix(r.URL.Path, root+"/"):
+		name := strings.TrimPrefix(r.URL.Path, root+"/")
+		switch r.Method {
+		case http.MethodPut:
+			var def map[string]any
+			if err := json.NewDecoder(r.Body).Decode(&def); err != nil {
+				orthErr(400, "Bad file format")
+				return
+			}
+			if u, _ := def["Url"].(string); u == "" {
+				orthErr(400, "Empty URL")
+				return
+			}
+			if h, ok := def["HttpHeaders"]; ok {
+				hm, ok := h.(map[string]any)
+				if !ok {
+					orthErr(400, "Bad file format")
+					return
+				}
+				for _, v := range hm {
+					if _, ok := v.(string); !ok {
+						orthErr(400, "Bad file format")
+						return
+					}
+				}
+			}
+			o.Servers[name] = def // a PUT replaces the whole entry
+			o.Puts[name]++
+			w.Write([]byte("{}"))
+		case http.MethodDelete:
+			if _, ok := o.Servers[name]; !ok {
+				orthErr(400, "Parameter out of range")
+				return
+			}
+			delete(o.Servers, name)
+			o.Deletes[name]++
+			w.Write([]byte("{}"))
+		default:
+			orthErr(405, "Method not allowed")
+		}
+	default:
+		orthErr(404, "Unknown resource")
+	}
+}
+
+// expand renders an entry as GET servers?expand does in Orthanc 1.10.
+func expand(def map[string]any) map[string]any {
+	out := map[string]any{"HttpHeaders": []string{}, "Pkcs11": false, "Timeout": 0}
+	for k, v := range def {
+		switch k {
+		case "Url", "Pkcs11", "Timeout", "Username":
+			out[k] = v
+		case "Password":
+			out[k] = nil
+		case "HttpHeaders":
+			names := []string{}
+			for h := range v.(map[string]any) {
+				names = append(names, h)
+			}
+			sort.Strings(names)
+			out[k] = names
+		default:
+			switch x := v.(type) {
+			case bool:
+				if x {
+					out[k] = "1"
+				} else {
+					out[k] = "0"
+				}
+			case float64:
+				out[k] = fmt.Sprint(x)
+			default:
+				out[k] = x
+			}
+		}
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func randHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Clock is a settable test clock.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock starts at t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now returns the current fake time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+// Advance moves the clock forward.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}

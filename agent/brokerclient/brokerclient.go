@@ -1,0 +1,376 @@
+// Package brokerclient is where the agent pulls tokens: it calls the
+// broker's v1 API (GET /v1/stores, POST /v1/tokens) with a fresh EdDSA
+// assertion on every request, verifies TLS, caps response sizes and
+// classifies failures as retryable or not. Tokens never appear in its
+// errors or in their string forms.
+package brokerclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
+)
+
+// MaxResponseBytes caps every broker answer; a token list for a few
+// hundred stores is far below it.
+const MaxResponseBytes = 1 << 20
+
+// Secret is a string that must not be printed: its String, GoString and
+// JSON forms are redacted. Use string(s) where the real value is needed.
+type Secret string
+
+// String returns a fixed placeholder.
+func (Secret) String() string { return "[redacted]" }
+
+// GoString returns a fixed placeholder (for %#v).
+func (Secret) GoString() string { return "[redacted]" }
+
+// MarshalJSON writes a fixed placeholder.
+func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
+
+// Store is one entry of GET /v1/stores.
+type Store struct {
+	Name        string `json:"name"`
+	DicomWebURL string `json:"dicomweb_url"`
+}
+
+// Token is one issued access token.
+type Token struct {
+	Store       string
+	AccessToken Secret
+	TokenType   string
+	ExpiresAt   time.Time
+	DicomWebURL string
+}
+
+// StoreError is a per-store failure from POST /v1/tokens, or a token item
+// the agent refused (Code "bad_response").
+type StoreError struct {
+	Store   string `json:"store"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// Tokens is the answer of POST /v1/tokens.
+type Tokens struct {
+	Tokens []Token
+	Errors []StoreError
+}
+
+// Failure reasons: a small fixed set, safe as metric label values.
+const (
+	ReasonTransport       = "broker_unreachable"
+	ReasonServerError     = "broker_error"
+	ReasonRateLimited     = "rate_limited"
+	ReasonUnauthenticated = "unauthenticated"
+	ReasonForbidden       = "forbidden"
+	ReasonRejected        = "rejected"
+	ReasonBadResponse     = "bad_response"
+)
+
+// Error is a failed broker call.
+type Error struct {
+	Op     string // "GET /v1/stores"
+	Status int    // 0 for transport errors
+	Code   string // the broker's error code, if any
+	Msg    string
+	// Reason is one of the Reason* constants.
+	Reason string
+	// Retryable is true for transport errors, 5xx, 429 and unreadable
+	// answers: trying again later may succeed. 401/403/4xx are not.
+	Retryable bool
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("broker ")
+	b.WriteString(e.Op)
+	if e.Status != 0 {
+		fmt.Fprintf(&b, ": HTTP %d", e.Status)
+	}
+	if e.Code != "" {
+		b.WriteString(" " + e.Code)
+	}
+	if e.Msg != "" {
+		b.WriteString(": " + e.Msg)
+	}
+	return b.String()
+}
+
+// IsRetryable reports whether err is worth retrying soon.
+func IsRetryable(err error) bool {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Retryable
+	}
+	return !errors.Is(err, context.Canceled)
+}
+
+// Reason returns the failure reason of err (ReasonTransport if unknown).
+func Reason(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ReasonTransport
+}
+
+// Options configure a Client.
+type Options struct {
+	// URL is Broker.Url as configured; requests go to URL/v1/..., and the
+	// assertion's aud is URL unchanged.
+	URL     string
+	AgentID string
+	Key     ed25519.PrivateKey
+	// CAFile, when set, is a PEM bundle used instead of the system roots.
+	CAFile  string
+	Timeout time.Duration
+	// Now is the clock for assertions; nil means time.Now.
+	Now func() time.Time
+	// Transport overrides the HTTP transport (tests); CAFile is then ignored.
+	Transport http.RoundTripper
+}
+
+// Client talks to one broker.
+type Client struct {
+	base, aud, agentID string
+	key                ed25519.PrivateKey
+	now                func() time.Time
+	http               *http.Client
+}
+
+// New builds a Client; it fails if CAFile cannot be used.
+func New(o Options) (*Client, error) {
+	if o.URL == "" || o.AgentID == "" || len(o.Key) != ed25519.PrivateKeySize {
+		return nil, errors.New("brokerclient: URL, AgentID and Key are required")
+	}
+	rt := o.Transport
+	if rt == nil {
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		if o.CAFile != "" {
+			pem, err := os.ReadFile(o.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("brokerclient: HttpsCACertificates: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("brokerclient: HttpsCACertificates: %s holds no usable PEM certificate", o.CAFile)
+			}
+			tr.TLSClientConfig.RootCAs = pool
+		}
+		rt = tr
+	}
+	timeout := o.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	return &Client{
+		base:    strings.TrimSuffix(o.URL, "/"),
+		aud:     o.URL,
+		agentID: o.AgentID,
+		key:     o.Key,
+		now:     now,
+		http: &http.Client{
+			Transport: rt,
+			Timeout:   timeout,
+			// A redirect would carry the assertion elsewhere; the API has none.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+	}, nil
+}
+
+// CloseIdleConnections releases pooled connections (used on reload).
+func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
+
+// Stores returns the stores the broker grants this agent.
+func (c *Client) Stores(ctx context.Context) ([]Store, error) {
+	const op = "GET /v1/stores"
+	var out struct {
+		Stores []Store `json:"stores"`
+	}
+	if err := c.do(ctx, http.MethodGet, "/v1/stores", nil, &out); err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, s := range out.Stores {
+		if s.Name == "" || seen[s.Name] {
+			return nil, &Error{Op: op, Reason: ReasonBadResponse, Retryable: true, Msg: "store list has an empty or repeated name"}
+		}
+		seen[s.Name] = true
+	}
+	return out.Stores, nil
+}
+
+// Tokens asks for tokens of the named stores. names must not be empty
+// (the API reads an empty list as "all stores"). Per-store failures are
+// in Tokens.Errors; items that fail validation are moved there too.
+func (c *Client) Tokens(ctx context.Context, names []string) (*Tokens, error) {
+	const op = "POST /v1/tokens"
+	if len(names) == 0 {
+		return nil, errors.New("brokerclient: Tokens needs at least one store name")
+	}
+	body, _ := json.Marshal(struct {
+		Stores []string `json:"stores"`
+	}{names})
+	var out struct {
+		Tokens []struct {
+			Store       string `json:"store"`
+			AccessToken string `json:"access_token"`
+			TokenType   string `json:"token_type"`
+			ExpiresAt   string `json:"expires_at"`
+			DicomWebURL string `json:"dicomweb_url"`
+		} `json:"tokens"`
+		Errors []StoreError `json:"errors"`
+	}
+	if err := c.do(ctx, http.MethodPost, "/v1/tokens", body, &out); err != nil {
+		return nil, err
+	}
+	asked := map[string]bool{}
+	for _, n := range names {
+		asked[n] = true
+	}
+	res := &Tokens{}
+	for _, e := range out.Errors {
+		e.Message = clip(e.Message)
+		res.Errors = append(res.Errors, e)
+	}
+	for _, t := range out.Tokens {
+		bad := func(msg string) {
+			res.Errors = append(res.Errors, StoreError{Store: t.Store, Code: ReasonBadResponse, Message: msg})
+		}
+		exp, err := time.Parse(time.RFC3339, t.ExpiresAt)
+		switch {
+		case !asked[t.Store]:
+			continue // not asked for: ignore rather than manage it
+		case t.AccessToken == "" || strings.ContainsFunc(t.AccessToken, notTokenChar):
+			bad("access_token is empty or has characters not allowed in an HTTP header")
+		case !strings.EqualFold(t.TokenType, "Bearer"):
+			bad(fmt.Sprintf("token_type %q is not Bearer", clip(t.TokenType)))
+		case err != nil:
+			bad("expires_at is not an RFC 3339 time")
+		case checkTokenURL(t.DicomWebURL) != nil:
+			bad(fmt.Sprintf("dicomweb_url %v", checkTokenURL(t.DicomWebURL)))
+		default:
+			res.Tokens = append(res.Tokens, Token{
+				Store: t.Store, AccessToken: Secret(t.AccessToken), TokenType: "Bearer",
+				ExpiresAt: exp, DicomWebURL: t.DicomWebURL,
+			})
+		}
+	}
+	return res, nil
+}
+
+// notTokenChar rejects anything that could break or smuggle into the
+// Authorization header Orthanc will send.
+func notTokenChar(r rune) bool { return r <= ' ' || r >= 0x7f }
+
+func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+	op := method + " " + path
+	jwt, err := assertion.Sign(c.key, c.agentID, c.aud, c.now(), assertion.DefaultLifetime)
+	if err != nil {
+		return &Error{Op: op, Reason: ReasonRejected, Msg: "cannot sign assertion"}
+	}
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
+	if err != nil {
+		return &Error{Op: op, Reason: ReasonRejected, Msg: "bad request URL"}
+	}
+	req.Header.Set("Authorization", "Bearer "+jwt)
+	req.Header.Set("Accept", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		// url.Error holds the URL (no secrets: the assertion is a header).
+		return &Error{Op: op, Reason: ReasonTransport, Retryable: true, Msg: transportMsg(err)}
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, MaxResponseBytes+1))
+	if err != nil {
+		return &Error{Op: op, Status: resp.StatusCode, Reason: ReasonTransport, Retryable: true, Msg: "reading answer: " + transportMsg(err)}
+	}
+	if len(data) > MaxResponseBytes {
+		return &Error{Op: op, Status: resp.StatusCode, Reason: ReasonBadResponse, Retryable: true, Msg: fmt.Sprintf("answer larger than %d bytes", MaxResponseBytes)}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return statusError(op, resp.StatusCode, data)
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return &Error{Op: op, Status: resp.StatusCode, Reason: ReasonBadResponse, Retryable: true, Msg: "answer is not the expected JSON"}
+	}
+	return nil
+}
+
+func statusError(op string, status int, data []byte) error {
+	var body struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	_ = json.Unmarshal(data, &body) // a proxy's HTML page is not echoed
+	e := &Error{Op: op, Status: status, Code: clip(body.Error.Code), Msg: clip(body.Error.Message)}
+	switch {
+	case status == http.StatusTooManyRequests:
+		e.Reason, e.Retryable = ReasonRateLimited, true
+	case status >= 500:
+		e.Reason, e.Retryable = ReasonServerError, true
+	case status == http.StatusUnauthorized:
+		e.Reason = ReasonUnauthenticated
+	case status == http.StatusForbidden:
+		e.Reason = ReasonForbidden
+	default:
+		e.Reason = ReasonRejected
+	}
+	return e
+}
+
+func transportMsg(err error) string {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || os.IsTimeout(err):
+		return "timeout"
+	case errors.Is(err, context.Canceled):
+		return "canceled"
+	}
+	return clip(err.Error())
+}
+
+// clip bounds text from the network before it reaches logs.
+func clip(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
+}
+
+// checkTokenURL allows https, or http to loopback (tests and demos): a
+// bearer token must not cross the network in clear text.
+var checkTokenURL = config.CheckTokenURL

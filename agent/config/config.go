@@ -1,0 +1,475 @@
+// Package config loads and validates the agent's configuration: one JSON
+// file (see docs/agent.md) whose every field can be overridden by an
+// environment variable. Everything that can be checked before the agent
+// starts is checked here, with a message naming the offending field.
+package config
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+)
+
+// Defaults for fields left out of the file and the environment.
+const (
+	DefaultBrokerTimeout = 30 * time.Second
+	DefaultOrthancURL    = "http://127.0.0.1:8042"
+	DefaultDicomWebRoot  = "/dicom-web/"
+	DefaultRefreshMargin = 10 * time.Minute
+	DefaultCheckInterval = 10 * time.Second
+	DefaultListen        = "127.0.0.1:9750"
+)
+
+// ReservedServerOptions are keys the agent itself sets in every Orthanc
+// DICOMweb server entry; ServerOptions may not set them.
+var ReservedServerOptions = []string{"Url", "HttpHeaders", "Username", "Password", orthanc.MarkerProperty, orthanc.ExpiryProperty}
+
+// File is the JSON document exactly as written by the operator. Durations
+// are strings such as "10m" so that errors can name the field.
+type File struct {
+	Broker        BrokerFile                 `json:"Broker"`
+	Orthanc       OrthancFile                `json:"Orthanc"`
+	Accounts      []string                   `json:"Accounts"`
+	ServerOptions map[string]json.RawMessage `json:"ServerOptions"`
+	RefreshMargin string                     `json:"RefreshMargin"`
+	CheckInterval string                     `json:"CheckInterval"`
+	Listen        *string                    `json:"Listen"` // nil: default; "": no health server
+}
+
+// BrokerFile is the "Broker" section.
+type BrokerFile struct {
+	Url                 string `json:"Url"`
+	AgentId             string `json:"AgentId"`
+	KeyFile             string `json:"KeyFile"`
+	HttpsCACertificates string `json:"HttpsCACertificates"`
+	Timeout             string `json:"Timeout"`
+}
+
+// OrthancFile is the "Orthanc" section.
+type OrthancFile struct {
+	Url          string `json:"Url"`
+	Username     string `json:"Username"`
+	PasswordFile string `json:"PasswordFile"`
+	DicomWebRoot string `json:"DicomWebRoot"`
+}
+
+// Config is a validated configuration with the key and password loaded.
+type Config struct {
+	// BrokerURL is Broker.Url as configured; it is also the assertion's aud.
+	BrokerURL string
+	AgentID   string
+	KeyFile   string
+	// Key is the agent's private key read from KeyFile.
+	Key ed25519.PrivateKey
+	// CAFile, when set, replaces the system roots for the broker's TLS.
+	CAFile        string
+	BrokerTimeout time.Duration
+
+	OrthancURL      string
+	OrthancUsername string
+	// OrthancPassword comes only from Orthanc.PasswordFile.
+	OrthancPassword string
+	DicomWebRoot    string
+
+	// Accounts limits the stores used; empty means every granted store.
+	Accounts      []string
+	ServerOptions map[string]json.RawMessage
+	RefreshMargin time.Duration
+	CheckInterval time.Duration
+	// Listen is the health/metrics address; empty disables the server.
+	Listen string
+}
+
+// EnvVar describes one environment override.
+type EnvVar struct {
+	Name  string // e.g. AGENT_BROKER_URL
+	Field string // e.g. Broker.Url
+	apply func(f *File, v string) error
+}
+
+// EnvVars lists every override, in documentation order.
+var EnvVars = []EnvVar{
+	{"AGENT_BROKER_URL", "Broker.Url", func(f *File, v string) error { f.Broker.Url = v; return nil }},
+	{"AGENT_BROKER_AGENT_ID", "Broker.AgentId", func(f *File, v string) error { f.Broker.AgentId = v; return nil }},
+	{"AGENT_BROKER_KEY_FILE", "Broker.KeyFile", func(f *File, v string) error { f.Broker.KeyFile = v; return nil }},
+	{"AGENT_BROKER_HTTPS_CA_CERTIFICATES", "Broker.HttpsCACertificates", func(f *File, v string) error { f.Broker.HttpsCACertificates = v; return nil }},
+	{"AGENT_BROKER_TIMEOUT", "Broker.Timeout", func(f *File, v string) error { f.Broker.Timeout = v; return nil }},
+	{"AGENT_ORTHANC_URL", "Orthanc.Url", func(f *File, v string) error { f.Orthanc.Url = v; return nil }},
+	{"AGENT_ORTHANC_USERNAME", "Orthanc.Username", func(f *File, v string) error { f.Orthanc.Username = v; return nil }},
+	{"AGENT_ORTHANC_PASSWORD_FILE", "Orthanc.PasswordFile", func(f *File, v string) error { f.Orthanc.PasswordFile = v; return nil }},
+	{"AGENT_ORTHANC_DICOMWEB_ROOT", "Orthanc.DicomWebRoot", func(f *File, v string) error { f.Orthanc.DicomWebRoot = v; return nil }},
+	{"AGENT_ACCOUNTS", "Accounts", func(f *File, v string) error {
+		f.Accounts = nil
+		for _, a := range strings.Split(v, ",") {
+			if a = strings.TrimSpace(a); a != "" {
+				f.Accounts = append(f.Accounts, a)
+			}
+		}
+		return nil
+	}},
+	{"AGENT_SERVER_OPTIONS", "ServerOptions", func(f *File, v string) error {
+		var m map[string]json.RawMessage
+		if err := strictUnmarshal([]byte(v), &m); err != nil {
+			return fmt.Errorf("must be a JSON object: %v", err)
+		}
+		f.ServerOptions = m
+		return nil
+	}},
+	{"AGENT_REFRESH_MARGIN", "RefreshMargin", func(f *File, v string) error { f.RefreshMargin = v; return nil }},
+	{"AGENT_CHECK_INTERVAL", "CheckInterval", func(f *File, v string) error { f.CheckInterval = v; return nil }},
+	{"AGENT_LISTEN", "Listen", func(f *File, v string) error { f.Listen = &v; return nil }},
+}
+
+// LookupEnv is the signature of os.LookupEnv, injected for tests.
+type LookupEnv func(string) (string, bool)
+
+// Load reads path (may be empty: defaults and environment only), applies
+// the environment overrides, validates everything and loads the key and
+// Orthanc password.
+func Load(path string, env LookupEnv) (*Config, error) {
+	var f File
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("config: %w", err)
+		}
+		if err := strictUnmarshal(data, &f); err != nil {
+			return nil, fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if env == nil {
+		env = os.LookupEnv
+	}
+	for _, ev := range EnvVars {
+		if v, ok := env(ev.Name); ok {
+			if err := ev.apply(&f, v); err != nil {
+				return nil, fmt.Errorf("config: %s (%s): %w", ev.Name, ev.Field, err)
+			}
+		}
+	}
+	return f.Resolve()
+}
+
+// strictUnmarshal refuses unknown fields and trailing data, so a typo such
+// as "RefreshMargn" is an error rather than a silently ignored setting.
+func strictUnmarshal(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return errors.New("unexpected data after the JSON document")
+	}
+	return nil
+}
+
+// FieldError names the field that failed validation.
+type FieldError struct {
+	Field string
+	Msg   string
+}
+
+func (e *FieldError) Error() string { return "config: " + e.Field + ": " + e.Msg }
+
+func fieldErr(field, format string, a ...any) error {
+	return &FieldError{Field: field, Msg: fmt.Sprintf(format, a...)}
+}
+
+// Resolve validates f, fills defaults and loads the files it names.
+func (f *File) Resolve() (*Config, error) {
+	c := &Config{
+		BrokerURL:       strings.TrimSpace(f.Broker.Url),
+		AgentID:         f.Broker.AgentId,
+		KeyFile:         f.Broker.KeyFile,
+		CAFile:          f.Broker.HttpsCACertificates,
+		OrthancURL:      f.Orthanc.Url,
+		OrthancUsername: f.Orthanc.Username,
+		DicomWebRoot:    f.Orthanc.DicomWebRoot,
+		ServerOptions:   f.ServerOptions,
+		Listen:          DefaultListen,
+	}
+	var err error
+	if err = checkBrokerURL(c.BrokerURL); err != nil {
+		return nil, err
+	}
+	if c.AgentID == "" {
+		return nil, fieldErr("Broker.AgentId", "is required")
+	}
+	if strings.TrimSpace(c.AgentID) != c.AgentID || strings.ContainsFunc(c.AgentID, isControl) {
+		return nil, fieldErr("Broker.AgentId", "must not contain spaces at either end or control characters")
+	}
+	if c.BrokerTimeout, err = duration("Broker.Timeout", f.Broker.Timeout, DefaultBrokerTimeout); err != nil {
+		return nil, err
+	}
+	if c.KeyFile == "" {
+		return nil, fieldErr("Broker.KeyFile", "is required (create one with: agent keygen --out FILE)")
+	}
+	if c.Key, err = agentkey.ReadFile(c.KeyFile); err != nil {
+		return nil, fieldErr("Broker.KeyFile", "%v", err)
+	}
+	if c.CAFile != "" {
+		if err := checkCAFile(c.CAFile); err != nil {
+			return nil, fieldErr("Broker.HttpsCACertificates", "%v", err)
+		}
+	}
+
+	if c.OrthancURL == "" {
+		c.OrthancURL = DefaultOrthancURL
+	}
+	if err := checkOrthancURL(c.OrthancURL); err != nil {
+		return nil, err
+	}
+	c.OrthancURL = strings.TrimSuffix(c.OrthancURL, "/")
+	if c.DicomWebRoot, err = normalizeRoot(c.DicomWebRoot); err != nil {
+		return nil, err
+	}
+	if f.Orthanc.PasswordFile != "" && c.OrthancUsername == "" {
+		return nil, fieldErr("Orthanc.Username", "is required when Orthanc.PasswordFile is set")
+	}
+	if c.OrthancUsername != "" {
+		if strings.Contains(c.OrthancUsername, ":") {
+			return nil, fieldErr("Orthanc.Username", "must not contain ':'")
+		}
+		if f.Orthanc.PasswordFile == "" {
+			return nil, fieldErr("Orthanc.PasswordFile", "is required when Orthanc.Username is set (the password is read only from a file)")
+		}
+		if c.OrthancPassword, err = readPassword(f.Orthanc.PasswordFile); err != nil {
+			return nil, fieldErr("Orthanc.PasswordFile", "%v", err)
+		}
+	}
+
+	if c.Accounts, err = checkAccounts(f.Accounts); err != nil {
+		return nil, err
+	}
+	if err := checkServerOptions(f.ServerOptions); err != nil {
+		return nil, err
+	}
+	if c.RefreshMargin, err = duration("RefreshMargin", f.RefreshMargin, DefaultRefreshMargin); err != nil {
+		return nil, err
+	}
+	if c.CheckInterval, err = duration("CheckInterval", f.CheckInterval, DefaultCheckInterval); err != nil {
+		return nil, err
+	}
+	if c.CheckInterval < time.Second {
+		return nil, fieldErr("CheckInterval", "must be at least 1s")
+	}
+	if f.Listen != nil {
+		c.Listen = *f.Listen
+	}
+	if c.Listen != "" {
+		if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+			return nil, fieldErr("Listen", "must be host:port (empty disables the health server), got %q", c.Listen)
+		}
+	}
+	return c, nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func duration(field, s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fieldErr(field, "is not a duration such as \"30s\" or \"10m\": %q", s)
+	}
+	if d <= 0 {
+		return 0, fieldErr(field, "must be positive, got %q", s)
+	}
+	return d, nil
+}
+
+// IsLoopbackHost reports whether host (without port) is a loopback name or
+// address.
+func IsLoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// CheckTokenURL reports whether a bearer token may be sent to raw: https,
+// or plain http to a loopback host only (tests and demos).
+func CheckTokenURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return errors.New("is not an absolute URL")
+	}
+	if u.User != nil {
+		return errors.New("must not contain user information")
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if IsLoopbackHost(u.Hostname()) {
+			return nil
+		}
+		return errors.New("must use https (http is allowed only for loopback hosts)")
+	default:
+		return fmt.Errorf("has scheme %q; want https", u.Scheme)
+	}
+}
+
+func checkBrokerURL(raw string) error {
+	if raw == "" {
+		return fieldErr("Broker.Url", "is required")
+	}
+	if err := CheckTokenURL(raw); err != nil {
+		return fieldErr("Broker.Url", "%v: %q", err, raw)
+	}
+	u, _ := url.Parse(raw)
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fieldErr("Broker.Url", "must not have a query or fragment: %q", raw)
+	}
+	return nil
+}
+
+func checkOrthancURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return fieldErr("Orthanc.Url", "is not an http(s) URL: %q", raw)
+	}
+	if u.User != nil {
+		return fieldErr("Orthanc.Url", "must not contain user information (use Username and PasswordFile)")
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return fieldErr("Orthanc.Url", "must not have a query or fragment: %q", raw)
+	}
+	return nil
+}
+
+func normalizeRoot(root string) (string, error) {
+	if root == "" {
+		return DefaultDicomWebRoot, nil
+	}
+	if strings.ContainsAny(root, "?#") || strings.Contains(root, "..") || strings.ContainsFunc(root, isControl) {
+		return "", fieldErr("Orthanc.DicomWebRoot", "must be a plain path such as %q, got %q", DefaultDicomWebRoot, root)
+	}
+	if !strings.HasPrefix(root, "/") {
+		root = "/" + root
+	}
+	if !strings.HasSuffix(root, "/") {
+		root += "/"
+	}
+	return root, nil
+}
+
+func checkCAFile(path string) error {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	if !bytes.Contains(data, []byte("-----BEGIN CERTIFICATE-----")) {
+		return fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return nil
+}
+
+func readPassword(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	// One trailing newline is what editors and echo leave behind.
+	pw := strings.TrimSuffix(strings.TrimSuffix(string(data), "\n"), "\r")
+	if pw == "" {
+		return "", fmt.Errorf("%s is empty", path)
+	}
+	if strings.ContainsAny(pw, "\r\n") {
+		return "", fmt.Errorf("%s must hold the password on one line", path)
+	}
+	return pw, nil
+}
+
+func checkAccounts(in []string) ([]string, error) {
+	seen := map[string]bool{}
+	out := make([]string, 0, len(in))
+	for i, a := range in {
+		field := fmt.Sprintf("Accounts[%d]", i)
+		switch {
+		case a == "":
+			return nil, fieldErr(field, "is empty")
+		case strings.ContainsAny(a, "/?#") || strings.ContainsFunc(a, isControl) || a == "." || a == "..":
+			return nil, fieldErr(field, "%q cannot be an Orthanc server name", a)
+		case seen[a]:
+			return nil, fieldErr(field, "%q is listed twice", a)
+		}
+		seen[a] = true
+		out = append(out, a)
+	}
+	sort.Strings(out)
+	return out, nil
+}
+
+func checkServerOptions(opts map[string]json.RawMessage) error {
+	keys := make([]string, 0, len(opts))
+	for k := range opts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		field := "ServerOptions." + k
+		for _, r := range ReservedServerOptions {
+			if strings.EqualFold(k, r) {
+				return fieldErr(field, "is set by the agent itself and may not be configured")
+			}
+		}
+		// Orthanc accepts only scalar user properties.
+		var v any
+		if err := json.Unmarshal(opts[k], &v); err != nil {
+			return fieldErr(field, "is not valid JSON")
+		}
+		switch v.(type) {
+		case string, bool, float64:
+		default:
+			return fieldErr(field, "must be a string, number or boolean")
+		}
+	}
+	return nil
+}
+
+// ListenAddress returns the health address a configuration names, reading
+// only what "agent status" needs: it neither reads the key nor requires the
+// other fields, so an operator who cannot read the key can still ask.
+func ListenAddress(path string, env LookupEnv) (string, error) {
+	var f File
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("config: %w", err)
+		}
+		if err := strictUnmarshal(data, &f); err != nil {
+			return "", fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	if env == nil {
+		env = os.LookupEnv
+	}
+	if v, ok := env("AGENT_LISTEN"); ok {
+		f.Listen = &v
+	}
+	addr := DefaultListen
+	if f.Listen != nil {
+		addr = *f.Listen
+	}
+	if addr == "" {
+		return "", fieldErr("Listen", "is empty: the agent serves no status")
+	}
+	return addr, nil
+}

@@ -1,0 +1,194 @@
+package health
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+)
+
+var t0 = time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+
+func at(d time.Duration) *time.Time { t := t0.Add(d); return &t }
+
+func TestEvaluate(t *testing.T) {
+	ok := StoreStatus{Store: "a", Server: "a", State: StateOK, Pushed: true, TokenExpiresAt: at(time.Hour)}
+	tests := []struct {
+		name    string
+		status  Status
+		healthy bool
+		reason  string
+		states  []string
+	}{
+		{"starting", Status{}, false, "no store list", nil},
+		{"no stores", Status{Broker: BrokerStatus{Synced: true}}, false, "no stores", nil},
+		{"all ok", Status{Broker: BrokerStatus{Synced: true}, Stores: []StoreStatus{ok}}, true, "", []string{StateOK}},
+		{"ok with broker down", Status{Broker: BrokerStatus{Synced: true, Up: false, LastError: "x"}, Stores: []StoreStatus{ok}}, true, "", []string{StateOK}},
+		{"expired since snapshot", Status{Broker: BrokerStatus{Synced: true}, Stores: []StoreStatus{
+			{Store: "a", State: StateOK, Pushed: true, TokenExpiresAt: at(-time.Second)}}}, false, "a expired", []string{StateExpired}},
+		{"not pushed", Status{Broker: BrokerStatus{Synced: true}, Stores: []StoreStatus{ok,
+			{Store: "b", State: StatePending, TokenExpiresAt: at(time.Hour)}}}, false, "b pending", []string{StateOK, StatePending}},
+		{"not granted", Status{Broker: BrokerStatus{Synced: true}, Stores: []StoreStatus{ok, {Store: "c", State: StateNotGranted}}}, false, "c not_granted", nil},
+		{"conflict", Status{Broker: BrokerStatus{Synced: true}, Stores: []StoreStatus{{Store: "d", State: StateConflict, TokenExpiresAt: at(time.Hour)}}}, false, "d conflict", nil},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := tc.status
+			s.Evaluate(t0)
+			if s.Healthy != tc.healthy || !strings.Contains(s.Reason, tc.reason) {
+				t.Errorf("healthy=%v reason=%q", s.Healthy, s.Reason)
+			}
+			for i, want := range tc.states {
+				if s.Stores[i].State != want {
+					t.Errorf("store %d state %s, want %s", i, s.Stores[i].State, want)
+				}
+			}
+		})
+	}
+}
+
+func TestHandlerAndMetrics(t *testing.T) {
+	now := t0
+	status := Status{AgentID: "clinic-a", Broker: BrokerStatus{Synced: true, Up: true},
+		Stores: []StoreStatus{{Store: "a", Server: "a", State: StateOK, Pushed: true, TokenExpiresAt: at(90 * time.Second)}}}
+	m := NewMetrics(func() Status { return status }, func() time.Time { return now })
+	srv := httptest.NewServer(Handler(func() Status { return status }, m, func() time.Time { return now }))
+	defer srv.Close()
+
+	get := func(path string) (int, string) {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	code, body := get("/healthz")
+	var s Status
+	if code != 200 || json.Unmarshal([]byte(body), &s) != nil || !s.Healthy || s.Stores[0].Store != "a" {
+		t.Errorf("healthz %d %s", code, body)
+	}
+	now = t0.Add(2 * time.Minute) // the token has expired
+	code, body = get("/healthz")
+	if code != 503 || !strings.Contains(body, `"state": "expired"`) {
+		t.Errorf("after expiry: %d %s", code, body)
+	}
+	if code, _ := get("/nope"); code != 404 {
+		t.Errorf("unknown path %d", code)
+	}
+
+	m.Push()
+	m.Push()
+	m.Delete()
+	m.Failure("broker_unreachable")
+	m.Failure("https://secret.example/?token=ya29.x") // not a known reason
+	m.BrokerSuccess(t0)
+	m.OrthancReachable(true)
+	if v := testutil.ToFloat64(m.pushes); v != 2 {
+		t.Errorf("pushes %v", v)
+	}
+	if v := testutil.ToFloat64(m.failures.WithLabelValues("other")); v != 1 {
+		t.Errorf("other %v", v)
+	}
+	_, body = get("/metrics")
+	for _, want := range []string{
+		"orthanc_gcp_agent_pushes_total 2",
+		"orthanc_gcp_agent_deletes_total 1",
+		`orthanc_gcp_agent_failures_total{reason="broker_unreachable"} 1`,
+		`orthanc_gcp_agent_failures_total{reason="orthanc_unreachable"} 0`,
+		`orthanc_gcp_agent_token_expiry_seconds{store="a"} -30`,
+		"orthanc_gcp_agent_last_broker_success_timestamp_seconds 1.8934992e+09",
+		"orthanc_gcp_agent_orthanc_reachable 1",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if strings.Contains(body, "secret.example") || strings.Contains(body, "ya29") {
+		t.Error("free text reached a metric label")
+	}
+}
+
+func TestStatusURL(t *testing.T) {
+	tests := map[string]string{
+		"127.0.0.1:9750": "http://127.0.0.1:9750/healthz",
+		"0.0.0.0:9750":   "http://127.0.0.1:9750/healthz",
+		":9750":          "http://127.0.0.1:9750/healthz",
+		"[::]:9750":      "http://[::1]:9750/healthz",
+		"localhost:1":    "http://localhost:1/healthz",
+		"9750":           "",
+	}
+	for in, want := range tests {
+		got, err := StatusURL(in)
+		if got != want || (err != nil) != (want == "") {
+			t.Errorf("%s: %q %v", in, got, err)
+		}
+	}
+}
+
+func TestFetchAndTable(t *testing.T) {
+	status := Status{AgentID: "clinic-a", Broker: BrokerStatus{Synced: true, Up: false, LastError: "broker GET /v1/stores: HTTP 503", LastSuccess: at(-5 * time.Minute)},
+		Orthanc: OrthancStatus{Reachable: true},
+		Stores: []StoreStatus{
+			{Store: "zeta", Server: "zeta", State: StateNotGranted, LastError: "forbidden"},
+			{Store: "alpha", Server: "alpha", State: StateOK, Pushed: true, TokenExpiresAt: at(47*time.Minute + 12*time.Second), LastPush: at(-3 * time.Minute)},
+		}}
+	now := func() time.Time { return t0 }
+	srv := httptest.NewServer(Handler(func() Status { return status }, NewMetrics(func() Status { return status }, now), now))
+	defer srv.Close()
+	s, err := Fetch(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil {
+		t.Fatalf("fetch of a 503 status: %v", err)
+	}
+	if s.Healthy || len(s.Stores) != 2 {
+		t.Fatalf("%+v", s)
+	}
+	var buf bytes.Buffer
+	WriteTable(&buf, s, t0)
+	out := buf.String()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if !strings.Contains(lines[0], "UNHEALTHY") || !strings.Contains(lines[0], "broker down, last success 5m0s ago") {
+		t.Errorf("summary %q", lines[0])
+	}
+	var header, alpha, zeta string
+	for _, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "STORE"):
+			header = l
+		case strings.HasPrefix(l, "alpha"):
+			alpha = l
+		case strings.HasPrefix(l, "zeta"):
+			zeta = l
+		}
+	}
+	for _, col := range []string{"ORTHANC SERVER", "TOKEN EXPIRES IN", "LAST PUSH", "LAST ERROR"} {
+		if !strings.Contains(header, col) {
+			t.Errorf("header lacks %s: %q", col, header)
+		}
+	}
+	if !strings.Contains(alpha, "47m12s") || !strings.Contains(alpha, "3m0s ago") || !strings.Contains(alpha, " ok ") {
+		t.Errorf("alpha row %q", alpha)
+	}
+	if !strings.Contains(zeta, "not_granted") || !strings.Contains(zeta, "forbidden") {
+		t.Errorf("zeta row %q", zeta)
+	}
+	if strings.Index(out, "\nalpha") > strings.Index(out, "\nzeta") {
+		t.Error("rows not sorted")
+	}
+
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	if _, err := Fetch(context.Background(), addr); err == nil {
+		t.Error("fetch from a closed port succeeded")
+	}
+}

@@ -1,0 +1,163 @@
+package orthanc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/orthancproc"
+)
+
+func TestDefinitionJSON(t *testing.T) {
+	exp := time.Date(2030, 1, 2, 3, 4, 5, 0, time.FixedZone("x", 3600))
+	d := Definition{URL: "https://h/dicomWeb/", Token: "tok", Marker: "clinic-a", Expiry: exp,
+		Options: map[string]json.RawMessage{"HasDelete": json.RawMessage("true"), "Timeout": json.RawMessage("600")}}
+	data, err := json.Marshal(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	json.Unmarshal(data, &got)
+	want := map[string]any{
+		"Url": "https://h/dicomWeb/", "HttpHeaders": map[string]any{"Authorization": "Bearer tok"},
+		"HasDelete": true, "Timeout": float64(600), "OrthancGcpAgent": "clinic-a", "TokenExpiry": "2030-01-02T02:04:05Z",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %v", got)
+	}
+	for k, v := range want {
+		if gj, wj := mustJSON(got[k]), mustJSON(v); gj != wj {
+			t.Errorf("%s = %s, want %s", k, gj, wj)
+		}
+	}
+}
+
+func mustJSON(v any) string { b, _ := json.Marshal(v); return string(b) }
+
+// TestRealOrthanc runs the client against Orthanc 1.10 + DICOMweb 1.7 from
+// the Debian packages.
+func TestRealOrthanc(t *testing.T) {
+	if err := orthancproc.Available(); err != nil {
+		t.Fatal(err) // an integration test that silently skips proves nothing
+	}
+	inst, err := orthancproc.Start(orthancproc.Options{
+		Name:  "agentclient",
+		Users: map[string]string{"agent": "pw-agent"},
+		DicomWebServers: map[string]any{
+			"from-config": map[string]any{"Url": "https://config.example/dicomWeb/"},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer inst.Stop()
+	ctx := context.Background()
+	c := New(Options{URL: inst.URL, DicomWebRoot: "/dicom-web/", Username: "agent", Password: "pw-agent"})
+
+	if err := c.Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+	wrong := New(Options{URL: inst.URL, Username: "agent", Password: "nope"})
+	if err := wrong.Ping(ctx); err == nil || Unreachable(err) || !strings.Contains(err.Error(), "401") {
+		t.Errorf("bad password: %v", err)
+	}
+
+	exp := time.Now().Add(time.Hour).Truncate(time.Second)
+	const token = "ya29.real-orthanc-test-token"
+	def := Definition{URL: "https://healthcare.googleapis.com/v1/projects/p/locations/l/datasets/d/dicomStores/s/dicomWeb/",
+		Token: token, Marker: "clinic-a", Expiry: exp,
+		Options: map[string]json.RawMessage{"HasDelete": json.RawMessage("true"), "ChunkedTransfers": json.RawMessage("false"), "Timeout": json.RawMessage("600")}}
+	if err := c.PutServer(ctx, "my-google", def); err != nil {
+		t.Fatalf("put: %v", err)
+	}
+	// A second agent's entry and a name that needs escaping.
+	other := def
+	other.Marker = "clinic-b"
+	if err := c.PutServer(ctx, "their store", other); err != nil {
+		t.Fatalf("put escaped name: %v", err)
+	}
+
+	servers, err := c.ListServers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine := servers["my-google"]
+	if !mine.ManagedBy("clinic-a") || mine.ManagedBy("clinic-b") || mine.ManagedBy("") {
+		t.Errorf("marker detection: %+v", mine)
+	}
+	if mine.URL != def.URL || mine.Properties[ExpiryProperty] != FormatExpiry(exp) {
+		t.Errorf("entry %+v", mine)
+	}
+	if mine.Properties["HasDelete"] != "1" || mine.Properties["ChunkedTransfers"] != "0" {
+		t.Errorf("bool user properties: %+v", mine.Properties)
+	}
+	if len(mine.HeaderNames) != 1 || mine.HeaderNames[0] != "Authorization" {
+		t.Errorf("header names %v", mine.HeaderNames)
+	}
+	cfgSrv := servers["from-config"]
+	if cfgSrv.URL != "https://config.example/dicomWeb/" || cfgSrv.ManagedBy("clinic-a") {
+		t.Errorf("config server %+v", cfgSrv)
+	}
+	if !servers["their store"].ManagedBy("clinic-b") {
+		t.Errorf("escaped name entry: %+v", servers["their store"])
+	}
+	raw, _ := json.Marshal(servers)
+	if strings.Contains(string(raw), token) {
+		t.Error("Orthanc listed the token value")
+	}
+
+	// A PUT replaces the whole entry: an option left out disappears.
+	def2 := def
+	def2.Options = nil
+	def2.Expiry = exp.Add(time.Hour)
+	if err := c.PutServer(ctx, "my-google", def2); err != nil {
+		t.Fatal(err)
+	}
+	servers, _ = c.ListServers(ctx)
+	if _, ok := servers["my-google"].Properties["HasDelete"]; ok {
+		t.Error("PUT did not replace the entry")
+	}
+	if servers["my-google"].Properties[ExpiryProperty] != FormatExpiry(exp.Add(time.Hour)) {
+		t.Error("expiry not updated")
+	}
+
+	// Orthanc refuses an entry without Url; the error does not echo the body.
+	bad := def
+	bad.URL = ""
+	err = c.PutServer(ctx, "broken", bad)
+	var oe *Error
+	if !errors.As(err, &oe) || oe.Status != 400 || strings.Contains(err.Error(), token) {
+		t.Errorf("put without url: %v", err)
+	}
+
+	if err := c.DeleteServer(ctx, "my-google"); err != nil {
+		t.Fatalf("delete: %v", err)
+	}
+	if err := c.DeleteServer(ctx, "my-google"); !errors.Is(err, ErrNoSuchServer) {
+		t.Errorf("delete missing: %v, want ErrNoSuchServer", err)
+	}
+	servers, _ = c.ListServers(ctx)
+	if _, ok := servers["my-google"]; ok {
+		t.Error("entry still listed after delete")
+	}
+	if _, ok := servers["from-config"]; !ok {
+		t.Error("config-file server vanished")
+	}
+
+	// Many calls spaced around Orthanc's ~1 s keep-alive timeout must not
+	// fail with EOF on a reused connection.
+	for i := 0; i < 3; i++ {
+		time.Sleep(1100 * time.Millisecond)
+		if err := c.PutServer(ctx, "my-google", def); err != nil {
+			t.Fatalf("put after idle %d: %v", i, err)
+		}
+	}
+
+	inst.Stop()
+	if err := c.Ping(ctx); !Unreachable(err) {
+		t.Errorf("stopped Orthanc: %v, want unreachable", err)
+	}
+}

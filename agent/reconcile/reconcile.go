@@ -1,0 +1,705 @@
+// Package reconcile is the agent's loop: it decides when a token is pulled
+// from the broker (refresh before expiry, retry with backoff), pushes it to
+// Orthanc, re-pushes entries that Orthanc lost or that are stale from the
+// cached token without calling the broker, and deletes entries of stores
+// the broker no longer grants. Entries without this agent's marker are
+// never touched.
+package reconcile
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
+)
+
+// Broker is what the loop needs from the broker (brokerclient.Client).
+type Broker interface {
+	Stores(ctx context.Context) ([]brokerclient.Store, error)
+	Tokens(ctx context.Context, names []string) (*brokerclient.Tokens, error)
+}
+
+// Orthanc is what the loop needs from Orthanc (orthanc.Client).
+type Orthanc interface {
+	ListServers(ctx context.Context) (map[string]orthanc.Server, error)
+	PutServer(ctx context.Context, name string, d orthanc.Definition) error
+	DeleteServer(ctx context.Context, name string) error
+}
+
+// Settings are the configuration values the loop uses.
+type Settings struct {
+	AgentID string
+	// Accounts limits the managed stores; empty: every granted store.
+	Accounts      []string
+	ServerOptions map[string]json.RawMessage
+	RefreshMargin time.Duration
+	CheckInterval time.Duration
+	// StoresInterval: 0 means DefaultStoresInterval.
+	StoresInterval time.Duration
+}
+
+// Options build a Reconciler.
+type Options struct {
+	Broker   Broker
+	Orthanc  Orthanc
+	Settings Settings
+	// Log receives structured events; nil discards them.
+	Log *slog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Jitter returns values in [0, 1); nil means math/rand/v2.Float64.
+	Jitter func() float64
+	// After waits in Run; nil means a real timer.
+	After func(time.Duration) <-chan time.Time
+}
+
+// Update replaces the clients and settings (SIGHUP reload).
+type Update struct {
+	Broker   Broker
+	Orthanc  Orthanc
+	Settings Settings
+}
+
+// store is the loop's state for one store.
+type store struct {
+	name    string
+	url     string // dicomweb_url from GET /v1/stores
+	granted bool
+	token   *brokerclient.Token
+	// refreshAt is when the cached token is due for refresh.
+	refreshAt time.Time
+	// pushed: Orthanc held our entry with the cached token at the last check.
+	pushed   bool
+	lastPush time.Time
+	conflict bool
+	tokenErr string // last broker failure for this store
+	pushErr  string // last Orthanc failure for this store
+}
+
+// Reconciler keeps Orthanc's DICOMweb servers in step with the broker.
+// SyncBroker, CheckOrthanc, Once and Run must be called from one goroutine
+// at a time; Status may be called from any goroutine.
+type Reconciler struct {
+	broker  Broker
+	orth    Orthanc
+	set     Settings
+	log     *slog.Logger
+	now     func() time.Time
+	jitter  func() float64
+	after   func(time.Duration) <-chan time.Time
+	retry   *retry
+	metrics *health.Metrics
+	reload  chan Update
+
+	stores     map[string]*store
+	synced     bool // the broker has told us the stores at least once
+	brokerUp   bool
+	brokerSeen bool // brokerUp has been set at least once
+	brokerOK   time.Time
+	brokerErr  string
+	nextBroker time.Time
+	nextCheck  time.Time
+	orthUp     bool
+	orthSeen   bool
+	orthErr    string
+	lastCheck  time.Time
+	forcePush  bool
+
+	mu        sync.Mutex
+	published health.Status
+}
+
+// New builds a Reconciler and its metrics.
+func New(o Options) *Reconciler {
+	r := &Reconciler{
+		broker: o.Broker, orth: o.Orthanc, set: withDefaults(o.Settings),
+		log: o.Log, now: o.Now, jitter: o.Jitter, after: o.After,
+		stores: map[string]*store{},
+		reload: make(chan Update, 1),
+	}
+	if r.log == nil {
+		r.log = slog.New(slog.DiscardHandler)
+	}
+	if r.now == nil {
+		r.now = time.Now
+	}
+	if r.jitter == nil {
+		r.jitter = rand.Float64
+	}
+	if r.after == nil {
+		r.after = func(d time.Duration) <-chan time.Time { return time.NewTimer(d).C }
+	}
+	r.retry = newRetry(r.jitter)
+	r.metrics = health.NewMetrics(r.Status, r.now)
+	r.publish()
+	return r
+}
+
+func withDefaults(s Settings) Settings {
+	if s.StoresInterval <= 0 {
+		s.StoresInterval = DefaultStoresInterval
+	}
+	if s.CheckInterval <= 0 {
+		s.CheckInterval = 10 * time.Second
+	}
+	if s.RefreshMargin <= 0 {
+		s.RefreshMargin = 10 * time.Minute
+	}
+	return s
+}
+
+// Metrics returns the Prometheus collectors the loop updates.
+func (r *Reconciler) Metrics() *health.Metrics { return r.metrics }
+
+// Reload queues new clients and settings; Run applies them and then syncs
+// at once, re-pushing every entry. A pending, unapplied update is replaced.
+func (r *Reconciler) Reload(u Update) {
+	for {
+		select {
+		case r.reload <- u:
+			return
+		default:
+		}
+		select {
+		case <-r.reload:
+		default:
+		}
+	}
+}
+
+func (r *Reconciler) apply(u Update) {
+	r.broker, r.orth, r.set = u.Broker, u.Orthanc, withDefaults(u.Settings)
+	r.forcePush = true
+	r.nextBroker = r.now()
+	r.retry.reset()
+	r.log.Info("configuration reloaded", "accounts", r.set.Accounts)
+}
+
+// Run syncs until ctx is cancelled (SIGTERM), then returns nil. Pushed
+// entries are left in Orthanc: they stay valid until their tokens expire.
+func (r *Reconciler) Run(ctx context.Context) error {
+	r.nextBroker, r.nextCheck = r.now(), r.now()
+	for {
+		if ctx.Err() != nil {
+			return nil
+		}
+		now := r.now()
+		switch {
+		case !now.Before(r.nextBroker):
+			_ = r.SyncBroker(ctx) // also checks Orthanc
+		case !now.Before(r.nextCheck):
+			_ = r.CheckOrthanc(ctx)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		wake := r.nextBroker
+		if r.nextCheck.Before(wake) {
+			wake = r.nextCheck
+		}
+		wait := wake.Sub(r.now())
+		if wait < 0 {
+			wait = 0
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case u := <-r.reload:
+			r.apply(u)
+		case <-r.after(wait):
+		}
+	}
+}
+
+// Once does one full sync (store list, tokens for every store, push to
+// Orthanc) and returns an error unless every managed store ends up with a
+// pushed, unexpired token.
+func (r *Reconciler) Once(ctx context.Context) error {
+	err := r.SyncBroker(ctx)
+	s := r.Status()
+	if err == nil && s.Healthy {
+		return nil
+	}
+	var probs []string
+	if err != nil {
+		probs = append(probs, r.redact(err.Error()))
+	}
+	for _, st := range s.Stores {
+		if !st.Usable(s.Time) {
+			p := st.Store + ": " + st.State
+			if st.LastError != "" {
+				p += " (" + st.LastError + ")"
+			}
+			probs = append(probs, p)
+		}
+	}
+	if !s.Healthy && len(s.Stores) == 0 {
+		probs = append(probs, s.Reason)
+	}
+	return errors.New(strings.Join(probs, "; "))
+}
+
+// SyncBroker asks the broker for the store list and for tokens of the
+// stores that are due (none cached, refresh time reached, URL changed),
+// updates the cache, schedules the next call, then runs CheckOrthanc to
+// push new tokens and delete revoked stores.
+func (r *Reconciler) SyncBroker(ctx context.Context) error {
+	defer r.publish()
+	now := r.now()
+	granted, err := r.broker.Stores(ctx)
+	if ctx.Err() != nil {
+		return ctx.Err() // shutting down: not a broker failure
+	}
+	if err != nil {
+		r.brokerFailed(now, err)
+		_ = r.CheckOrthanc(ctx)
+		return err
+	}
+	r.applyGrants(granted)
+
+	var due []string
+	for _, st := range r.sorted() {
+		if st.granted && (st.token == nil || !now.Before(st.refreshAt) || st.token.DicomWebURL != st.url) {
+			due = append(due, st.name)
+		}
+	}
+	storeFailed, retryable := false, false
+	if len(due) > 0 {
+		res, err := r.broker.Tokens(ctx, due)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			r.brokerFailed(now, err)
+			_ = r.CheckOrthanc(ctx)
+			return err
+		}
+		storeFailed, retryable = r.applyTokens(now, due, res)
+	}
+	r.brokerSucceeded(now)
+	if storeFailed {
+		r.nextBroker = r.earliestRefresh(now, now.Add(r.retry.next(retryable)))
+	} else {
+		r.retry.reset()
+		r.nextBroker = r.earliestRefresh(now, now.Add(r.set.StoresInterval))
+	}
+	if err := r.CheckOrthanc(ctx); err != nil {
+		return err
+	}
+	if storeFailed {
+		return errors.New("the broker issued no token for some stores")
+	}
+	return nil
+}
+
+// applyGrants turns the broker's store list into the managed set.
+func (r *Reconciler) applyGrants(list []brokerclient.Store) {
+	granted := make(map[string]string, len(list))
+	for _, s := range list {
+		granted[s.Name] = s.DicomWebURL
+	}
+	wanted := r.set.Accounts
+	if len(wanted) == 0 {
+		wanted = make([]string, 0, len(granted))
+		for n := range granted {
+			wanted = append(wanted, n)
+		}
+	}
+	keep := map[string]bool{}
+	for _, name := range wanted {
+		keep[name] = true
+		st := r.stores[name]
+		if st == nil {
+			st = &store{name: name}
+			r.stores[name] = st
+		}
+		u, ok := granted[name]
+		if !ok {
+			why := "the broker does not grant this store to agent " + r.set.AgentID
+			if st.tokenErr != why {
+				r.log.Warn("store listed in Accounts is not granted to this agent by the broker", "store", name)
+			}
+			r.revoke(st, why)
+			continue
+		}
+		if !st.granted {
+			r.log.Info("managing store", "store", name, "dicomweb_url", u)
+		}
+		st.granted, st.url = true, u
+	}
+	for name, st := range r.stores {
+		if !keep[name] {
+			if st.granted {
+				r.log.Info("store no longer granted; its Orthanc entry will be deleted", "store", name)
+			}
+			delete(r.stores, name)
+		}
+	}
+	r.synced = true
+}
+
+// revoke forgets a store's token; CheckOrthanc then deletes its entry.
+func (r *Reconciler) revoke(st *store, why string) {
+	st.granted, st.token, st.pushed, st.conflict = false, nil, false, false
+	st.tokenErr, st.pushErr = why, ""
+}
+
+// applyTokens caches the tokens of POST /v1/tokens and records per-store
+// errors; it reports whether a store failed and whether that is retryable.
+func (r *Reconciler) applyTokens(now time.Time, asked []string, res *brokerclient.Tokens) (failed, retryable bool) {
+	answered := map[string]bool{}
+	for _, t := range res.Tokens {
+		st := r.stores[t.Store]
+		if st == nil || answered[t.Store] {
+			continue
+		}
+		answered[t.Store] = true
+		if !t.ExpiresAt.After(now) {
+			r.storeError(st, "bad_response", "the broker issued an already expired token (check the clocks)")
+			failed, retryable = true, true
+			continue
+		}
+		tok := t
+		st.token = &tok
+		st.refreshAt = RefreshAt(now, t.ExpiresAt, r.set.RefreshMargin, r.jitter())
+		if st.tokenErr != "" {
+			r.log.Info("store token available again", "store", st.name)
+		}
+		st.tokenErr = ""
+		r.log.Info("token received", "store", st.name, "expires_at", t.ExpiresAt.UTC(),
+			"refresh_at", st.refreshAt.UTC(), "token_fingerprint", Fingerprint(string(t.AccessToken)))
+	}
+	for _, e := range res.Errors {
+		st := r.stores[e.Store]
+		if st == nil || answered[e.Store] {
+			continue
+		}
+		answered[e.Store] = true
+		if e.Code == "forbidden" {
+			r.log.Warn("store revoked by the broker; deleting its Orthanc entry", "store", st.name)
+			r.revoke(st, "forbidden: the broker no longer grants this store")
+			continue
+		}
+		r.storeError(st, e.Code, e.Message)
+		failed = true
+		if e.Code != "bad_request" && e.Code != "unauthenticated" {
+			retryable = true
+		}
+	}
+	for _, name := range asked {
+		if st := r.stores[name]; st != nil && !answered[name] {
+			r.storeError(st, "bad_response", "the broker's answer has neither a token nor an error for this store")
+			failed, retryable = true, true
+		}
+	}
+	return failed, retryable
+}
+
+// storeError records a per-store broker failure, logging only changes.
+func (r *Reconciler) storeError(st *store, code, msg string) {
+	text := r.redact(code + ": " + msg)
+	if text != st.tokenErr {
+		r.log.Warn("broker could not issue a token for store; keeping the cached one", "store", st.name, "code", code, "error", r.redact(msg))
+	}
+	st.tokenErr = text
+	r.metrics.Failure("store_error")
+}
+
+func (r *Reconciler) brokerFailed(now time.Time, err error) {
+	retryable := brokerclient.IsRetryable(err)
+	reason := brokerclient.Reason(err)
+	r.metrics.Failure(reason)
+	r.brokerErr = r.redact(err.Error())
+	delay := r.retry.next(retryable)
+	r.nextBroker = r.earliestRefresh(now, now.Add(delay))
+	if r.brokerUp || !r.brokerSeen {
+		level := slog.LevelWarn
+		if !retryable {
+			level = slog.LevelError
+		}
+		r.log.Log(context.Background(), level, "broker call failed; keeping pushed tokens and retrying with backoff",
+			"reason", reason, "retryable", retryable, "error", r.brokerErr)
+	}
+	r.brokerUp, r.brokerSeen = false, true
+}
+
+func (r *Reconciler) brokerSucceeded(now time.Time) {
+	if !r.brokerUp && r.brokerSeen {
+		r.log.Info("broker reachable again")
+	}
+	r.brokerUp, r.brokerSeen = true, true
+	r.brokerOK, r.brokerErr = now, ""
+	r.metrics.BrokerSuccess(now)
+}
+
+// earliestRefresh returns the earlier of t and the first refresh that is
+// still ahead of now. A refresh already due is not counted: its retry is
+// paced by the backoff, not by the past refresh time (that would spin).
+func (r *Reconciler) earliestRefresh(now, t time.Time) time.Time {
+	for _, st := range r.stores {
+		if st.granted && st.token != nil && st.refreshAt.After(now) && st.refreshAt.Before(t) {
+			t = st.refreshAt
+		}
+	}
+	return t
+}
+
+// CheckOrthanc lists Orthanc's DICOMweb servers, pushes the cached token
+// where the managed entry is missing or stale, and deletes managed entries
+// of stores no longer granted. It never calls the broker and never touches
+// an entry without this agent's marker.
+func (r *Reconciler) CheckOrthanc(ctx context.Context) error {
+	defer r.publish()
+	now := r.now()
+	r.lastCheck = now
+	r.nextCheck = now.Add(r.set.CheckInterval)
+	servers, err := r.orth.ListServers(ctx)
+	if ctx.Err() != nil {
+		return ctx.Err() // shutting down: not an Orthanc failure
+	}
+	if err != nil {
+		r.orthanFailed(err)
+		for _, st := range r.stores {
+			st.pushed = false // cannot vouch for entries we cannot see
+		}
+		return err
+	}
+	r.orthanOK()
+
+	var firstErr error
+	if r.synced {
+		names := make([]string, 0, len(servers))
+		for name := range servers {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		for _, name := range names {
+			if !servers[name].ManagedBy(r.set.AgentID) {
+				continue
+			}
+			if st := r.stores[name]; st != nil && st.granted {
+				continue
+			}
+			err := r.orth.DeleteServer(ctx, name)
+			if err != nil && !errors.Is(err, orthanc.ErrNoSuchServer) {
+				r.metrics.Failure(orthancReason(err))
+				r.log.Warn("could not delete Orthanc entry of a store no longer granted", "server", name, "error", r.redact(err.Error()))
+				if firstErr == nil {
+					firstErr = err
+				}
+				continue
+			}
+			r.metrics.Delete()
+			r.log.Info("deleted Orthanc entry of a store no longer granted", "server", name)
+		}
+	}
+
+	allOK := true
+	for _, st := range r.sorted() {
+		if !st.granted {
+			continue
+		}
+		srv, exists := servers[st.name]
+		if exists && !srv.ManagedBy(r.set.AgentID) {
+			if !st.conflict {
+				r.metrics.Failure("name_conflict")
+				r.log.Error("Orthanc already has a DICOMweb server of this name that the agent does not manage; leaving it alone",
+					"server", st.name, "owner", srv.Properties[orthanc.MarkerProperty])
+			}
+			st.conflict, st.pushed = true, false
+			st.pushErr = "Orthanc has a DICOMweb server named " + st.name + " that this agent does not manage"
+			allOK = false
+			continue
+		}
+		if st.conflict {
+			r.log.Info("name conflict resolved", "server", st.name)
+		}
+		st.conflict = false
+		if st.token == nil || !now.Before(st.token.ExpiresAt) {
+			// Nothing valid to push; leave whatever Orthanc has.
+			st.pushed, st.pushErr = false, ""
+			continue
+		}
+		why := ""
+		switch {
+		case !exists:
+			why = "missing"
+		case srv.Properties[orthanc.ExpiryProperty] != orthanc.FormatExpiry(st.token.ExpiresAt):
+			why = "token_changed"
+		case srv.URL != st.token.DicomWebURL:
+			why = "url_changed"
+		case r.forcePush:
+			why = "config_reloaded"
+		}
+		if why == "" {
+			st.pushed = true
+			continue
+		}
+		err := r.orth.PutServer(ctx, st.name, orthanc.Definition{
+			URL:     st.token.DicomWebURL,
+			Token:   string(st.token.AccessToken),
+			Options: r.set.ServerOptions,
+			Marker:  r.set.AgentID,
+			Expiry:  st.token.ExpiresAt,
+		})
+		if err != nil {
+			msg := r.redact(err.Error())
+			if msg != st.pushErr {
+				r.log.Warn("could not push token to Orthanc", "server", st.name, "error", msg)
+			}
+			r.metrics.Failure(orthancReason(err))
+			st.pushed, st.pushErr, allOK = false, msg, false
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		r.metrics.Push()
+		st.pushed, st.pushErr, st.lastPush = true, "", now
+		r.log.Info("pushed token to Orthanc", "server", st.name, "reason", why,
+			"expires_at", st.token.ExpiresAt.UTC(), "token_fingerprint", Fingerprint(string(st.token.AccessToken)))
+	}
+	if allOK {
+		r.forcePush = false
+	}
+	return firstErr
+}
+
+func orthancReason(err error) string {
+	if orthanc.Unreachable(err) {
+		return "orthanc_unreachable"
+	}
+	return "orthanc_error"
+}
+
+func (r *Reconciler) orthanFailed(err error) {
+	r.metrics.Failure(orthancReason(err))
+	r.metrics.OrthancReachable(false)
+	msg := r.redact(err.Error())
+	if r.orthUp || !r.orthSeen {
+		r.log.Warn("Orthanc is not answering; will re-push when it is back", "error", msg)
+	}
+	r.orthUp, r.orthSeen, r.orthErr = false, true, msg
+}
+
+func (r *Reconciler) orthanOK() {
+	if !r.orthUp && r.orthSeen {
+		r.log.Info("Orthanc reachable again")
+	}
+	r.orthUp, r.orthSeen, r.orthErr = true, true, ""
+	r.metrics.OrthancReachable(true)
+}
+
+func (r *Reconciler) sorted() []*store {
+	out := make([]*store, 0, len(r.stores))
+	for _, st := range r.stores {
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].name < out[j].name })
+	return out
+}
+
+// redact removes every cached token from s. Errors should never carry a
+// token in the first place; this is the last line of defence before logs,
+// /healthz and metrics.
+func (r *Reconciler) redact(s string) string {
+	for _, st := range r.stores {
+		if st.token != nil && st.token.AccessToken != "" {
+			s = strings.ReplaceAll(s, string(st.token.AccessToken), "[redacted]")
+		}
+	}
+	return s
+}
+
+// Fingerprint is a short SHA-256 prefix of a token, for correlating agent
+// logs with the broker's audit log without revealing the token.
+func Fingerprint(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])[:16]
+}
+
+// publish copies the state into the snapshot Status serves.
+func (r *Reconciler) publish() {
+	s := health.Status{
+		AgentID: r.set.AgentID,
+		Broker: health.BrokerStatus{
+			Synced: r.synced, Up: r.brokerUp, LastError: r.brokerErr,
+			LastSuccess: timePtr(r.brokerOK), NextCall: timePtr(r.nextBroker),
+		},
+		Orthanc: health.OrthancStatus{Reachable: r.orthUp, LastCheck: timePtr(r.lastCheck), LastError: r.orthErr},
+		Stores:  []health.StoreStatus{},
+	}
+	for _, st := range r.sorted() {
+		ss := health.StoreStatus{
+			Store: st.name, Server: st.name, DicomWebURL: st.url, Pushed: st.pushed,
+			LastPush: timePtr(st.lastPush), LastError: joinErr(st.tokenErr, st.pushErr),
+		}
+		if st.token != nil {
+			ss.TokenExpiresAt = timePtr(st.token.ExpiresAt)
+			ss.NextRefresh = timePtr(st.refreshAt)
+		}
+		switch {
+		case !st.granted:
+			ss.State = health.StateNotGranted
+		case st.conflict:
+			ss.State = health.StateConflict
+		case st.pushed && st.token != nil:
+			ss.State = health.StateOK // Evaluate turns it into "expired" later
+		case st.tokenErr != "" || st.pushErr != "":
+			ss.State = health.StateError
+		case st.token != nil && !r.now().Before(st.token.ExpiresAt):
+			ss.State = health.StateExpired
+		default:
+			ss.State = health.StatePending
+		}
+		s.Stores = append(s.Stores, ss)
+	}
+	r.mu.Lock()
+	r.published = s
+	r.mu.Unlock()
+}
+
+// Status returns the latest snapshot, evaluated now. Safe for concurrent use.
+func (r *Reconciler) Status() health.Status {
+	r.mu.Lock()
+	s := r.published
+	s.Stores = append([]health.StoreStatus(nil), s.Stores...)
+	r.mu.Unlock()
+	s.Evaluate(r.now())
+	return s
+}
+
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func joinErr(a, b string) string {
+	switch {
+	case a == "":
+		return b
+	case b == "":
+		return a
+	}
+	return a + "; " + b
+}
+
+// String makes a store printable without its token (debugging aid).
+func (st *store) String() string {
+	return fmt.Sprintf("store{%s granted=%v pushed=%v}", st.name, st.granted, st.pushed)
+}

@@ -1,0 +1,42 @@
+// Command agent is the on-prem half of orthanc-gcp-broker: it pulls
+// short-lived Google tokens from the broker and keeps Orthanc's DICOMweb
+// servers configured with them. See docs/agent.md.
+//
+//	agent run     --config FILE   run the daemon
+//	agent once    --config FILE   one sync; non-zero exit on failure
+//	agent keygen  --out FILE      make the agent key, print the public key line
+//	agent status  [--config FILE | --addr host:port]
+//	agent version
+package main
+
+import (
+	"context"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run wires the process (signals, environment) to the CLI.
+func run(args []string, stdout, stderr io.Writer) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{}, 1)
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	c := &cli{stdout: stdout, stderr: stderr, env: os.LookupEnv, reload: reload}
+	return c.main(ctx, args)
+}
