@@ -1,0 +1,35 @@
+project = "my-broker-project"
+region  = "europe-west2"
+image   = "europe-west2-docker.pkg.dev/my-broker-project/orthanc/broker@sha256:0000000000000000000000000000000000000000000000000000000000000000"
+
+accounts = {
+  # Keyless: the broker impersonates a per-store service account.
+  "clinic-store" = {
+    project        = "my-healthcare-project"
+    location       = "europe-west2"
+    dataset        = "clinics"
+    dicom_store    = "clinic-a"
+    mode           = "impersonate"
+    token_lifetime = "30m"
+  }
+  # Key-based: load the key with `terraform output key_loading_commands`.
+  "research-store" = {
+    project     = "my-healthcare-project"
+    location    = "europe-west2"
+    dataset     = "research"
+    dicom_store = "anonymised"
+    mode        = "key"
+  }
+}
+
+agents = {
+  # Paste the line `agent keygen --out /var/lib/orthanc-gcp-agent/agent.key` printed on each site.
+  "clinic-a" = {
+    public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+    accounts   = ["clinic-store"]
+  }
+  "research-gw" = {
+    public_key = "ed25519:PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw="
+    accounts   = ["clinic-store", "research-store"]
+  }
+}

@@ -1,0 +1,29 @@
+# Example root configuration: one keyless store, one key-based store, two
+# agents. Copy this directory, fill example.tfvars, then:
+#   terraform init && terraform apply -var-file=example.tfvars
+
+terraform {
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 6.50.0, < 7.0.0"
+    }
+  }
+}
+
+provider "google" {
+  project = var.project
+  region  = var.region
+}
+
+module "broker" {
+  source = "../"
+
+  project  = var.project
+  region   = var.region
+  image    = var.image
+  accounts = var.accounts
+  agents   = var.agents
+}

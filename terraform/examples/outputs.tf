@@ -1,0 +1,14 @@
+output "broker_url" {
+  description = "Put this in each agent's Broker.Url."
+  value       = module.broker.broker_url
+}
+
+output "key_loading_commands" {
+  description = "Run these once per key-based account (and again to rotate)."
+  value       = module.broker.key_loading_commands
+}
+
+output "store_service_accounts" {
+  description = "Per-store service accounts."
+  value       = module.broker.store_service_accounts
+}

@@ -1,0 +1,24 @@
+variable "project" {
+  description = "Project that hosts the broker."
+  type        = string
+}
+
+variable "region" {
+  description = "Cloud Run region."
+  type        = string
+}
+
+variable "image" {
+  description = "First broker image (later ones come from Cloud Build)."
+  type        = string
+}
+
+variable "accounts" {
+  description = "DICOM store accounts; passed to the module, which types and validates them (see ../variables.tf)."
+  type        = any
+}
+
+variable "agents" {
+  description = "Enrolled agents; passed to the module, which types and validates them (see ../variables.tf)."
+  type        = any
+}

@@ -1,0 +1,278 @@
+# Orthanc GCP broker on Cloud Run.
+#
+# Identity layout (least privilege, nothing project-wide):
+#   broker runtime SA  - reads the policy secret and the credential secrets of
+#                        key/authorized_user accounts; may mint tokens for the
+#                        keyless store SAs. It has no Healthcare role itself.
+#   one SA per store   - roles/healthcare.dicomEditor on that DICOM store only.
+# No key material ever passes through Terraform: credential secrets are
+# created empty and filled with the commands in output.key_loading_commands.
+
+data "google_project" "this" {
+  project_id = var.project
+}
+
+locals {
+  apis = toset([
+    "run.googleapis.com",
+    "secretmanager.googleapis.com",
+    "iam.googleapis.com",
+    "iamcredentials.googleapis.com",
+    "healthcare.googleapis.com",
+  ])
+
+  # Cloud Run's deterministic URL is known before the service exists, so the
+  # policy (which must exist before the first revision starts) can name it.
+  audience = coalesce(var.audience, "https://${var.service_name}-${data.google_project.this.number}.${var.region}.run.app")
+
+  store_ids = {
+    for name, a in var.accounts : name => "projects/${a.project}/locations/${a.location}/datasets/${a.dataset}/dicomStores/${a.dicom_store}"
+  }
+  # Accounts that get their own service account: keyless and key-based ones.
+  # An authorized_user account acts as the user whose refresh token it holds.
+  store_accounts  = { for name, a in var.accounts : name => a if a.mode != "authorized_user" }
+  keyless         = { for name, a in var.accounts : name => a if a.mode == "impersonate" }
+  secret_accounts = { for name, a in var.accounts : name => a if a.mode != "impersonate" }
+  user_bindings   = { for name, a in var.accounts : name => a if a.mode == "authorized_user" && a.user_member != null }
+
+  policy_ref = "sm://projects/${var.project}/secrets/${google_secret_manager_secret.policy.secret_id}/versions/latest"
+  credential_refs = {
+    for name, s in google_secret_manager_secret.credential : name => "sm://projects/${var.project}/secrets/${s.secret_id}/versions/latest"
+  }
+
+  # The broker policy (format in DESIGN.md): public keys and references only.
+  # The for-expressions drop null fields, so each account carries exactly the
+  # fields of its mode.
+  policy = {
+    Audience = local.audience
+    BaseUrl  = var.healthcare_base_url
+    Accounts = {
+      for name, a in var.accounts : name => {
+        for k, v in {
+          Project                   = a.project
+          Location                  = a.location
+          Dataset                   = a.dataset
+          DicomStore                = a.dicom_store
+          ImpersonateServiceAccount = a.mode == "impersonate" ? google_service_account.store[name].email : null
+          TokenLifetime             = a.token_lifetime
+          ServiceAccountSecret      = a.mode == "key" ? local.credential_refs[name] : null
+          AuthorizedUserSecret      = a.mode == "authorized_user" ? local.credential_refs[name] : null
+          Scopes                    = a.scopes
+        } : k => v if v != null
+      }
+    }
+    Agents = {
+      for id, ag in var.agents : id => {
+        for k, v in {
+          PublicKey = ag.public_key
+          Accounts  = ag.accounts
+          Disabled  = ag.disabled ? true : null
+        } : k => v if v != null
+      }
+    }
+  }
+}
+
+resource "google_project_service" "apis" {
+  for_each = var.enable_apis ? local.apis : toset([])
+
+  project            = var.project
+  service            = each.value
+  disable_on_destroy = false
+}
+
+resource "google_service_account" "broker" {
+  project      = var.project
+  account_id   = var.service_name
+  display_name = "Orthanc GCP broker"
+  description  = "Runtime identity of the ${var.service_name} Cloud Run service. Holds no Healthcare role."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_service_account" "store" {
+  for_each = local.store_accounts
+
+  project      = var.project
+  account_id   = "${var.resource_prefix}-${each.key}"
+  display_name = "DICOM store ${each.key}"
+  description  = "Orthanc GCP broker account ${each.key} (${each.value.mode}): dicomEditor on ${local.store_ids[each.key]} only."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_healthcare_dicom_store_iam_member" "store" {
+  for_each = local.store_accounts
+
+  dicom_store_id = local.store_ids[each.key]
+  role           = "roles/healthcare.dicomEditor"
+  member         = google_service_account.store[each.key].member
+}
+
+resource "google_healthcare_dicom_store_iam_member" "user" {
+  for_each = local.user_bindings
+
+  dicom_store_id = local.store_ids[each.key]
+  role           = "roles/healthcare.dicomEditor"
+  member         = each.value.user_member
+}
+
+# Keyless: the broker may mint tokens for this store's account and no other.
+resource "google_service_account_iam_member" "token_creator" {
+  for_each = local.keyless
+
+  service_account_id = google_service_account.store[each.key].name
+  role               = "roles/iam.serviceAccountTokenCreator"
+  member             = google_service_account.broker.member
+}
+
+# Key-based and authorized_user accounts: an empty secret per account. The
+# key or refresh token is added as a version outside Terraform, so it never
+# enters the state file.
+resource "google_secret_manager_secret" "credential" {
+  for_each = local.secret_accounts
+
+  project             = var.project
+  secret_id           = "${var.resource_prefix}-${each.key}-${each.value.mode == "key" ? "sa-key" : "user-token"}"
+  labels              = merge(var.labels, { "orthanc-gcp-broker" = "credential" })
+  deletion_protection = var.deletion_protection
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_iam_member" "credential" {
+  for_each = local.secret_accounts
+
+  project   = var.project
+  secret_id = google_secret_manager_secret.credential[each.key].secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.broker.member
+}
+
+resource "google_secret_manager_secret" "policy" {
+  project             = var.project
+  secret_id           = "${var.service_name}-policy"
+  labels              = merge(var.labels, { "orthanc-gcp-broker" = "policy" })
+  deletion_protection = var.deletion_protection
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_version" "policy" {
+  secret      = google_secret_manager_secret.policy.id
+  secret_data = jsonencode(local.policy)
+
+  lifecycle {
+    # The broker reads versions/latest; keep the old version until the new
+    # one exists so a re-read never finds no policy.
+    create_before_destroy = true
+
+    precondition {
+      condition     = alltrue(flatten([for ag in values(var.agents) : [for acc in ag.accounts : contains(keys(var.accounts), acc)]]))
+      error_message = "Every account an agent lists must be a key of var.accounts."
+    }
+  }
+}
+
+resource "google_secret_manager_secret_iam_member" "policy" {
+  project   = var.project
+  secret_id = google_secret_manager_secret.policy.secret_id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = google_service_account.broker.member
+}
+
+resource "google_cloud_run_v2_service" "broker" {
+  project             = var.project
+  name                = var.service_name
+  location            = var.region
+  description         = "Orthanc GCP broker: hands short-lived DICOMweb tokens to enrolled agents."
+  ingress             = var.ingress
+  labels              = var.labels
+  deletion_protection = var.deletion_protection
+
+  # The broker authenticates every agent itself (Ed25519-signed JWT, see
+  # DESIGN.md). Agents have no Google identity - that is the point - so they
+  # cannot pass Cloud Run's IAM invoker check. Disabling the invoker check is
+  # the equivalent of granting roles/run.invoker to allUsers, but also works
+  # where the org policy forbids allUsers bindings. Cloud Run serves HTTPS only.
+  invoker_iam_disabled = true
+
+  template {
+    service_account                  = google_service_account.broker.email
+    max_instance_request_concurrency = 80
+    timeout                          = "30s"
+
+    scaling {
+      min_instance_count = var.min_instances
+      max_instance_count = var.max_instances
+    }
+
+    containers {
+      image = var.image
+
+      ports {
+        container_port = 8080
+      }
+
+      env {
+        name  = "BROKER_CONFIG"
+        value = local.policy_ref
+      }
+      env {
+        name  = "BROKER_REFRESH"
+        value = var.refresh_period
+      }
+      env {
+        name  = "BROKER_MIN_REMAINING"
+        value = var.min_remaining
+      }
+
+      resources {
+        limits = {
+          cpu    = "1"
+          memory = "256Mi"
+        }
+        cpu_idle = true
+      }
+
+      # /healthz answers 200 once the policy has loaded.
+      startup_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds    = 2
+        failure_threshold = 15
+      }
+      liveness_probe {
+        http_get {
+          path = "/healthz"
+        }
+        period_seconds = 30
+      }
+    }
+  }
+
+  lifecycle {
+    # Cloud Build deploys new images (cloudbuild.yaml); don't roll them back.
+    ignore_changes = [
+      template[0].containers[0].image,
+      client,
+      client_version,
+    ]
+  }
+
+  depends_on = [
+    google_secret_manager_secret_version.policy,
+    google_secret_manager_secret_iam_member.policy,
+    google_secret_manager_secret_iam_member.credential,
+    google_service_account_iam_member.token_creator,
+  ]
+}

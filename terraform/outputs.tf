@@ -1,0 +1,40 @@
+output "broker_url" {
+  description = "The URL agents put in Broker.Url; it is also the policy's Audience (JWT aud)."
+  value       = local.audience
+}
+
+output "service_uri" {
+  description = "The Cloud Run service's own URI (another name of the same service)."
+  value       = google_cloud_run_v2_service.broker.uri
+}
+
+output "broker_service_account" {
+  description = "Email of the broker's runtime service account."
+  value       = google_service_account.broker.email
+}
+
+output "store_service_accounts" {
+  description = "Per-store service account emails, keyed by account name (impersonate and key accounts)."
+  value       = { for name, sa in google_service_account.store : name => sa.email }
+}
+
+output "credential_secrets" {
+  description = "Secret Manager references of key and authorized_user accounts, keyed by account name."
+  value       = local.credential_refs
+}
+
+output "policy_secret" {
+  description = "The broker policy's Secret Manager reference (BROKER_CONFIG)."
+  value       = local.policy_ref
+}
+
+output "key_loading_commands" {
+  description = "Per account, the shell commands that put its credential into its secret without the credential touching Terraform or a disk file (see docs/runbook.md)."
+  value = {
+    for name, a in local.secret_accounts : name => (
+      a.mode == "key" ?
+      "gcloud iam service-accounts keys create /dev/stdout --iam-account=${google_service_account.store[name].email} --project=${var.project} | gcloud secrets versions add ${google_secret_manager_secret.credential[name].secret_id} --project=${var.project} --data-file=-" :
+      "gcloud auth application-default login --scopes=${join(",", coalesce(a.scopes, ["https://www.googleapis.com/auth/cloud-healthcare"]))} && gcloud secrets versions add ${google_secret_manager_secret.credential[name].secret_id} --project=${var.project} --data-file=\"$HOME/.config/gcloud/application_default_credentials.json\" && gcloud auth application-default revoke --quiet"
+    )
+  }
+}

@@ -1,0 +1,238 @@
+# Offline tests of the module: `terraform test` with a mocked google provider
+# (the schema still comes from the provider, so every resource and attribute
+# used here is checked against the real schema). Run by `make tf-check`.
+
+mock_provider "google" {
+  mock_data "google_project" {
+    defaults = {
+      number = "123456789012"
+    }
+  }
+}
+
+variables {
+  project = "my-broker-project"
+  region  = "europe-west2"
+  image   = "europe-west2-docker.pkg.dev/my-broker-project/orthanc/broker:v1"
+  accounts = {
+    "clinic-store" = {
+      project        = "hc-project"
+      location       = "europe-west2"
+      dataset        = "clinics"
+      dicom_store    = "clinic-a"
+      token_lifetime = "30m"
+    }
+    "research-store" = {
+      project     = "hc-project"
+      location    = "europe-west4"
+      dataset     = "research"
+      dicom_store = "anon"
+      mode        = "key"
+    }
+    "user-store" = {
+      project     = "hc-project"
+      location    = "europe-west4"
+      dataset     = "research"
+      dicom_store = "user"
+      mode        = "authorized_user"
+      user_member = "user:alice@example.com"
+      scopes      = ["https://www.googleapis.com/auth/cloud-healthcare"]
+    }
+  }
+  agents = {
+    "clinic-a" = {
+      public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+      accounts   = ["clinic-store"]
+    }
+    "research-gw" = {
+      public_key = "ed25519:PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw="
+      accounts   = ["clinic-store", "research-store"]
+      disabled   = true
+    }
+  }
+}
+
+run "policy_document" {
+  command = apply
+
+  assert {
+    condition     = output.broker_url == "https://orthanc-gcp-broker-123456789012.europe-west2.run.app"
+    error_message = "broker_url must be Cloud Run's deterministic URL"
+  }
+  assert {
+    condition     = jsondecode(google_secret_manager_secret_version.policy.secret_data).Audience == output.broker_url
+    error_message = "policy Audience must equal broker_url"
+  }
+  assert {
+    condition     = jsondecode(google_secret_manager_secret_version.policy.secret_data).BaseUrl == "https://healthcare.googleapis.com/v1/"
+    error_message = "policy BaseUrl"
+  }
+  assert {
+    condition = jsondecode(google_secret_manager_secret_version.policy.secret_data).Accounts["clinic-store"] == {
+      Project                   = "hc-project"
+      Location                  = "europe-west2"
+      Dataset                   = "clinics"
+      DicomStore                = "clinic-a"
+      ImpersonateServiceAccount = google_service_account.store["clinic-store"].email
+      TokenLifetime             = "30m"
+    }
+    error_message = "keyless account must carry exactly the store, ImpersonateServiceAccount and TokenLifetime"
+  }
+  assert {
+    condition = jsondecode(google_secret_manager_secret_version.policy.secret_data).Accounts["research-store"] == {
+      Project              = "hc-project"
+      Location             = "europe-west4"
+      Dataset              = "research"
+      DicomStore           = "anon"
+      ServiceAccountSecret = "sm://projects/my-broker-project/secrets/ogb-research-store-sa-key/versions/latest"
+    }
+    error_message = "key account must reference its secret and nothing else"
+  }
+  assert {
+    condition = jsondecode(google_secret_manager_secret_version.policy.secret_data).Accounts["user-store"] == {
+      Project              = "hc-project"
+      Location             = "europe-west4"
+      Dataset              = "research"
+      DicomStore           = "user"
+      AuthorizedUserSecret = "sm://projects/my-broker-project/secrets/ogb-user-store-user-token/versions/latest"
+      Scopes               = ["https://www.googleapis.com/auth/cloud-healthcare"]
+    }
+    error_message = "authorized_user account must reference its secret"
+  }
+  assert {
+    condition = jsondecode(google_secret_manager_secret_version.policy.secret_data).Agents == {
+      "clinic-a" = {
+        PublicKey = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+        Accounts  = ["clinic-store"]
+      }
+      "research-gw" = {
+        PublicKey = "ed25519:PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw="
+        Accounts  = ["clinic-store", "research-store"]
+        Disabled  = true
+      }
+    }
+    error_message = "agents must carry public key, accounts and Disabled only when set"
+  }
+}
+
+run "least_privilege_iam" {
+  command = apply
+
+  assert {
+    condition     = toset(keys(google_service_account.store)) == toset(["clinic-store", "research-store"])
+    error_message = "one service account per keyless or key-based store, none for authorized_user"
+  }
+  assert {
+    condition = alltrue([for name, b in google_healthcare_dicom_store_iam_member.store :
+      b.role == "roles/healthcare.dicomEditor" && b.member == google_service_account.store[name].member
+    ])
+    error_message = "each store SA gets dicomEditor"
+  }
+  assert {
+    condition     = google_healthcare_dicom_store_iam_member.store["research-store"].dicom_store_id == "projects/hc-project/locations/europe-west4/datasets/research/dicomStores/anon"
+    error_message = "dicomEditor is bound on that one DICOM store"
+  }
+  assert {
+    condition     = google_healthcare_dicom_store_iam_member.user["user-store"].member == "user:alice@example.com"
+    error_message = "authorized_user's user_member gets dicomEditor on its store"
+  }
+  assert {
+    condition     = keys(google_service_account_iam_member.token_creator) == ["clinic-store"]
+    error_message = "token creator only on keyless store accounts"
+  }
+  assert {
+    condition = (
+      google_service_account_iam_member.token_creator["clinic-store"].role == "roles/iam.serviceAccountTokenCreator" &&
+      google_service_account_iam_member.token_creator["clinic-store"].member == google_service_account.broker.member &&
+      google_service_account_iam_member.token_creator["clinic-store"].service_account_id == google_service_account.store["clinic-store"].name
+    )
+    error_message = "the broker may mint tokens for the keyless store account only"
+  }
+  assert {
+    condition     = toset(keys(google_secret_manager_secret.credential)) == toset(["research-store", "user-store"])
+    error_message = "one credential secret per key or authorized_user account"
+  }
+  assert {
+    condition = alltrue([for name, b in google_secret_manager_secret_iam_member.credential :
+      b.role == "roles/secretmanager.secretAccessor" && b.member == google_service_account.broker.member && b.secret_id == google_secret_manager_secret.credential[name].secret_id
+    ])
+    error_message = "secretAccessor for the broker on each credential secret only"
+  }
+}
+
+run "cloud_run_service" {
+  command = apply
+
+  assert {
+    condition     = google_cloud_run_v2_service.broker.invoker_iam_disabled == true && google_cloud_run_v2_service.broker.ingress == "INGRESS_TRAFFIC_ALL"
+    error_message = "agents authenticate to the broker itself: no IAM invoker check"
+  }
+  assert {
+    condition     = google_cloud_run_v2_service.broker.template[0].service_account == google_service_account.broker.email
+    error_message = "the service runs as its own service account"
+  }
+  assert {
+    condition = {
+      for e in google_cloud_run_v2_service.broker.template[0].containers[0].env : e.name => e.value
+      } == {
+      BROKER_CONFIG        = "sm://projects/my-broker-project/secrets/orthanc-gcp-broker-policy/versions/latest"
+      BROKER_REFRESH       = "5m"
+      BROKER_MIN_REMAINING = "15m"
+    }
+    error_message = "broker environment"
+  }
+  assert {
+    condition     = google_cloud_run_v2_service.broker.template[0].scaling[0].min_instance_count == 0
+    error_message = "scales to zero by default"
+  }
+  assert {
+    condition     = output.key_loading_commands["research-store"] == "gcloud iam service-accounts keys create /dev/stdout --iam-account=${google_service_account.store["research-store"].email} --project=my-broker-project | gcloud secrets versions add ogb-research-store-sa-key --project=my-broker-project --data-file=-"
+    error_message = "key loading command pipes the new key straight into the secret"
+  }
+  assert {
+    condition     = !contains(keys(output.key_loading_commands), "clinic-store")
+    error_message = "keyless accounts need no key"
+  }
+}
+
+run "rejects_bad_public_key" {
+  command = plan
+  variables {
+    agents = {
+      "bad" = { public_key = "ed25519:not-a-key", accounts = ["clinic-store"] }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_unknown_mode" {
+  command = plan
+  variables {
+    accounts = {
+      "x-store" = { project = "hc-project", location = "eu", dataset = "d", dicom_store = "s", mode = "keyfile" }
+    }
+    agents = {}
+  }
+  expect_failures = [var.accounts]
+}
+
+run "rejects_token_lifetime_on_key_account" {
+  command = plan
+  variables {
+    accounts = {
+      "x-store" = { project = "hc-project", location = "eu", dataset = "d", dicom_store = "s", mode = "key", token_lifetime = "1h" }
+    }
+    agents = {}
+  }
+  expect_failures = [var.accounts]
+}
+
+run "rejects_agent_with_unknown_account" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = { public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", accounts = ["no-such-store"] }
+    }
+  }
+  expect_failures = [google_secret_manager_secret_version.policy]
+}

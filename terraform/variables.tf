@@ -1,0 +1,237 @@
+variable "project" {
+  description = "ID of the Google Cloud project that hosts the broker: its Cloud Run service, secrets and service accounts. DICOM stores may live in other projects."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project))
+    error_message = "The project must be a project ID: 6-30 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "region" {
+  description = "Cloud Run region of the broker, e.g. europe-west2."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "The region must look like europe-west2 or us-central1."
+  }
+}
+
+variable "service_name" {
+  description = "Name of the Cloud Run service; also the broker's runtime service account ID and the prefix of the policy secret."
+  type        = string
+  default     = "orthanc-gcp-broker"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.service_name))
+    error_message = "The service_name must be 6-30 lowercase letters, digits or hyphens, starting with a letter (it is also a service account ID)."
+  }
+}
+
+variable "image" {
+  description = "Container image of the first broker revision (an Artifact Registry image built by cloudbuild.yaml, ideally by digest). Later images are deployed by Cloud Build; Terraform ignores image changes so an apply never rolls a deploy back."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z0-9.-]+(:[0-9]+)?/[^\\s]+$", var.image))
+    error_message = "The image must be a full reference such as europe-west2-docker.pkg.dev/PROJECT/REPO/broker@sha256:...."
+  }
+}
+
+variable "resource_prefix" {
+  description = "Prefix of the per-store service accounts and credential secrets (<prefix>-<account>)."
+  type        = string
+  default     = "ogb"
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]{1,7}$", var.resource_prefix))
+    error_message = "The resource_prefix must be 2-8 lowercase letters or digits, starting with a letter."
+  }
+}
+
+variable "accounts" {
+  description = <<-EOT
+    DICOM stores the broker hands out tokens for, keyed by account name (the
+    name agents ask for and the Orthanc DICOMweb server name). Each has the
+    store's project, location, dataset and dicom_store, and a mode:
+      impersonate      keyless: the broker impersonates a per-store service
+                       account (token_lifetime optional, e.g. "15m", max "1h"
+                       unless the org policy allows longer).
+      key              a per-store service account whose JSON key is loaded
+                       into an (initially empty) Secret Manager secret.
+      authorized_user  a user's refresh token loaded into an empty secret;
+                       user_member (e.g. "user:alice@example.com") is then
+                       granted roles/healthcare.dicomEditor on the store.
+    scopes overrides the default https://www.googleapis.com/auth/cloud-healthcare.
+  EOT
+  type = map(object({
+    project        = string
+    location       = string
+    dataset        = string
+    dicom_store    = string
+    mode           = optional(string, "impersonate")
+    token_lifetime = optional(string)
+    scopes         = optional(list(string))
+    user_member    = optional(string)
+  }))
+
+  validation {
+    condition     = length(var.accounts) > 0
+    error_message = "At least one account is needed."
+  }
+  validation {
+    condition     = alltrue([for name in keys(var.accounts) : can(regex("^[a-z][a-z0-9-]{1,18}[a-z0-9]$", name))])
+    error_message = "Account names must be 3-20 lowercase letters, digits or hyphens, starting with a letter (they name a service account and a secret)."
+  }
+  validation {
+    condition     = alltrue([for a in values(var.accounts) : contains(["impersonate", "key", "authorized_user"], a.mode)])
+    error_message = "Each account's mode must be impersonate, key or authorized_user."
+  }
+  validation {
+    condition = alltrue([for a in values(var.accounts) :
+      can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", a.project)) &&
+      can(regex("^[a-z0-9-]+$", a.location)) &&
+      can(regex("^[A-Za-z0-9_.-]{1,256}$", a.dataset)) &&
+      can(regex("^[A-Za-z0-9_.-]{1,256}$", a.dicom_store))
+    ])
+    error_message = "Each account needs a project ID, a location, and dataset and dicom_store IDs (letters, digits, _ . -)."
+  }
+  validation {
+    condition = alltrue([for a in values(var.accounts) :
+      a.token_lifetime == null || (a.mode == "impersonate" && can(regex("^([0-9]+h)?([0-9]+m)?([0-9]+s)?$", a.token_lifetime)) && a.token_lifetime != "")
+    ])
+    error_message = "token_lifetime applies to impersonate accounts only and is a duration such as \"15m\" or \"1h\"."
+  }
+  validation {
+    condition = alltrue([for a in values(var.accounts) :
+      a.scopes == null || alltrue([for s in coalesce(a.scopes, []) : startswith(s, "https://www.googleapis.com/auth/")])
+    ])
+    error_message = "scopes must be Google OAuth scope URLs (https://www.googleapis.com/auth/...)."
+  }
+  validation {
+    condition = alltrue([for a in values(var.accounts) :
+      a.user_member == null || (a.mode == "authorized_user" && can(regex("^(user|group):[^@\\s]+@[^@\\s]+$", a.user_member)))
+    ])
+    error_message = "user_member applies to authorized_user accounts only and looks like user:alice@example.com."
+  }
+}
+
+variable "agents" {
+  description = "Agents (Orthanc sites) keyed by agent id: the Ed25519 public key line that `agent keygen` printed (\"ed25519:<base64>\"), the account names the agent may use, and disabled = true to revoke it without deleting the entry."
+  type = map(object({
+    public_key = string
+    accounts   = list(string)
+    disabled   = optional(bool, false)
+  }))
+  default = {}
+
+  validation {
+    condition     = alltrue([for id in keys(var.agents) : can(regex("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", id))])
+    error_message = "Agent ids must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit."
+  }
+  validation {
+    # 32 raw bytes in standard base64 with padding: 43 characters and "=".
+    condition     = alltrue([for a in values(var.agents) : can(regex("^ed25519:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$", a.public_key))])
+    error_message = "Each public_key must be the line `agent keygen` prints: ed25519: followed by the base64 of a 32-byte key."
+  }
+  validation {
+    condition     = alltrue([for a in values(var.agents) : length(a.accounts) > 0 && length(distinct(a.accounts)) == length(a.accounts)])
+    error_message = "Each agent needs a non-empty list of distinct account names."
+  }
+}
+
+variable "audience" {
+  description = "The broker URL that agents use and sign into their JWT `aud` (https://host, no path). Default: Cloud Run's deterministic URL https://SERVICE-PROJECT_NUMBER.REGION.run.app, known before the service exists. Set it when agents reach the broker through a custom domain."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.audience == null || can(regex("^https://[a-z0-9.-]+(:[0-9]+)?$", var.audience))
+    error_message = "The audience must be an https:// URL with no path or trailing slash."
+  }
+}
+
+variable "healthcare_base_url" {
+  description = "Base URL of the Cloud Healthcare API, written into the policy as BaseUrl."
+  type        = string
+  default     = "https://healthcare.googleapis.com/v1/"
+
+  validation {
+    condition     = can(regex("^https://.+/$", var.healthcare_base_url))
+    error_message = "The healthcare_base_url must be an https:// URL ending in /."
+  }
+}
+
+variable "refresh_period" {
+  description = "BROKER_REFRESH: how often the broker re-reads the policy and secrets (Go duration). Policy changes, new keys and revocations take effect within this period."
+  type        = string
+  default     = "5m"
+
+  validation {
+    condition     = can(regex("^([0-9]+h)?([0-9]+m)?([0-9]+s)?$", var.refresh_period)) && var.refresh_period != ""
+    error_message = "The refresh_period must be a duration such as \"5m\" or \"30s\"."
+  }
+}
+
+variable "min_remaining" {
+  description = "BROKER_MIN_REMAINING: the least lifetime a cached Google token must have left to be handed out (Go duration)."
+  type        = string
+  default     = "15m"
+
+  validation {
+    condition     = can(regex("^([0-9]+h)?([0-9]+m)?([0-9]+s)?$", var.min_remaining)) && var.min_remaining != ""
+    error_message = "The min_remaining must be a duration such as \"15m\"."
+  }
+}
+
+variable "min_instances" {
+  description = "Minimum Cloud Run instances. 0 scales to zero (a cold start of about a second on the first request after idling); 1 keeps the token cache warm."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.min_instances >= 0 && floor(var.min_instances) == var.min_instances
+    error_message = "The min_instances must be a whole number >= 0."
+  }
+}
+
+variable "max_instances" {
+  description = "Maximum Cloud Run instances. Each instance mints its own Google tokens, so a few instances are plenty."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.max_instances >= 1 && var.max_instances <= 100 && floor(var.max_instances) == var.max_instances
+    error_message = "The max_instances must be a whole number from 1 to 100."
+  }
+}
+
+variable "ingress" {
+  description = "Cloud Run ingress. Agents on site networks usually need INGRESS_TRAFFIC_ALL; use INTERNAL_ONLY or INTERNAL_LOAD_BALANCER when sites reach Google privately."
+  type        = string
+  default     = "INGRESS_TRAFFIC_ALL"
+
+  validation {
+    condition     = contains(["INGRESS_TRAFFIC_ALL", "INGRESS_TRAFFIC_INTERNAL_ONLY", "INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER"], var.ingress)
+    error_message = "The ingress must be INGRESS_TRAFFIC_ALL, INGRESS_TRAFFIC_INTERNAL_ONLY or INGRESS_TRAFFIC_INTERNAL_LOAD_BALANCER."
+  }
+}
+
+variable "enable_apis" {
+  description = "Enable the Google APIs the broker needs in var.project (Cloud Run, Secret Manager, IAM, IAM Credentials, Healthcare). They are left enabled on destroy."
+  type        = bool
+  default     = true
+}
+
+variable "deletion_protection" {
+  description = "Protect the Cloud Run service and the secrets from terraform destroy."
+  type        = bool
+  default     = true
+}
+
+variable "labels" {
+  description = "Labels put on the Cloud Run service and the secrets."
+  type        = map(string)
+  default     = {}
+}

@@ -1,0 +1,12 @@
+terraform {
+  # optional() object attributes with defaults need 1.3; the module's tests
+  # (mock_provider in tests/*.tftest.hcl) need 1.7.
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = ">= 6.50.0, < 7.0.0"
+    }
+  }
+}
