@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
 	"io"
 	"log/slog"
 	"net"
@@ -37,18 +38,6 @@ const (
 	saSecret    = "projects/osimis-test/secrets/store-a-key"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // syncBuffer collects every log line the broker writes.
 type syncBuffer struct {
 	mu  sync.Mutex
@@ -70,7 +59,7 @@ func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return 
 type env struct {
 	t        *testing.T
 	cloud    *fakegcp.Cloud
-	clk      *clock
+	clk      *clocktest.Clock
 	url      string
 	broker   *broker.Broker
 	logs     *syncBuffer
@@ -93,7 +82,7 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(cloud.Close)
 	t.Setenv("GCE_METADATA_HOST", cloud.Metadata.Host())
 
-	e := &env{t: t, cloud: cloud, clk: &clock{t: time.Now().UTC().Truncate(time.Second)}, logs: &syncBuffer{}, keys: map[string]ed25519.PrivateKey{}}
+	e := &env{t: t, cloud: cloud, clk: clocktest.New(time.Now().UTC().Truncate(time.Second)), logs: &syncBuffer{}, keys: map[string]ed25519.PrivateKey{}}
 	cloud.Tokens.SetNow(e.clk.Now)
 	dir := t.TempDir()
 

@@ -2,6 +2,7 @@ package ratelimit
 
 import (
 	"fmt"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -10,23 +11,6 @@ import (
 )
 
 var t0 = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
-
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // step is one call in a scripted scenario: advance the clock by after,
 // then call Allow for agent.
@@ -94,7 +78,7 @@ func TestAllow(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := &fakeClock{t: t0}
+			clock := clocktest.New(t0)
 			l := New(tc.perSecond, tc.burst, clock.Now)
 			for i, s := range tc.steps {
 				clock.Advance(s.after)
@@ -107,7 +91,7 @@ func TestAllow(t *testing.T) {
 }
 
 func TestCheckRetryAfter(t *testing.T) {
-	clock := &fakeClock{t: t0}
+	clock := clocktest.New(t0)
 	l := New(2, 2, clock.Now) // one token per 500 ms
 	for range 2 {
 		if ok, _ := l.Check("a"); !ok {
@@ -136,7 +120,7 @@ func TestCheckRetryAfter(t *testing.T) {
 }
 
 func TestIdleBucketsEvicted(t *testing.T) {
-	clock := &fakeClock{t: t0}
+	clock := clocktest.New(t0)
 	l := New(1, 5, clock.Now) // fill time 5 s
 	for i := range 100 {
 		l.Allow(fmt.Sprint("agent-", i))
@@ -174,7 +158,7 @@ func TestIdleBucketsEvicted(t *testing.T) {
 }
 
 func TestMaxAgents(t *testing.T) {
-	clock := &fakeClock{t: t0}
+	clock := clocktest.New(t0)
 	l := New(1, 2, clock.Now) // fill time 2 s
 	l.SetMaxAgents(3)
 	for _, id := range []string{"a", "b", "c"} {
@@ -205,7 +189,7 @@ func TestMaxAgents(t *testing.T) {
 }
 
 func TestConcurrentAllow(t *testing.T) {
-	clock := &fakeClock{t: t0}
+	clock := clocktest.New(t0)
 	l := New(1, 10, clock.Now)
 	var allowed [4]atomic.Int64
 	var wg sync.WaitGroup

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -15,22 +16,10 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
 // minter issues tokens living `lifetime` from the clock's now; it can fail
 // and can block until released, to widen the window for races.
 type minter struct {
-	clk      *clock
+	clk      *clocktest.Clock
 	lifetime time.Duration
 	calls    atomic.Int64
 	fail     atomic.Bool
@@ -62,7 +51,7 @@ func testPolicy(t *testing.T, store string) *policy.Policy {
 }
 
 func TestConcurrentRequestsMintOnce(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	m := &minter{clk: clk, lifetime: time.Hour, gate: make(chan struct{})}
 	c := New(m, 15*time.Minute, clk.Now)
 	a := testPolicy(t, "s").Accounts["a"]
@@ -109,7 +98,7 @@ func TestRefreshAfterMinRemaining(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 			m := &minter{clk: clk, lifetime: tt.lifetime}
 			c := New(m, tt.minRemaining, clk.Now)
 			a := testPolicy(t, "s").Accounts["a"]
@@ -124,11 +113,11 @@ func TestRefreshAfterMinRemaining(t *testing.T) {
 			if r := get(); r.Cached {
 				t.Fatal("first token cannot be cached")
 			}
-			clk.t = start.Add(tt.stillCached)
+			clk.Set(start.Add(tt.stillCached))
 			if r := get(); !r.Cached || m.calls.Load() != 1 {
 				t.Fatalf("at %v: cached=%v mints=%d, want cached and 1", tt.stillCached, r.Cached, m.calls.Load())
 			}
-			clk.t = start.Add(tt.remint)
+			clk.Set(start.Add(tt.remint))
 			if r := get(); r.Cached || m.calls.Load() != 2 {
 				t.Fatalf("at %v: cached=%v mints=%d, want a new mint", tt.remint, r.Cached, m.calls.Load())
 			}
@@ -137,7 +126,7 @@ func TestRefreshAfterMinRemaining(t *testing.T) {
 }
 
 func TestOutageServesValidCachedToken(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	m := &minter{clk: clk, lifetime: time.Hour}
 	c := New(m, 15*time.Minute, clk.Now)
 	a := testPolicy(t, "s").Accounts["a"]
@@ -158,7 +147,7 @@ func TestOutageServesValidCachedToken(t *testing.T) {
 		t.Fatalf("hold-off not honoured: err=%v calls %d -> %d", err, calls, m.calls.Load())
 	}
 	// Under FallbackFloor left: the outage becomes visible.
-	clk.t = first.Token.Expiry.Add(-FallbackFloor + time.Second)
+	clk.Set(first.Token.Expiry.Add(-FallbackFloor + time.Second))
 	if _, err := c.Token(context.Background(), a); err == nil {
 		t.Fatal("a token about to expire must not be served")
 	}
@@ -171,7 +160,7 @@ func TestOutageServesValidCachedToken(t *testing.T) {
 }
 
 func TestNoCacheNoToken(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	m := &minter{clk: clk, lifetime: time.Hour}
 	m.fail.Store(true)
 	c := New(m, 0, clk.Now)
@@ -181,7 +170,7 @@ func TestNoCacheNoToken(t *testing.T) {
 }
 
 func TestDefinitionChangeMintsAgainAndPrunes(t *testing.T) {
-	clk := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	m := &minter{clk: clk, lifetime: time.Hour}
 	c := New(m, 0, clk.Now)
 	old := testPolicy(t, "s")

@@ -11,10 +11,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,25 +22,7 @@ import (
 	"golang.org/x/oauth2/google"
 )
 
-// fakeClock is a settable clock for SetNow.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock { return &fakeClock{t: time.Now()} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+func newClock() *clocktest.Clock { return clocktest.New(time.Now()) }
 
 func startTokens(t *testing.T) *TokenServer {
 	t.Helper()
