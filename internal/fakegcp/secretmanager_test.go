@@ -251,8 +251,10 @@ func TestSecretManagerDown(t *testing.T) {
 	if _, err := c.GetSecret(ctx, &secretmanagerpb.GetSecretRequest{Name: sec}); err == nil {
 		t.Fatal("GetSecret succeeded while down")
 	}
-	if sm.Accesses(sec) != 2 {
-		t.Errorf("Accesses while down = %d, want 2", sm.Accesses(sec))
+	// The retrying call may get a second attempt in (gax's backoff is
+	// jittered from 0 s), so count at least one per call.
+	if n := sm.Accesses(sec); n < 2 {
+		t.Errorf("Accesses while down = %d, want at least 2", n)
 	}
 	sm.SetDown(false)
 	resp, err := access(c, sec+"/versions/latest")

@@ -1,0 +1,144 @@
+package secretref
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	secretmanager "cloud.google.com/go/secretmanager/apiv1"
+	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+	gax "github.com/googleapis/gax-go/v2"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/fakegcp"
+)
+
+// startSM runs the Secret Manager fake and a real client for it.
+func startSM(t *testing.T) (*fakegcp.SecretManager, *secretmanager.Client) {
+	t.Helper()
+	sm := fakegcp.NewSecretManager()
+	if err := sm.Start("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(sm.Close)
+	c, err := secretmanager.NewClient(context.Background(), option.WithEndpoint(sm.Addr()), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return sm, c
+}
+
+func TestSecretManagerReferences(t *testing.T) {
+	sm, client := startSM(t)
+	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	r := &Resolver{SM: client, TTL: 5 * time.Minute, Now: clk.Now}
+	const secret = "projects/p/secrets/key"
+	sm.AddVersion(secret, []byte("v1"))
+	ctx := context.Background()
+	get := func(ref string) string {
+		t.Helper()
+		v, err := r.Get(ctx, ref)
+		if err != nil {
+			t.Fatalf("Get(%s): %v", ref, err)
+		}
+		return string(v)
+	}
+
+	if got := get("sm://" + secret + "/versions/latest"); got != "v1" {
+		t.Fatalf("got %q", got)
+	}
+	sm.AddVersion(secret, []byte("v2"))
+	if got := get("sm://" + secret + "/versions/latest"); got != "v1" || sm.Accesses(secret) != 1 {
+		t.Fatalf("within TTL: got %q after %d reads, want cached v1", got, sm.Accesses(secret))
+	}
+	clk.Advance(5 * time.Minute)
+	if got := get("sm://" + secret + "/versions/latest"); got != "v2" {
+		t.Fatalf("after TTL: %q", got)
+	}
+	if got := get("sm://" + secret + "/versions/1"); got != "v1" {
+		t.Fatalf("pinned version: %q", got)
+	}
+
+	// Down after TTL: the last value is served rather than an error.
+	sm.SetDown(true)
+	clk.Advance(10 * time.Minute)
+	if got := get("sm://" + secret + "/versions/latest"); got != "v2" {
+		t.Fatalf("stale during outage: %q", got)
+	}
+	// Invalidated: no stale value to hide behind, and the error says unavailable.
+	r.Invalidate("sm://" + secret + "/versions/latest")
+	_, err := r.Get(ctx, "sm://"+secret+"/versions/latest")
+	var se *Error
+	if !errors.As(err, &se) || !se.Unavailable {
+		t.Fatalf("err = %v, want an unavailable *Error", err)
+	}
+	sm.SetDown(false)
+
+	tests := []struct {
+		name, ref, want string
+	}{
+		{"unknown secret", "sm://projects/p/secrets/nope/versions/latest", "not found"},
+		{"disabled version", "sm://" + secret + "/versions/1", "disabled or destroyed"},
+		{"denied", "sm://projects/p/secrets/denied/versions/latest", "permission denied"},
+	}
+	sm.SetVersionState(secret+"/versions/1", secretmanagerpb.SecretVersion_DISABLED)
+	sm.AddVersion("projects/p/secrets/denied", []byte("x"))
+	sm.Deny("projects/p/secrets/denied", true)
+	for _, tt := range tests {
+		_, err := r.Fetch(ctx, tt.ref)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || errors.As(err, &se) && se.Unavailable {
+			t.Errorf("%s: %v, want %q (not unavailable)", tt.name, err, tt.want)
+		}
+	}
+}
+
+func TestFileReferences(t *testing.T) {
+	dir := t.TempDir()
+	small := filepath.Join(dir, "key.json")
+	big := filepath.Join(dir, "big.json")
+	os.WriteFile(small, []byte(`{"type":"service_account"}`), 0o600)
+	os.WriteFile(big, make([]byte, MaxSecretSize+1), 0o600)
+	r := &Resolver{TTL: time.Minute}
+	tests := []struct {
+		ref, want string
+	}{
+		{small, ""},
+		{big, "larger than"},
+		{filepath.Join(dir, "missing.json"), "no such file"},
+		{"sm://projects/p/secrets/s/versions/1", "no Secret Manager client"},
+	}
+	for _, tt := range tests {
+		v, err := r.Get(context.Background(), tt.ref)
+		switch {
+		case tt.want == "" && (err != nil || string(v) != `{"type":"service_account"}`):
+			t.Errorf("%s: %q %v", tt.ref, v, err)
+		case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+			t.Errorf("%s: err %v, want %q", tt.ref, err, tt.want)
+		}
+	}
+}
+
+// corrupt answers with a payload whose checksum does not match, as a
+// damaged response would.
+type corrupt struct{}
+
+func (corrupt) AccessSecretVersion(context.Context, *secretmanagerpb.AccessSecretVersionRequest, ...gax.CallOption) (*secretmanagerpb.AccessSecretVersionResponse, error) {
+	crc := int64(12345)
+	return &secretmanagerpb.AccessSecretVersionResponse{Payload: &secretmanagerpb.SecretPayload{Data: []byte("x"), DataCrc32C: &crc}}, nil
+}
+
+func TestChecksumMismatchIsRefused(t *testing.T) {
+	r := &Resolver{SM: corrupt{}, TTL: time.Minute}
+	if _, err := r.Get(context.Background(), "sm://projects/p/secrets/s/versions/1"); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -1,0 +1,112 @@
+package stack
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+)
+
+// Policy is the broker policy document (see DESIGN.md), as the stack writes it.
+type Policy struct {
+	Audience string
+	BaseUrl  string //nolint:revive // name fixed by the document format
+	Accounts map[string]*PolicyAccount
+	Agents   map[string]*PolicyAgent
+}
+
+// PolicyAccount is one store of the policy (service-account key kind).
+type PolicyAccount struct {
+	Project, Location, Dataset, DicomStore string
+	ServiceAccountSecret                   string
+}
+
+// PolicyAgent is one agent of the policy.
+type PolicyAgent struct {
+	PublicKey string
+	Accounts  []string
+	Disabled  bool `json:",omitempty"`
+}
+
+// writePolicy writes p to path atomically (temp file + rename), mode 0600,
+// so the broker's periodic re-read never sees half a document.
+func writePolicy(path string, p *Policy) error {
+	data, err := json.MarshalIndent(p, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".policy-*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(data, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// UpdatePolicy applies edit to a copy of the policy in force and writes it;
+// the broker picks it up within its refresh period (Options.BrokerRefresh).
+func (s *Stack) UpdatePolicy(edit func(p *Policy)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	cp := clonePolicy(s.policy)
+	edit(cp)
+	if err := writePolicy(s.PolicyPath, cp); err != nil {
+		return fmt.Errorf("stack: write policy: %w", err)
+	}
+	s.policy = cp
+	return nil
+}
+
+// Policy returns a copy of the policy last written.
+func (s *Stack) Policy() *Policy {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return clonePolicy(s.policy)
+}
+
+// RevokeStore removes store from the agent's accounts in the policy.
+func (s *Stack) RevokeStore(store string) error {
+	if s.Store(store) == nil {
+		return fmt.Errorf("stack: no store %q", store)
+	}
+	return s.UpdatePolicy(func(p *Policy) {
+		ag := p.Agents[s.AgentID]
+		ag.Accounts = slices.DeleteFunc(ag.Accounts, func(a string) bool { return a == store })
+	})
+}
+
+// GrantStore adds store back to the agent's accounts in the policy.
+func (s *Stack) GrantStore(store string) error {
+	if s.Store(store) == nil {
+		return fmt.Errorf("stack: no store %q", store)
+	}
+	return s.UpdatePolicy(func(p *Policy) {
+		ag := p.Agents[s.AgentID]
+		if !slices.Contains(ag.Accounts, store) {
+			ag.Accounts = append(ag.Accounts, store)
+		}
+	})
+}
+
+func clonePolicy(p *Policy) *Policy {
+	cp := &Policy{Audience: p.Audience, BaseUrl: p.BaseUrl,
+		Accounts: map[string]*PolicyAccount{}, Agents: map[string]*PolicyAgent{}}
+	for k, v := range p.Accounts {
+		a := *v
+		cp.Accounts[k] = &a
+	}
+	for k, v := range p.Agents {
+		a := *v
+		a.Accounts = slices.Clone(v.Accounts)
+		cp.Agents[k] = &a
+	}
+	return cp
+}

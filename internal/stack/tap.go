@@ -1,0 +1,283 @@
+package stack
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/audit"
+)
+
+// IssuedToken is one token the broker handed to the agent, as the tap saw it.
+type IssuedToken struct {
+	Store       string
+	AccessToken string
+	ExpiresAt   time.Time
+	SeenAt      time.Time
+}
+
+// BrokerTap is a recording reverse proxy between the agent and the broker:
+// the agent's Broker.Url points at it. It counts requests and keeps every
+// token the broker answered with, so tests can look for those exact values
+// in logs. It lives in the test process, so it keeps listening while the
+// broker is killed; then it drops the agent's connection without an answer,
+// which the agent sees as an unreachable broker, as it would without a tap.
+type BrokerTap struct {
+	srv   *http.Server
+	url   string
+	proxy *httputil.ReverseProxy
+	now   func() time.Time
+
+	mu       sync.Mutex
+	requests map[string]int // by "METHOD /path"
+	tokens   []IssuedToken
+	seen     map[string]bool
+}
+
+func startBrokerTap(target string, now func() time.Time) (*BrokerTap, error) {
+	u, err := url.Parse(target)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	t := &BrokerTap{url: "http://" + ln.Addr().String(), now: now, requests: map[string]int{}, seen: map[string]bool{}}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	tr.DisableKeepAlives = true // the broker is restarted under the tap
+	t.proxy = &httputil.ReverseProxy{
+		Transport: tr,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(u)
+			pr.Out.Host = pr.In.Host // keep the Host the agent addressed
+		},
+		ModifyResponse: t.record,
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			// The broker is down: behave like it (connection closed, no answer).
+			if hj, ok := w.(http.Hijacker); ok {
+				if c, _, err := hj.Hijack(); err == nil {
+					c.Close()
+					return
+				}
+			}
+			w.WriteHeader(http.StatusBadGateway)
+		},
+	}
+	t.srv = &http.Server{Handler: t, ReadHeaderTimeout: 10 * time.Second}
+	go t.srv.Serve(ln)
+	return t, nil
+}
+
+// URL is the tap's address, the agent's Broker.Url.
+func (t *BrokerTap) URL() string { return t.url }
+
+// ServeHTTP counts the request and forwards it to the broker.
+func (t *BrokerTap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	t.mu.Lock()
+	t.requests[r.Method+" "+r.URL.Path]++
+	t.mu.Unlock()
+	t.proxy.ServeHTTP(w, r)
+}
+
+// record keeps the tokens of a successful POST /v1/tokens answer.
+func (t *BrokerTap) record(resp *http.Response) error {
+	if resp.Request.URL.Path != "/v1/tokens" || resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	resp.Body.Close()
+	if err != nil {
+		return err
+	}
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	var doc struct {
+		Tokens []struct {
+			Store       string    `json:"store"`
+			AccessToken string    `json:"access_token"`
+			ExpiresAt   time.Time `json:"expires_at"`
+		} `json:"tokens"`
+	}
+	if json.Unmarshal(body, &doc) != nil {
+		return nil // not ours to judge; the agent will complain
+	}
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, tk := range doc.Tokens {
+		if tk.AccessToken == "" {
+			continue
+		}
+		if !t.seen[tk.AccessToken] {
+			t.seen[tk.AccessToken] = true
+		}
+		t.tokens = append(t.tokens, IssuedToken{Store: tk.Store, AccessToken: tk.AccessToken, ExpiresAt: tk.ExpiresAt, SeenAt: now})
+	}
+	return nil
+}
+
+// Requests returns how many requests the agent sent, by "METHOD /path".
+func (t *BrokerTap) Requests() map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]int, len(t.requests))
+	for k, v := range t.requests {
+		out[k] = v
+	}
+	return out
+}
+
+// TotalRequests is the sum of Requests.
+func (t *BrokerTap) TotalRequests() int {
+	n := 0
+	for _, v := range t.Requests() {
+		n += v
+	}
+	return n
+}
+
+// Issued lists every token handed out, in order (a token served twice from
+// the broker's cache appears twice).
+func (t *BrokerTap) Issued() []IssuedToken {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]IssuedToken(nil), t.tokens...)
+}
+
+// DistinctTokens lists each token value handed out once, sorted.
+func (t *BrokerTap) DistinctTokens() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]string, 0, len(t.seen))
+	for tok := range t.seen {
+		out = append(out, tok)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (t *BrokerTap) close() { _ = t.srv.Close() }
+
+// FrontRecorder sits in front of the fake Healthcare DICOMweb endpoint and
+// counts, per store path, the requests and the answers' status codes, and
+// the fingerprints (never the values) of the bearer tokens presented.
+type FrontRecorder struct {
+	srv  *http.Server
+	url  string
+	next http.Handler
+
+	mu      sync.Mutex
+	status  map[string]map[int]int
+	bearers map[string]map[string]bool // store -> fingerprint set
+}
+
+func startFrontRecorder(next http.Handler) (*FrontRecorder, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	f := &FrontRecorder{url: "http://" + ln.Addr().String(), next: next,
+		status: map[string]map[int]int{}, bearers: map[string]map[string]bool{}}
+	f.srv = &http.Server{Handler: f, ReadHeaderTimeout: 10 * time.Second}
+	go f.srv.Serve(ln)
+	return f, nil
+}
+
+// URL is "http://127.0.0.1:PORT"; the policy's BaseUrl is URL()+"/v1/".
+func (f *FrontRecorder) URL() string { return f.url }
+
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.code == 0 {
+		s.code = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.code == 0 {
+		s.code = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+func (s *statusWriter) Flush() {
+	if fl, ok := s.ResponseWriter.(http.Flusher); ok {
+		fl.Flush()
+	}
+}
+
+// ServeHTTP records and forwards to the fake front.
+func (f *FrontRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	store := storeOfPath(r.URL.EscapedPath())
+	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
+		f.mu.Lock()
+		if f.bearers[store] == nil {
+			f.bearers[store] = map[string]bool{}
+		}
+		f.bearers[store][audit.Fingerprint(tok)] = true
+		f.mu.Unlock()
+	}
+	sw := &statusWriter{ResponseWriter: w}
+	f.next.ServeHTTP(sw, r)
+	f.mu.Lock()
+	if f.status[store] == nil {
+		f.status[store] = map[int]int{}
+	}
+	f.status[store][sw.code]++
+	f.mu.Unlock()
+}
+
+// Statuses returns the count of answers by status code for a store path
+// ("projects/P/locations/L/datasets/D/dicomStores/S").
+func (f *FrontRecorder) Statuses(storePath string) map[int]int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[int]int{}
+	for k, v := range f.status[storePath] {
+		out[k] = v
+	}
+	return out
+}
+
+// BearerFingerprints returns the audit fingerprints of the distinct bearer
+// tokens presented at storePath.
+func (f *FrontRecorder) BearerFingerprints(storePath string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]string, 0, len(f.bearers[storePath]))
+	for fp := range f.bearers[storePath] {
+		out = append(out, fp)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (f *FrontRecorder) close() { _ = f.srv.Close() }
+
+// storeOfPath extracts "projects/P/locations/L/datasets/D/dicomStores/S"
+// from "/v1/projects/.../dicomStores/S/dicomWeb/...", or returns "".
+func storeOfPath(p string) string {
+	rest, ok := strings.CutPrefix(p, "/v1/")
+	if !ok {
+		return ""
+	}
+	seg := strings.SplitN(rest, "/", 9)
+	if len(seg) < 8 {
+		return ""
+	}
+	return strings.Join(seg[:8], "/")
+}
