@@ -13,9 +13,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"runtime"
+
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/agentauth"
@@ -54,9 +53,6 @@ type Server struct {
 	Tokens  Tokens
 	Audit   *audit.Logger
 	Log     *slog.Logger
-
-	semOnce sync.Once
-	sem     chan struct{}
 }
 
 // ServeHTTP routes a request.
@@ -112,7 +108,7 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, h func(ht
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "policy not loaded")
 		return
 	}
-	agent, err := s.verify(directory{p}, r.Header.Get("Authorization"))
+	agent, err := s.Auth.Verify(directory{p}, r.Header.Get("Authorization"))
 	if err != nil {
 		attrs := []any{"client", r.RemoteAddr, "path", r.URL.Path}
 		var ae *agentauth.Error
@@ -131,18 +127,6 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, h func(ht
 		return
 	}
 	h(w, r, p, agent)
-}
-
-// verify runs at most GOMAXPROCS signature checks at once. The check is
-// pure CPU; letting every connection's goroutine run one concurrently only
-// interleaves them, so under load all requests finish late. Waiting on a
-// channel is first come, first served, which keeps tail latency near the
-// median.
-func (s *Server) verify(dir directory, header string) (string, error) {
-	s.semOnce.Do(func() { s.sem = make(chan struct{}, runtime.GOMAXPROCS(0)) })
-	s.sem <- struct{}{}
-	defer func() { <-s.sem }()
-	return s.Auth.Verify(dir, header)
 }
 
 type storeJSON struct {
