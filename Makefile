@@ -49,6 +49,7 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=20000x -count=3 ./broker/agentauth | \
 	  $(GO) run ./bench/gobench -section agentauth -title "Assertion verification vs bare ed25519.Verify" \
 	    -cmd "go test -run='^\$$' -bench=. -benchtime=20000x -count=3 ./broker/agentauth"
+	$(GO) run ./bench/agent -out BENCHMARKS.md
 
 ## demo: the whole system end to end on this machine
 demo:

@@ -22,7 +22,7 @@ import (
 // agent's live heap is a few MiB even with 50 stores; without a limit the
 // collector lets garbage grow to twice that between cycles. GOMEMLIMIT in
 // the environment overrides it.
-const defaultMemoryLimit = 8 << 20
+const defaultMemoryLimit = 10 << 20
 
 func main() {
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
