@@ -292,7 +292,7 @@ func (r *results) markdown() string {
 }
 
 func runtimeDesc(agentEnv string) string {
-	d := fmt.Sprintf("Go runtime defaults (clean environment: GOMAXPROCS = %d cores, no GOGC/GOMEMLIMIT)", runtime.NumCPU())
+	d := fmt.Sprintf("Go runtime defaults (clean environment: GOMAXPROCS = %d cores, no GOGC/GOMEMLIMIT in the environment, so the agent applies its own 10 MiB soft memory limit from cmd/agent)", runtime.NumCPU())
 	if env := splitEnv(agentEnv); len(env) > 0 {
 		d += " plus `" + strings.Join(env, " ") + "` (-agent-env)"
 	}
