@@ -34,6 +34,7 @@ const (
 	saEmail     = "store-a@osimis-test.iam.gserviceaccount.com"
 	keylessSA   = "store-k@osimis-test.iam.gserviceaccount.com"
 	userEmail   = "pacs-admin@example.org"
+	inlineEmail = "radiology-lead@example.org"
 	policyName  = "projects/osimis-test/secrets/broker-policy"
 	saSecret    = "projects/osimis-test/secrets/store-a-key"
 )
@@ -100,9 +101,18 @@ func newEnv(t *testing.T) *env {
 	if err := os.WriteFile(userFile, userJSON, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	inlineJSON, err := cloud.Tokens.NewAuthorizedUser(inlineEmail)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inline map[string]string
+	if err := json.Unmarshal(inlineJSON, &inline); err != nil {
+		t.Fatal(err)
+	}
 	cloud.IAM.AllowCaller(brokerEmail, keylessSA)
 	e.secrets = append(e.secrets, credentialValues(t, saJSON)...)
 	e.secrets = append(e.secrets, credentialValues(t, userJSON)...)
+	e.secrets = append(e.secrets, credentialValues(t, inlineJSON)...)
 
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -124,14 +134,18 @@ func newEnv(t *testing.T) *env {
 	keyless := store("k")
 	keyless["ImpersonateServiceAccount"] = keylessSA
 	keyless["TokenLifetime"] = "20m"
+	inlineUser := store("i")
+	inlineUser["AuthorizedUserClientId"] = inline["client_id"]
+	inlineUser["AuthorizedUserClientSecret"] = inline["client_secret"]
+	inlineUser["AuthorizedUserRefreshToken"] = inline["refresh_token"]
 	other := store("b")
 	other["ServiceAccountSecret"] = "sm://projects/osimis-test/secrets/never-written/versions/latest"
 	e.policy = map[string]any{
 		"Audience": e.url + "/",
 		"BaseUrl":  cloud.DICOMweb.URL() + "/v1/",
-		"Accounts": map[string]any{"my-google": sa, "user-store": user, "keyless": keyless, "other": other},
+		"Accounts": map[string]any{"my-google": sa, "user-store": user, "keyless": keyless, "inline-user": inlineUser, "other": other},
 		"Agents": map[string]any{
-			"clinic-a":   map[string]any{"PublicKey": e.pub("clinic-a"), "Accounts": []string{"my-google", "user-store", "keyless"}},
+			"clinic-a":   map[string]any{"PublicKey": e.pub("clinic-a"), "Accounts": []string{"my-google", "user-store", "keyless", "inline-user"}},
 			"clinic-b":   map[string]any{"PublicKey": e.pub("clinic-b"), "Accounts": []string{"other"}},
 			"clinic-off": map[string]any{"PublicKey": e.pub("clinic-off"), "Accounts": []string{"my-google"}, "Disabled": true},
 		},
@@ -146,6 +160,7 @@ func newEnv(t *testing.T) *env {
 		RateBurst:              100000,
 		SecretManagerEndpoint:  cloud.SecretManager.Addr(),
 		IAMCredentialsEndpoint: cloud.IAM.URL(),
+		AuthorizedUserTokenURI: cloud.Tokens.TokenURL(),
 		Log:                    cloudlog.New(e.logs, slog.LevelDebug),
 		Now:                    e.clk.Now,
 	})
@@ -299,10 +314,10 @@ func (e *env) assertNoSecretsInLogs() {
 func TestIssuesTokensForEveryCredentialKind(t *testing.T) {
 	e := newEnv(t)
 	status, r := e.tokens("clinic-a")
-	if status != 200 || len(r.Errors) != 0 || len(r.Tokens) != 3 {
+	if status != 200 || len(r.Errors) != 0 || len(r.Tokens) != 4 {
 		t.Fatalf("status %d, %+v", status, r)
 	}
-	want := map[string]string{"my-google": saEmail, "user-store": userEmail, "keyless": keylessSA}
+	want := map[string]string{"my-google": saEmail, "user-store": userEmail, "keyless": keylessSA, "inline-user": inlineEmail}
 	for _, tok := range r.Tokens {
 		info, ok := e.cloud.Tokens.Valid(tok.AccessToken)
 		if !ok {
@@ -356,8 +371,8 @@ func TestIssuesTokensForEveryCredentialKind(t *testing.T) {
 			}
 		}
 	}
-	if audits != 3 {
-		t.Errorf("audit lines = %d, want 3", audits)
+	if audits != 4 {
+		t.Errorf("audit lines = %d, want 4", audits)
 	}
 
 	// GET /v1/stores lists exactly the grants.
@@ -365,7 +380,7 @@ func TestIssuesTokensForEveryCredentialKind(t *testing.T) {
 	var stores struct {
 		Stores []struct{ Name, Dicomweb_url string }
 	}
-	if err := json.Unmarshal(body, &stores); status != 200 || err != nil || len(stores.Stores) != 3 || stores.Stores[0].Name != "keyless" {
+	if err := json.Unmarshal(body, &stores); status != 200 || err != nil || len(stores.Stores) != 4 || stores.Stores[0].Name != "inline-user" {
 		t.Fatalf("stores: %d %s", status, body)
 	}
 }

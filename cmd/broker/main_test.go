@@ -70,7 +70,15 @@ func TestServesAtRootPath(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			cmd.Process.Kill()
+			cmd.Wait() // after this, out is no longer written
+		}
+	}
+	t.Cleanup(stop)
 	base := "http://127.0.0.1:" + port
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -83,6 +91,7 @@ func TestServesAtRootPath(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
+			stop()
 			t.Fatalf("broker never answered: %v\n%s", err, out)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -96,6 +105,7 @@ func TestServesAtRootPath(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("/v1/stores without auth: %d, want 401", resp.StatusCode)
 	}
+	stop()
 	if !strings.Contains(out.String(), `"message":"broker ready"`) {
 		t.Errorf("no Cloud Logging start-up line:\n%s", out)
 	}
