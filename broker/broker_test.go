@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logcapture"
 	"io"
 	"log/slog"
 	"net"
@@ -39,20 +40,6 @@ const (
 	saSecret    = "projects/osimis-test/secrets/store-a-key"
 )
 
-// syncBuffer collects every log line the broker writes.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string { b.mu.Lock(); defer b.mu.Unlock(); return b.buf.String() }
-
 // env is a broker wired to the Google fakes through the real Google clients:
 // Secret Manager over gRPC, the OAuth2 token endpoint (JWT-bearer and
 // refresh-token grants), IAM Credentials over REST authenticated from the
@@ -63,7 +50,7 @@ type env struct {
 	clk      *clocktest.Clock
 	url      string
 	broker   *broker.Broker
-	logs     *syncBuffer
+	logs     *logcapture.Buffer
 	keys     map[string]ed25519.PrivateKey
 	saKeyID  string
 	policy   map[string]any
@@ -83,7 +70,7 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(cloud.Close)
 	t.Setenv("GCE_METADATA_HOST", cloud.Metadata.Host())
 
-	e := &env{t: t, cloud: cloud, clk: clocktest.New(time.Now().UTC().Truncate(time.Second)), logs: &syncBuffer{}, keys: map[string]ed25519.PrivateKey{}}
+	e := &env{t: t, cloud: cloud, clk: clocktest.New(time.Now().UTC().Truncate(time.Second)), logs: &logcapture.Buffer{}, keys: map[string]ed25519.PrivateKey{}}
 	cloud.Tokens.SetNow(e.clk.Now)
 	dir := t.TempDir()
 

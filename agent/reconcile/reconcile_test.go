@@ -1,17 +1,16 @@
 package reconcile
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logcapture"
 	"io"
 	"log/slog"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,24 +27,6 @@ const (
 	urlB    = "https://healthcare.googleapis.com/v1/projects/p/locations/l/datasets/d/dicomStores/b/dicomWeb/"
 )
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 type harness struct {
 	t      *testing.T
 	clock  *agenttest.Clock
@@ -54,7 +35,7 @@ type harness struct {
 	bc     *brokerclient.Client
 	oc     *orthanc.Client
 	rec    *Reconciler
-	logs   *syncBuffer
+	logs   *logcapture.Buffer
 	priv   ed25519.PrivateKey
 	jitter float64
 }
@@ -62,7 +43,7 @@ type harness struct {
 func newHarness(t *testing.T, set Settings) *harness {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	h := &harness{t: t, clock: agenttest.NewClock(time.Now().Truncate(time.Second)), logs: &syncBuffer{}, priv: priv}
+	h := &harness{t: t, clock: agenttest.NewClock(time.Now().Truncate(time.Second)), logs: &logcapture.Buffer{}, priv: priv}
 	h.broker = agenttest.NewBroker(t, agentID, pub)
 	h.broker.Set(func(b *agenttest.Broker) {
 		b.Now = h.clock.Now

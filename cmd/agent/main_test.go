@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logcapture"
 	"io"
 	"net/http"
 	"os"
@@ -12,7 +13,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -22,27 +22,9 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/orthancproc"
 )
 
-// lockedBuffer is an io.Writer safe for the daemon's concurrent logging.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {
 	t.Helper()
-	var out, errb lockedBuffer
+	var out, errb logcapture.Buffer
 	c := &cli{stdout: &out, stderr: &errb, env: func(k string) (string, bool) { v, ok := env[k]; return v, ok }}
 	code := c.main(context.Background(), args)
 	return code, out.String(), errb.String()
@@ -209,7 +191,7 @@ func TestOnce(t *testing.T) {
 func TestRunStatusReloadStop(t *testing.T) {
 	orth := agenttest.NewOrthanc(t, "", "")
 	s := newSetup(t, orth.URL, "", "", nil)
-	var out, errs lockedBuffer
+	var out, errs logcapture.Buffer
 	reload := make(chan struct{}, 1)
 	addrCh := make(chan string, 1)
 	c := &cli{stdout: &out, stderr: &errs, env: func(string) (string, bool) { return "", false },
@@ -340,7 +322,7 @@ func TestBinaryAgainstRealOrthanc(t *testing.T) {
 		t.Fatalf("servers after once: %v", m)
 	}
 
-	var logs lockedBuffer
+	var logs logcapture.Buffer
 	cmd := exec.Command(bin, "run", "--config", s.cfg)
 	cmd.Env = append(os.Environ(), "AGENT_LISTEN=127.0.0.1:0", "AGENT_LOG_LEVEL=debug")
 	cmd.Stdout, cmd.Stderr = &logs, &logs

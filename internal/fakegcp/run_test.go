@@ -5,12 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logcapture"
 	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -46,7 +46,7 @@ func startRun(t *testing.T, setup string, extra ...string) (State, string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	readyc := make(chan State, 1)
 	done := make(chan error, 1)
-	var logs syncBuffer
+	var logs logcapture.Buffer
 	args := append([]string{"--setup", setupPath, "--state", statePath, "--out-dir", outDir}, extra...)
 	go func() { done <- Run(ctx, args, &logs, func(s State) { readyc <- s }) }()
 	t.Cleanup(func() {
@@ -364,7 +364,7 @@ func TestRunLogsNoSecrets(t *testing.T) {
 	setupPath := filepath.Join(dir, "setup.json")
 	os.WriteFile(setupPath, []byte(setup), 0o600)
 	ctx, cancel := context.WithCancel(context.Background())
-	var logs syncBuffer
+	var logs logcapture.Buffer
 	readyc := make(chan State, 1)
 	done := make(chan error, 1)
 	go func() {
@@ -409,22 +409,4 @@ func TestRunLogsNoSecrets(t *testing.T) {
 			t.Errorf("logs contain a secret value")
 		}
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger and the test to share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
