@@ -13,9 +13,10 @@ import (
 	"fmt"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -106,7 +107,7 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 			URL  string `json:"dicomweb_url"`
 		}
 		out := []st{}
-		for _, n := range sortedKeys(b.Grants) {
+		for _, n := range slices.Sorted(maps.Keys(b.Grants)) {
 			out = append(out, st{n, b.Grants[n]})
 		}
 		json.NewEncoder(w).Encode(map[string]any{"stores": out})
@@ -123,7 +124,7 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		b.Asked = append(b.Asked, req.Stores)
 		if len(req.Stores) == 0 {
-			req.Stores = sortedKeys(b.Grants)
+			req.Stores = slices.Sorted(maps.Keys(b.Grants))
 		}
 		tokens, errs := []map[string]string{}, []map[string]string{}
 		for _, s := range req.Stores {
@@ -283,7 +284,7 @@ func (o *Orthanc) serve(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(map[string]any{"Version": "1.10.1"})
 	case r.URL.Path == root && r.Method == http.MethodGet:
 		if _, ok := r.URL.Query()["expand"]; !ok {
-			json.NewEncoder(w).Encode(sortedKeys(o.Servers))
+			json.NewEncoder(w).Encode(slices.Sorted(maps.Keys(o.Servers)))
 			return
 		}
 		out := map[string]any{}
@@ -346,12 +347,7 @@ func expand(def map[string]any) map[string]any {
 		case "Password":
 			out[k] = nil
 		case "HttpHeaders":
-			names := []string{}
-			for h := range v.(map[string]any) {
-				names = append(names, h)
-			}
-			sort.Strings(names)
-			out[k] = names
+			out[k] = slices.Sorted(maps.Keys(v.(map[string]any)))
 		default:
 			switch x := v.(type) {
 			case bool:
@@ -367,15 +363,6 @@ func expand(def map[string]any) map[string]any {
 			}
 		}
 	}
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }
 

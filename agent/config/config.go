@@ -11,9 +11,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -418,12 +420,7 @@ func checkAccounts(in []string) ([]string, error) {
 }
 
 func checkServerOptions(opts map[string]json.RawMessage) error {
-	keys := make([]string, 0, len(opts))
-	for k := range opts {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
 		field := "ServerOptions." + k
 		for _, r := range ReservedServerOptions {
 			if strings.EqualFold(k, r) {

@@ -14,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -480,12 +482,7 @@ func (r *Reconciler) CheckOrthanc(ctx context.Context) error {
 
 	var firstErr error
 	if r.synced {
-		names := make([]string, 0, len(servers))
-		for name := range servers {
-			names = append(names, name)
-		}
-		sort.Strings(names)
-		for _, name := range names {
+		for _, name := range slices.Sorted(maps.Keys(servers)) {
 			if !servers[name].ManagedBy(r.set.AgentID) {
 				continue
 			}

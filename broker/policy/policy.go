@@ -12,11 +12,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/url"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 	"time"
 
@@ -171,7 +171,7 @@ func (p *Policy) validate() error {
 	if len(p.Accounts) == 0 {
 		add("Accounts: at least one account is required")
 	}
-	for _, name := range sortedKeys(p.Accounts) {
+	for _, name := range slices.Sorted(maps.Keys(p.Accounts)) {
 		a := p.Accounts[name]
 		if !nameRE.MatchString(name) {
 			add("account %q: name must be 1-63 letters, digits, '.', '_' or '-' (it becomes an Orthanc server name)", name)
@@ -189,7 +189,7 @@ func (p *Policy) validate() error {
 			a.dicomWebURL = p.baseURL.String() + a.StorePath() + "/dicomWeb/"
 		}
 	}
-	for _, id := range sortedKeys(p.Agents) {
+	for _, id := range slices.Sorted(maps.Keys(p.Agents)) {
 		ag := p.Agents[id]
 		if !agentRE.MatchString(id) {
 			add("agent %q: id must be 1-128 letters, digits, '.', '_', '@' or '-'", id)
@@ -342,15 +342,6 @@ func checkSecretRef(ref string) error {
 		return fmt.Errorf("%q: only sm:// references or local file paths are supported", ref)
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Name returns the account's name (its key in Accounts).

@@ -12,9 +12,6 @@ import (
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	gax "github.com/googleapis/gax-go/v2"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/fakegcp"
@@ -28,8 +25,7 @@ func startSM(t *testing.T) (*fakegcp.SecretManager, *secretmanager.Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(sm.Close)
-	c, err := secretmanager.NewClient(context.Background(), option.WithEndpoint(sm.Addr()), option.WithoutAuthentication(),
-		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	c, err := secretmanager.NewClient(context.Background(), fakegcp.ClientOptions(sm.Addr())...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,9 +19,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/signal"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -268,13 +269,8 @@ func printSetup(ctx context.Context, w io.Writer, s *stack.Stack, store stack.St
 
 // formatEntry renders an entry with sorted keys, one per line.
 func formatEntry(entry map[string]any) string {
-	keys := make([]string, 0, len(entry))
-	for k := range entry {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	var b strings.Builder
-	for _, k := range keys {
+	for _, k := range slices.Sorted(maps.Keys(entry)) {
 		v, _ := json.Marshal(entry[k])
 		fmt.Fprintf(&b, "%s: %s\n", k, v)
 	}

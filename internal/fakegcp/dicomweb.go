@@ -3,10 +3,11 @@ package fakegcp
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -111,12 +112,7 @@ func (f *DICOMwebFront) Unbind(storePath, principal string) {
 func (f *DICOMwebFront) Stores() []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]string, 0, len(f.stores))
-	for p := range f.stores {
-		out = append(out, p)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(f.stores))
 }
 
 // Start listens on addr (like "127.0.0.1:0") and serves until Close.

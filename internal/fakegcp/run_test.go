@@ -18,9 +18,6 @@ import (
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 )
 
 const (
@@ -142,8 +139,7 @@ func TestRunSetupEndToEnd(t *testing.T) {
 	}
 
 	// The same key through Secret Manager, and the user and policy secrets.
-	sm, err := secretmanager.NewClient(context.Background(), option.WithEndpoint(st.SecretManagerAddr), option.WithoutAuthentication(),
-		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	sm, err := secretmanager.NewClient(context.Background(), ClientOptions(st.SecretManagerAddr)...)
 	if err != nil {
 		t.Fatal(err)
 	}

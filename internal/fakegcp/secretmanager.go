@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc/credentials/insecure"
 	"hash/crc32"
 	"log/slog"
 	"net"
@@ -105,6 +107,13 @@ func (s *SecretManager) Addr() string {
 		return ""
 	}
 	return s.ln.Addr().String()
+}
+
+// ClientOptions point Google's Secret Manager client at the fake listening
+// on addr: plain gRPC, no credentials.
+func ClientOptions(addr string) []option.ClientOption {
+	return []option.ClientOption{option.WithEndpoint(addr), option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials()))}
 }
 
 // Close stops the server, cutting open connections.

@@ -10,10 +10,7 @@ import (
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/iterator"
-	"google.golang.org/api/option"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
 
@@ -24,8 +21,7 @@ func startSM(t *testing.T) (*SecretManager, *secretmanager.Client) {
 		t.Fatal(err)
 	}
 	t.Cleanup(sm.Close)
-	c, err := secretmanager.NewClient(context.Background(), option.WithEndpoint(sm.Addr()), option.WithoutAuthentication(),
-		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())))
+	c, err := secretmanager.NewClient(context.Background(), ClientOptions(sm.Addr())...)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -17,13 +17,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -564,12 +565,8 @@ func firstUser(users map[string]string) (string, string) {
 	if len(users) == 0 {
 		return "", ""
 	}
-	names := make([]string, 0, len(users))
-	for u := range users {
-		names = append(names, u)
-	}
-	sort.Strings(names)
-	return names[0], users[names[0]]
+	name := slices.Min(slices.Collect(maps.Keys(users)))
+	return name, users[name]
 }
 
 // freePorts returns two distinct ports that are free on all interfaces (as

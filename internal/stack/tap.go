@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"sort"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -157,12 +158,7 @@ func (t *BrokerTap) Issued() []IssuedToken {
 func (t *BrokerTap) DistinctTokens() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	out := make([]string, 0, len(t.seen))
-	for tok := range t.seen {
-		out = append(out, tok)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(t.seen))
 }
 
 func (t *BrokerTap) close() { _ = t.srv.Close() }
@@ -258,12 +254,7 @@ func (f *FrontRecorder) Statuses(storePath string) map[int]int {
 func (f *FrontRecorder) BearerFingerprints(storePath string) []string {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	out := make([]string, 0, len(f.bearers[storePath]))
-	for fp := range f.bearers[storePath] {
-		out = append(out, fp)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(f.bearers[storePath]))
 }
 
 func (f *FrontRecorder) close() { _ = f.srv.Close() }
