@@ -113,7 +113,7 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, h func(ht
 		attrs := []any{"client", r.RemoteAddr, "path", r.URL.Path}
 		var ae *agentauth.Error
 		if errors.As(err, &ae) {
-			attrs = append(attrs, "reason", ae.Reason, "claimed_agent", truncate(ae.AgentID, 128))
+			attrs = append(attrs, "reason", ae.Reason, "claimed_agent", ae.AgentID) // agentauth keeps it short and printable
 		}
 		s.Log.Warn("agent authentication failed", attrs...)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="orthanc-gcp-broker"`)

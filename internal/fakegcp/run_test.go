@@ -329,6 +329,8 @@ func TestSetupValidation(t *testing.T) {
 		{"bad store", `{"Stores":[{"Path":"projects/p/dicomStores/s","Upstream":"http://x/"}]}`, "Stores[0]"},
 		{"store without upstream", `{"Stores":[{"Path":"` + runStore + `"}]}`, "Upstream is required"},
 		{"user without principal", `{"AuthorizedUsers":[{"File":"u.json"}]}`, "Principal is required"},
+		{"sa without email", `{"ServiceAccounts":[{"File":"k.json"}]}`, "ServiceAccounts[0]: Email is required"},
+		{"user bad secret name", `{"AuthorizedUsers":[{"Principal":"u@x","Secret":"x"}]}`, "AuthorizedUsers[0] (u@x): Secret"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -152,30 +152,10 @@ func (s *Setup) Validate() error {
 		}
 	}
 	for i, sa := range s.ServiceAccounts {
-		if sa.Email == "" {
-			errs = append(errs, fmt.Errorf("ServiceAccounts[%d]: Email is required", i))
-		}
-		if sa.Secret == "" && sa.File == "" {
-			errs = append(errs, fmt.Errorf("ServiceAccounts[%d] (%s): set Secret and/or File", i, sa.Email))
-		}
-		if sa.Secret != "" {
-			if _, _, ok := parseSecretName(sa.Secret); !ok {
-				errs = append(errs, fmt.Errorf("ServiceAccounts[%d] (%s): Secret %q is not projects/P/secrets/S", i, sa.Email, sa.Secret))
-			}
-		}
+		errs = append(errs, checkDelivery(fmt.Sprintf("ServiceAccounts[%d]", i), "Email", sa.Email, sa.Secret, sa.File)...)
 	}
 	for i, u := range s.AuthorizedUsers {
-		if u.Principal == "" {
-			errs = append(errs, fmt.Errorf("AuthorizedUsers[%d]: Principal is required", i))
-		}
-		if u.Secret == "" && u.File == "" {
-			errs = append(errs, fmt.Errorf("AuthorizedUsers[%d] (%s): set Secret and/or File", i, u.Principal))
-		}
-		if u.Secret != "" {
-			if _, _, ok := parseSecretName(u.Secret); !ok {
-				errs = append(errs, fmt.Errorf("AuthorizedUsers[%d] (%s): Secret %q is not projects/P/secrets/S", i, u.Principal, u.Secret))
-			}
-		}
+		errs = append(errs, checkDelivery(fmt.Sprintf("AuthorizedUsers[%d]", i), "Principal", u.Principal, u.Secret, u.File)...)
 	}
 	for i, b := range s.TokenCreators {
 		if b.Caller == "" || b.Target == "" {
@@ -199,6 +179,24 @@ func (s *Setup) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// checkDelivery validates a credential's identity and where it is delivered:
+// a Secret Manager secret, a file, or both.
+func checkDelivery(where, idField, id, secret, file string) []error {
+	var errs []error
+	if id == "" {
+		errs = append(errs, fmt.Errorf("%s: %s is required", where, idField))
+	}
+	if secret == "" && file == "" {
+		errs = append(errs, fmt.Errorf("%s (%s): set Secret and/or File", where, id))
+	}
+	if secret != "" {
+		if _, _, ok := parseSecretName(secret); !ok {
+			errs = append(errs, fmt.Errorf("%s (%s): Secret %q is not projects/P/secrets/S", where, id, secret))
+		}
+	}
+	return errs
 }
 
 // Apply provisions c as s says. Output files go to outDir (required when any File is
