@@ -194,7 +194,13 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 				return
 			case <-t.C:
 				if watcher.Reload(runCtx) == nil {
-					cache.Prune(watcher.Current())
+					p := watcher.Current()
+					cache.Prune(p)
+					refs := map[string]bool{}
+					for _, a := range p.Accounts {
+						refs[a.SecretRef()] = true
+					}
+					secrets.Retain(refs)
 				}
 			}
 		}

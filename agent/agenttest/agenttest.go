@@ -65,9 +65,6 @@ func NewBroker(t testing.TB, agentID string, pub ed25519.PublicKey) *Broker {
 	return b
 }
 
-// Close stops the server (the broker is then unreachable).
-func (b *Broker) Close() { b.srv.Close() }
-
 // Set runs f with the broker locked, to change its behaviour.
 func (b *Broker) Set(f func(b *Broker)) {
 	b.mu.Lock()
@@ -200,9 +197,6 @@ func NewOrthanc(t testing.TB, user, password string) *Orthanc {
 	t.Cleanup(o.srv.Close)
 	return o
 }
-
-// Close stops the fake (Orthanc unreachable).
-func (o *Orthanc) Close() { o.srv.Close() }
 
 // Set runs f with the fake locked.
 func (o *Orthanc) Set(f func(o *Orthanc)) {

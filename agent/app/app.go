@@ -60,9 +60,6 @@ func update(cfg *config.Config, now func() time.Time) (reconcile.Update, error) 
 	}}, nil
 }
 
-// Reconciler exposes the loop (status, metrics).
-func (a *Agent) Reconciler() *reconcile.Reconciler { return a.rec }
-
 // Once does one sync; see reconcile.Reconciler.Once.
 func (a *Agent) Once(ctx context.Context) error { return a.rec.Once(ctx) }
 

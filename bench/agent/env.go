@@ -216,13 +216,6 @@ func (e *env) writeAgentConfig(s *site, checkInterval time.Duration, tag string)
 	return path, listen, os.WriteFile(path, data, 0o600)
 }
 
-// managedNames lists the DICOMweb servers of o (GET /dicom-web/servers).
-func managedNames(ctx context.Context, o *orthancproc.Instance) ([]string, error) {
-	var names []string
-	err := o.DoContext(ctx, http.MethodGet, orthancproc.DICOMwebRoot+"servers", nil, &names)
-	return names, err
-}
-
 // managedBy counts the entries of o that carry agentID's marker
 // (GET /dicom-web/servers?expand shows user properties).
 func managedBy(ctx context.Context, o *orthancproc.Instance, agentID string) (int, error) {

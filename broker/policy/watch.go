@@ -5,14 +5,14 @@ import (
 	"errors"
 	"log/slog"
 	"sync/atomic"
-	"time"
 )
 
 // Fetcher reads the raw policy document (from Secret Manager or a file).
 type Fetcher func(ctx context.Context) ([]byte, error)
 
-// Watcher holds the policy in force and re-reads it periodically. A document
-// that fails to load or validate is refused and the last good one stays.
+// Watcher holds the policy in force; the broker calls Reload every
+// BROKER_REFRESH. A document that fails to load or validate is refused and
+// the last good one stays.
 type Watcher struct {
 	fetch Fetcher
 	log   *slog.Logger
@@ -53,18 +53,4 @@ func (w *Watcher) load(ctx context.Context) (*Policy, error) {
 		return nil, errors.Join(errors.New("policy: cannot read document"), err)
 	}
 	return Parse(data)
-}
-
-// Run reloads every period until ctx ends.
-func (w *Watcher) Run(ctx context.Context, period time.Duration) {
-	t := time.NewTicker(period)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			_ = w.Reload(ctx)
-		}
-	}
 }

@@ -510,9 +510,6 @@ func (s *Stack) KillBroker() error {
 	return err
 }
 
-// BrokerRunning reports whether the broker process is alive.
-func (s *Stack) BrokerRunning() bool { return s.broker != nil && s.broker.running() }
-
 // StartAgent starts the agent process ("agent run"); it does not wait for
 // the agent to be healthy (see WaitAgentHealthy).
 func (s *Stack) StartAgent() error {
@@ -522,12 +519,6 @@ func (s *Stack) StartAgent() error {
 	s.logf("stack: agent pid %d, status at %s", s.agent.pid(), s.AgentListen)
 	return nil
 }
-
-// StopAgent stops the agent with SIGTERM.
-func (s *Stack) StopAgent() error { return s.agent.stop(syscall.SIGTERM, 5*time.Second) }
-
-// AgentRunning reports whether the agent process is alive.
-func (s *Stack) AgentRunning() bool { return s.agent != nil && s.agent.running() }
 
 // RestartSite restarts the site Orthanc (same ports, same storage); its
 // REST-created DICOMweb entries are gone afterwards, as with any restart.
