@@ -328,16 +328,26 @@ func CheckTokenURL(raw string) error {
 	}
 }
 
+// redactURL is raw fit for an error message: a password in user info is
+// masked, and a string that does not parse is not echoed at all.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparseable)"
+	}
+	return u.Redacted()
+}
+
 func checkBrokerURL(raw string) error {
 	if raw == "" {
 		return fieldErr("Broker.Url", "is required")
 	}
 	if err := CheckTokenURL(raw); err != nil {
-		return fieldErr("Broker.Url", "%v: %q", err, raw)
+		return fieldErr("Broker.Url", "%v: %q", err, redactURL(raw))
 	}
 	u, _ := url.Parse(raw)
 	if u.RawQuery != "" || u.Fragment != "" {
-		return fieldErr("Broker.Url", "must not have a query or fragment: %q", raw)
+		return fieldErr("Broker.Url", "must not have a query or fragment: %q", redactURL(raw))
 	}
 	return nil
 }
@@ -345,13 +355,13 @@ func checkBrokerURL(raw string) error {
 func checkOrthancURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return fieldErr("Orthanc.Url", "is not an http(s) URL: %q", raw)
+		return fieldErr("Orthanc.Url", "is not an http(s) URL: %q", redactURL(raw))
 	}
 	if u.User != nil {
 		return fieldErr("Orthanc.Url", "must not contain user information (use Username and PasswordFile)")
 	}
 	if u.RawQuery != "" || u.Fragment != "" {
-		return fieldErr("Orthanc.Url", "must not have a query or fragment: %q", raw)
+		return fieldErr("Orthanc.Url", "must not have a query or fragment: %q", redactURL(raw))
 	}
 	return nil
 }

@@ -308,8 +308,14 @@ func (a *Account) validate() []error {
 // the local demo), so a typo cannot send tokens in clear over a network.
 func checkURL(s string) (*url.URL, error) {
 	u, err := url.Parse(s)
-	if err != nil || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return nil, fmt.Errorf("%q is not an absolute URL without credentials, query or fragment", s)
+	switch {
+	case err != nil || u.Host == "":
+		return nil, errors.New("not an absolute URL")
+	case u.User != nil:
+		// Never echo it: the user info may be a password.
+		return nil, errors.New("must not carry credentials (user:password@)")
+	case u.RawQuery != "" || u.Fragment != "":
+		return nil, fmt.Errorf("%q must not have a query or fragment", u.Scheme+"://"+u.Host+u.Path)
 	}
 	switch u.Scheme {
 	case "https":
