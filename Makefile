@@ -12,7 +12,7 @@ all: build
 
 ## build: static binaries of the broker, the agent and the fakes into bin/
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/broker ./cmd/agent ./cmd/fakegcp
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/broker ./cmd/agent ./testbed/cmd/fakegcp
 
 ## test: lint, unit and integration tests (race detector), end-to-end tests
 ## with real Orthanc, brief fuzzing, and the offline deploy checks

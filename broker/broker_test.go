@@ -6,8 +6,8 @@ import (
 	"crypto/ed25519"
 	"encoding/json"
 	"fmt"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logcapture"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
 	"io"
 	"log/slog"
 	"net"
@@ -26,7 +26,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/cloudlog"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/fakegcp"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
 )
 
 const (

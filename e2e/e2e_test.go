@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/audit"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/dicomgen"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/stack"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/dicomgen"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/stack"
 )
 
 const checkInterval = 2 * time.Second

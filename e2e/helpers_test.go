@@ -15,8 +15,8 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/audit"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/orthancproc"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/stack"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/stack"
 )
 
 // newStack starts a tapped stack for t and stops it when t ends; on failure

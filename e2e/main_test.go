@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/stack"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/stack"
 )
 
 // bins are the broker and agent binaries, built once for every test.

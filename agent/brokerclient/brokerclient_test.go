@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/agenttest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/agenttest"
 )
 
 func newKey(t *testing.T) (ed25519.PublicKey, ed25519.PrivateKey) {

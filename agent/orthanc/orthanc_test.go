@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/orthancproc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
 
 func TestDefinitionJSON(t *testing.T) {

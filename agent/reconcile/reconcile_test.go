@@ -6,7 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logcapture"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/agenttest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/agenttest"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"

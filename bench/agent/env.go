@@ -21,8 +21,8 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/cloudlog"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/fakegcp"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/orthancproc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
 
 // Orthanc user the agents log in as.

@@ -18,7 +18,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/reconcile"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/orthancproc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
 
 // ---- binary size ----

@@ -35,7 +35,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/bench/report"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/fakegcp"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
 )
 
 func main() {

@@ -5,7 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 	"strings"
 	"sync"
 	"testing"

@@ -2,7 +2,7 @@ package ratelimit
 
 import (
 	"fmt"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 	"math"
 	"sync"
 	"sync/atomic"

@@ -13,8 +13,8 @@ import (
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	gax "github.com/googleapis/gax-go/v2"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/fakegcp"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
 )
 
 // startSM runs the Secret Manager fake and a real client for it.

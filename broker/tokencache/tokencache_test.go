@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 	"sync"
 	"sync/atomic"
 	"testing"

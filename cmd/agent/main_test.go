@@ -5,7 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logcapture"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
 	"io"
 	"net/http"
 	"os"
@@ -17,9 +17,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/agenttest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/agenttest"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/orthancproc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
 
 func runCLI(t *testing.T, env map[string]string, args ...string) (int, string, string) {

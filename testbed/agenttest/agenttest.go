@@ -11,7 +11,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 	"io"
 	"maps"
 	"net/http"

@@ -27,8 +27,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/dicomgen"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/stack"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/dicomgen"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/stack"
 )
 
 func main() {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/orthancproc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 	"github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/tag"
 	"github.com/suyashkumar/dicom/pkg/uid"

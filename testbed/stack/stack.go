@@ -30,8 +30,8 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/fakegcp"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/orthancproc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
 
 // Fixed names of the simulated deployment.

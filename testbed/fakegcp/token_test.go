@@ -11,7 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/clocktest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 	"net/http"
 	"net/url"
 	"strings"

@@ -5,7 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logcapture"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
 	"io"
 	"net/http"
 	"os"

@@ -113,7 +113,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/fakegcp"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
 )
 
 func main() {
