@@ -20,11 +20,12 @@ import (
 
 // Agent is one configured agent.
 type Agent struct {
-	cfg *config.Config
-	log *slog.Logger
-	now func() time.Time
-	rec *reconcile.Reconciler
-	ln  net.Listener
+	cfg     *config.Config
+	log     *slog.Logger
+	now     func() time.Time
+	metrics *health.Metrics
+	rec     *reconcile.Reconciler
+	ln      net.Listener
 }
 
 // New builds the agent from cfg. now may be nil (time.Now).
@@ -36,10 +37,12 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Agent, er
 	if err != nil {
 		return nil, err
 	}
+	// The loop records into the metrics; the health server shows both.
+	m := health.NewMetrics()
 	rec := reconcile.New(reconcile.Options{
-		Broker: u.Broker, Orthanc: u.Orthanc, Settings: u.Settings, Log: log, Now: now,
+		Broker: u.Broker, Orthanc: u.Orthanc, Settings: u.Settings, Recorder: m, Log: log, Now: now,
 	})
-	return &Agent{cfg: cfg, log: log, now: now, rec: rec}, nil
+	return &Agent{cfg: cfg, log: log, now: now, metrics: m, rec: rec}, nil
 }
 
 func update(cfg *config.Config, now func() time.Time) (reconcile.Update, error) {
@@ -56,9 +59,13 @@ func update(cfg *config.Config, now func() time.Time) (reconcile.Update, error) 
 	})
 	return reconcile.Update{Broker: bc, Orthanc: oc, Settings: reconcile.Settings{
 		AgentID: cfg.AgentID, Accounts: cfg.Accounts, ServerOptions: cfg.ServerOptions,
-		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval,
+		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval, StoresInterval: cfg.StoresInterval,
 	}}, nil
 }
+
+// Handler serves /healthz from the loop's snapshot and /metrics from the
+// metrics the loop records into.
+func (a *Agent) Handler() http.Handler { return health.Handler(a.rec.Status, a.metrics, a.now) }
 
 // Once does one sync; see reconcile.Reconciler.Once.
 func (a *Agent) Once(ctx context.Context) error { return a.rec.Once(ctx) }
@@ -91,7 +98,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (*c
 	serveErr := make(chan error, 1)
 	if a.ln != nil {
 		srv = &http.Server{
-			Handler:           health.Handler(a.rec.Status, a.rec.Metrics(), a.now),
+			Handler:           a.Handler(),
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       10 * time.Second,
 			WriteTimeout:      30 * time.Second,

@@ -20,8 +20,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // MaxResponseBytes caps every broker answer; a token list for a few
@@ -42,12 +44,10 @@ func (Secret) GoString() string { return "[redacted]" }
 func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
 
 // Store is one entry of GET /v1/stores.
-type Store struct {
-	Name        string `json:"name"`
-	DicomWebURL string `json:"dicomweb_url"`
-}
+type Store = wire.Store
 
-// Token is one issued access token.
+// Token is one issued access token, checked and parsed: unlike
+// wire.Token its access token is a Secret and its expiry a time.
 type Token struct {
 	Store       string
 	AccessToken Secret
@@ -56,13 +56,14 @@ type Token struct {
 	DicomWebURL string
 }
 
-// StoreError is a per-store failure from POST /v1/tokens, or a token item
-// the agent refused (Code "bad_response").
-type StoreError struct {
-	Store   string `json:"store"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
+// StoreError is a per-store failure from POST /v1/tokens (Code is one of
+// the wire.Code* words), or a token item the agent refused (Code is
+// CodeBadResponse).
+type StoreError = wire.StoreError
+
+// CodeBadResponse is the StoreError code of a token item the agent refused.
+// It is not a broker word: the broker never sends it.
+const CodeBadResponse = ReasonBadResponse
 
 // Tokens is the answer of POST /v1/tokens.
 type Tokens struct {
@@ -81,11 +82,18 @@ const (
 	ReasonBadResponse     = "bad_response"
 )
 
+// Reasons lists every value Reason can return, so a metric can
+// pre-register them.
+func Reasons() []string {
+	return []string{ReasonTransport, ReasonServerError, ReasonRateLimited, ReasonUnauthenticated,
+		ReasonForbidden, ReasonRejected, ReasonBadResponse}
+}
+
 // Error is a failed broker call.
 type Error struct {
 	Op     string // "GET /v1/stores"
 	Status int    // 0 for transport errors
-	Code   string // the broker's error code, if any
+	Code   string // the broker's error word (wire.Code*), if any
 	Msg    string
 	// Reason is one of the Reason* constants.
 	Reason string
@@ -197,16 +205,16 @@ func New(o Options) (*Client, error) {
 	}, nil
 }
 
-// CloseIdleConnections releases pooled connections (used on reload).
+// CloseIdleConnections closes the pooled idle connections to the broker.
+// The reconcile loop calls it on the client a reload replaces, so the old
+// pool does not linger until its idle timeout.
 func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
 
 // Stores returns the stores the broker grants this agent.
 func (c *Client) Stores(ctx context.Context) ([]Store, error) {
-	const op = "GET /v1/stores"
-	var out struct {
-		Stores []Store `json:"stores"`
-	}
-	if err := c.do(ctx, http.MethodGet, "/v1/stores", nil, &out); err != nil {
+	const op = http.MethodGet + " " + wire.PathStores
+	var out wire.StoresResponse
+	if err := c.do(ctx, http.MethodGet, wire.PathStores, nil, &out); err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
@@ -223,24 +231,12 @@ func (c *Client) Stores(ctx context.Context) ([]Store, error) {
 // (the API reads an empty list as "all stores"). Per-store failures are
 // in Tokens.Errors; items that fail validation are moved there too.
 func (c *Client) Tokens(ctx context.Context, names []string) (*Tokens, error) {
-	const op = "POST /v1/tokens"
 	if len(names) == 0 {
 		return nil, errors.New("brokerclient: Tokens needs at least one store name")
 	}
-	body, _ := json.Marshal(struct {
-		Stores []string `json:"stores"`
-	}{names})
-	var out struct {
-		Tokens []struct {
-			Store       string `json:"store"`
-			AccessToken string `json:"access_token"`
-			TokenType   string `json:"token_type"`
-			ExpiresAt   string `json:"expires_at"`
-			DicomWebURL string `json:"dicomweb_url"`
-		} `json:"tokens"`
-		Errors []StoreError `json:"errors"`
-	}
-	if err := c.do(ctx, http.MethodPost, "/v1/tokens", body, &out); err != nil {
+	body, _ := json.Marshal(wire.TokenRequest{Stores: names})
+	var out wire.TokenResponse
+	if err := c.do(ctx, http.MethodPost, wire.PathTokens, body, &out); err != nil {
 		return nil, err
 	}
 	asked := map[string]bool{}
@@ -249,28 +245,29 @@ func (c *Client) Tokens(ctx context.Context, names []string) (*Tokens, error) {
 	}
 	res := &Tokens{}
 	for _, e := range out.Errors {
-		e.Message = clip(e.Message)
+		e.Code, e.Message = logtext.Clip(e.Code), logtext.Clip(e.Message)
 		res.Errors = append(res.Errors, e)
 	}
 	for _, t := range out.Tokens {
 		bad := func(msg string) {
-			res.Errors = append(res.Errors, StoreError{Store: t.Store, Code: ReasonBadResponse, Message: msg})
+			res.Errors = append(res.Errors, StoreError{Store: t.Store, Code: CodeBadResponse, Message: msg})
 		}
 		exp, err := time.Parse(time.RFC3339, t.ExpiresAt)
+		urlErr := urlrule.CheckBearerURL(t.DicomWebURL)
 		switch {
 		case !asked[t.Store]:
 			continue // not asked for: ignore rather than manage it
 		case t.AccessToken == "" || strings.ContainsFunc(t.AccessToken, notTokenChar):
 			bad("access_token is empty or has characters not allowed in an HTTP header")
-		case !strings.EqualFold(t.TokenType, "Bearer"):
-			bad(fmt.Sprintf("token_type %q is not Bearer", clip(t.TokenType)))
+		case !strings.EqualFold(t.TokenType, wire.TokenType):
+			bad(fmt.Sprintf("token_type %q is not %s", logtext.Clip(t.TokenType), wire.TokenType))
 		case err != nil:
 			bad("expires_at is not an RFC 3339 time")
-		case checkTokenURL(t.DicomWebURL) != nil:
-			bad(fmt.Sprintf("dicomweb_url %v", checkTokenURL(t.DicomWebURL)))
+		case urlErr != nil:
+			bad(fmt.Sprintf("dicomweb_url %v", urlErr))
 		default:
 			res.Tokens = append(res.Tokens, Token{
-				Store: t.Store, AccessToken: Secret(t.AccessToken), TokenType: "Bearer",
+				Store: t.Store, AccessToken: Secret(t.AccessToken), TokenType: wire.TokenType,
 				ExpiresAt: exp, DicomWebURL: t.DicomWebURL,
 			})
 		}
@@ -324,14 +321,9 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 }
 
 func statusError(op string, status int, data []byte) error {
-	var body struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
+	var body wire.ErrorResponse
 	_ = json.Unmarshal(data, &body) // a proxy's HTML page is not echoed
-	e := &Error{Op: op, Status: status, Code: clip(body.Error.Code), Msg: clip(body.Error.Message)}
+	e := &Error{Op: op, Status: status, Code: logtext.Clip(body.Error.Code), Msg: logtext.Clip(body.Error.Message)}
 	switch {
 	case status == http.StatusTooManyRequests:
 		e.Reason, e.Retryable = ReasonRateLimited, true
@@ -354,23 +346,5 @@ func transportMsg(err error) string {
 	case errors.Is(err, context.Canceled):
 		return "canceled"
 	}
-	return clip(err.Error())
+	return logtext.Clip(err.Error())
 }
-
-// clip bounds text from the network before it reaches logs.
-func clip(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, s)
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return s
-}
-
-// checkTokenURL allows https, or http to loopback (tests and demos): a
-// bearer token must not cross the network in clear text.
-var checkTokenURL = config.CheckTokenURL

@@ -11,11 +11,14 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/agenttest"
 )
 
@@ -32,7 +35,7 @@ func TestStoresAndTokensAgainstContractBroker(t *testing.T) {
 	b := agenttest.NewBroker(t, "clinic-a", pub)
 	b.Set(func(b *agenttest.Broker) {
 		b.Grants = map[string]string{"my-google": "https://healthcare.googleapis.com/v1/p/dicomWeb/", "other": "http://127.0.0.1:1/dicomWeb/"}
-		b.StoreErrors["other"] = agenttest.StoreError{Code: "upstream", Message: "Google said no"}
+		b.StoreErrors["other"] = agenttest.StoreError{Code: wire.CodeUpstream, Message: "Google said no"}
 	})
 	c, err := New(Options{URL: b.URL, AgentID: "clinic-a", Key: priv, Timeout: 5 * time.Second})
 	if err != nil {
@@ -52,7 +55,7 @@ func TestStoresAndTokensAgainstContractBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(res.Tokens) != 1 || res.Tokens[0].Store != "my-google" || res.Tokens[0].TokenType != "Bearer" {
+	if len(res.Tokens) != 1 || res.Tokens[0].Store != "my-google" || res.Tokens[0].TokenType != wire.TokenType {
 		t.Fatalf("tokens = %+v", res.Tokens)
 	}
 	_, _, issued := b.Snapshot()
@@ -66,7 +69,7 @@ func TestStoresAndTokensAgainstContractBroker(t *testing.T) {
 	for _, e := range res.Errors {
 		codes[e.Store] = e.Code
 	}
-	if codes["other"] != "upstream" || codes["nope"] != "forbidden" {
+	if codes["other"] != wire.CodeUpstream || codes["nope"] != wire.CodeForbidden {
 		t.Errorf("errors = %+v", res.Errors)
 	}
 	if b.Asked[0][0] != "my-google" || len(b.Asked[0]) != 3 {
@@ -156,6 +159,9 @@ func TestErrorClassification(t *testing.T) {
 			if Reason(err) != tc.reason || IsRetryable(err) != tc.retryable {
 				t.Errorf("reason %s retryable %v, want %s %v (%v)", Reason(err), IsRetryable(err), tc.reason, tc.retryable, err)
 			}
+			if !slices.Contains(Reasons(), Reason(err)) {
+				t.Errorf("reason %s is not in Reasons()", Reason(err))
+			}
 			if strings.Contains(err.Error(), secretish) || strings.Contains(err.Error(), "Bearer") {
 				t.Errorf("error echoes the body: %v", err)
 			}
@@ -167,7 +173,7 @@ func TestErrorClassification(t *testing.T) {
 		srv.Close()
 		c, _ := New(Options{URL: url, AgentID: "a", Key: priv})
 		_, err := c.Stores(context.Background())
-		if Reason(err) != ReasonTransport || !IsRetryable(err) {
+		if Reason(err) != ReasonTransport || !IsRetryable(err) || !slices.Contains(Reasons(), Reason(err)) {
 			t.Errorf("got %v", err)
 		}
 	})
@@ -214,7 +220,7 @@ func TestTokenItemValidation(t *testing.T) {
 	}
 	bad := map[string]bool{}
 	for _, e := range res.Errors {
-		if e.Code != ReasonBadResponse {
+		if e.Code != CodeBadResponse {
 			t.Errorf("code %s", e.Code)
 		}
 		if strings.Contains(e.Message, "ya29") {
@@ -258,5 +264,33 @@ func TestTLS(t *testing.T) {
 	}
 	if _, err := New(Options{URL: srv.URL, AgentID: "a", Key: priv, CAFile: bad}); err == nil {
 		t.Error("CA file without certificates accepted")
+	}
+}
+
+// TestReasonsCoverEveryError: Reason returns only words of Reasons, also
+// for errors that are not an *Error, and the words are distinct.
+func TestReasonsCoverEveryError(t *testing.T) {
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"plain error", fmt.Errorf("dial: refused"), ReasonTransport},
+		{"canceled", context.Canceled, ReasonTransport},
+		{"wrapped *Error", fmt.Errorf("sync: %w", &Error{Reason: ReasonForbidden}), ReasonForbidden},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Reason(tc.err); got != tc.want || !slices.Contains(Reasons(), got) {
+				t.Errorf("Reason = %q, want %q in Reasons()", got, tc.want)
+			}
+		})
+	}
+	seen := map[string]bool{}
+	for _, r := range Reasons() {
+		if seen[r] {
+			t.Errorf("%q listed twice", r)
+		}
+		seen[r] = true
 	}
 }

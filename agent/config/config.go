@@ -22,16 +22,22 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 )
 
-// Defaults for fields left out of the file and the environment.
+// Defaults for fields left out of the file and the environment. They are
+// set here only: the reconcile loop takes the resolved values.
 const (
 	DefaultBrokerTimeout = 30 * time.Second
 	DefaultOrthancURL    = "http://127.0.0.1:8042"
 	DefaultDicomWebRoot  = "/dicom-web/"
 	DefaultRefreshMargin = 10 * time.Minute
 	DefaultCheckInterval = 10 * time.Second
-	DefaultListen        = "127.0.0.1:9750"
+	// DefaultStoresInterval is how often the broker is asked for the store
+	// list when no token is due, so grants and revocations take effect
+	// without waiting for the next refresh.
+	DefaultStoresInterval = time.Minute
+	DefaultListen         = "127.0.0.1:9750"
 )
 
 // ReservedServerOptions are keys the agent itself sets in every Orthanc
@@ -90,6 +96,9 @@ type Config struct {
 	ServerOptions map[string]json.RawMessage
 	RefreshMargin time.Duration
 	CheckInterval time.Duration
+	// StoresInterval is always DefaultStoresInterval: no file field or
+	// environment variable sets it yet.
+	StoresInterval time.Duration
 	// Listen is the health/metrics address; empty disables the server.
 	Listen string
 }
@@ -201,6 +210,7 @@ func (f *File) Resolve() (*Config, error) {
 		OrthancUsername: f.Orthanc.Username,
 		DicomWebRoot:    f.Orthanc.DicomWebRoot,
 		ServerOptions:   f.ServerOptions,
+		StoresInterval:  DefaultStoresInterval,
 		Listen:          DefaultListen,
 	}
 	var err error
@@ -295,39 +305,6 @@ func duration(field, s string, def time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
-// IsLoopbackHost reports whether host (without port) is a loopback name or
-// address.
-func IsLoopbackHost(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// CheckTokenURL reports whether a bearer token may be sent to raw: https,
-// or plain http to a loopback host only (tests and demos).
-func CheckTokenURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || u.Opaque != "" {
-		return errors.New("is not an absolute URL")
-	}
-	if u.User != nil {
-		return errors.New("must not contain user information")
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if IsLoopbackHost(u.Hostname()) {
-			return nil
-		}
-		return errors.New("must use https (http is allowed only for loopback hosts)")
-	default:
-		return fmt.Errorf("has scheme %q; want https", u.Scheme)
-	}
-}
-
 // redactURL is raw fit for an error message: a password in user info is
 // masked, and a string that does not parse is not echoed at all.
 func redactURL(raw string) string {
@@ -342,10 +319,12 @@ func checkBrokerURL(raw string) error {
 	if raw == "" {
 		return fieldErr("Broker.Url", "is required")
 	}
-	if err := CheckTokenURL(raw); err != nil {
+	// The assertion is a bearer credential: the broker's URL follows the
+	// same rule as the URLs tokens are pushed to.
+	u, err := urlrule.ParseBearerURL(raw)
+	if err != nil {
 		return fieldErr("Broker.Url", "%v: %q", err, redactURL(raw))
 	}
-	u, _ := url.Parse(raw)
 	if u.RawQuery != "" || u.Fragment != "" {
 		return fieldErr("Broker.Url", "must not have a query or fragment: %q", redactURL(raw))
 	}

@@ -96,9 +96,10 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{BrokerTimeout: DefaultBrokerTimeout, OrthancURL: DefaultOrthancURL, DicomWebRoot: DefaultDicomWebRoot,
-		RefreshMargin: DefaultRefreshMargin, CheckInterval: DefaultCheckInterval, Listen: DefaultListen}
+		RefreshMargin: DefaultRefreshMargin, CheckInterval: DefaultCheckInterval, StoresInterval: DefaultStoresInterval, Listen: DefaultListen}
 	if c.BrokerTimeout != want.BrokerTimeout || c.OrthancURL != want.OrthancURL || c.DicomWebRoot != want.DicomWebRoot ||
-		c.RefreshMargin != want.RefreshMargin || c.CheckInterval != want.CheckInterval || c.Listen != want.Listen {
+		c.RefreshMargin != want.RefreshMargin || c.CheckInterval != want.CheckInterval || c.StoresInterval != want.StoresInterval ||
+		c.Listen != want.Listen {
 		t.Errorf("defaults: got %+v", c)
 	}
 	if c.OrthancUsername != "" || c.OrthancPassword != "" {
@@ -349,7 +350,9 @@ func TestListenAddress(t *testing.T) {
 	}
 }
 
-func TestCheckTokenURL(t *testing.T) {
+// TestBrokerURLBearerRule: Broker.Url follows urlrule's bearer rule (https,
+// or http to loopback only) and names the field when it does not.
+func TestBrokerURLBearerRule(t *testing.T) {
 	tests := map[string]bool{
 		"https://healthcare.googleapis.com/v1/x/dicomWeb/": true,
 		"http://127.0.0.1:9000/dicomWeb/":                  true,
@@ -360,8 +363,12 @@ func TestCheckTokenURL(t *testing.T) {
 		"https://u:p@host/":                                false,
 	}
 	for u, ok := range tests {
-		if err := CheckTokenURL(u); (err == nil) != ok {
+		err := checkBrokerURL(u)
+		if (err == nil) != ok {
 			t.Errorf("%s: err=%v want ok=%v", u, err, ok)
+		}
+		if err != nil && !strings.Contains(err.Error(), "Broker.Url") {
+			t.Errorf("%s: error %q does not name the field", u, err)
 		}
 	}
 }

@@ -1,6 +1,7 @@
-// Package health serves the agent's /healthz (JSON status, 200 only while
-// every managed store has a pushed, unexpired token) and /metrics
-// (Prometheus), and reads /healthz back for "agent status".
+// Package health serves the agent's /healthz (the reconcile loop's
+// snapshot as JSON, 200 only while every managed store has a pushed,
+// unexpired token) and /metrics (Prometheus, fed through the loop's
+// Recorder), and reads /healthz back for "agent status".
 package health
 
 import (
@@ -12,109 +13,24 @@ import (
 	"net"
 	"net/http"
 	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/reconcile"
 )
 
-// Store states shown in StoreStatus.State.
-const (
-	StateOK         = "ok"          // pushed, unexpired token
-	StatePending    = "pending"     // no token pushed yet
-	StateExpired    = "expired"     // the pushed token has expired
-	StateError      = "error"       // last refresh or push failed
-	StateNotGranted = "not_granted" // listed in Accounts but not granted by the broker
-	StateConflict   = "conflict"    // Orthanc has an entry of that name the agent does not manage
-)
+// Status is the /healthz body: the reconcile loop's snapshot.
+type Status = reconcile.Status
 
-// Status is the JSON body of /healthz.
-type Status struct {
-	Healthy bool `json:"healthy"`
-	// Reason says why the agent is unhealthy (empty when healthy).
-	Reason  string        `json:"reason,omitempty"`
-	AgentID string        `json:"agent_id"`
-	Time    time.Time     `json:"time"`
-	Broker  BrokerStatus  `json:"broker"`
-	Orthanc OrthancStatus `json:"orthanc"`
-	Stores  []StoreStatus `json:"stores"`
-}
-
-// BrokerStatus describes the agent's view of the broker.
-type BrokerStatus struct {
-	// Synced is true once the broker has told the agent its stores.
-	Synced      bool       `json:"synced"`
-	Up          bool       `json:"up"`
-	LastSuccess *time.Time `json:"last_success,omitempty"`
-	LastError   string     `json:"last_error,omitempty"`
-	NextCall    *time.Time `json:"next_call,omitempty"`
-}
-
-// OrthancStatus describes the agent's view of Orthanc.
-type OrthancStatus struct {
-	Reachable bool       `json:"reachable"`
-	LastCheck *time.Time `json:"last_check,omitempty"`
-	LastError string     `json:"last_error,omitempty"`
-}
-
-// StoreStatus is one managed store.
-type StoreStatus struct {
-	Store string `json:"store"`
-	// Server is the Orthanc DICOMweb server name (the store's name).
-	Server         string     `json:"server"`
-	State          string     `json:"state"`
-	DicomWebURL    string     `json:"dicomweb_url,omitempty"`
-	Pushed         bool       `json:"pushed"`
-	TokenExpiresAt *time.Time `json:"token_expires_at,omitempty"`
-	NextRefresh    *time.Time `json:"next_refresh,omitempty"`
-	LastPush       *time.Time `json:"last_push,omitempty"`
-	LastError      string     `json:"last_error,omitempty"`
-}
-
-// Usable reports whether Orthanc holds a token for the store that is valid at now.
-func (s StoreStatus) Usable(now time.Time) bool {
-	return s.Pushed && s.TokenExpiresAt != nil && now.Before(*s.TokenExpiresAt)
-}
-
-// Evaluate fills Healthy and Reason: healthy only when the broker has
-// named the stores, there is at least one, and each has a pushed,
-// unexpired token. It also turns an "ok" store whose token has since
-// expired into "expired".
-func (s *Status) Evaluate(now time.Time) {
-	s.Time = now
-	var bad []string
-	for i := range s.Stores {
-		st := &s.Stores[i]
-		if st.State == StateOK && !st.Usable(now) {
-			st.State = StateExpired
-		}
-		if !st.Usable(now) {
-			bad = append(bad, st.Store+" "+st.State)
-		}
-	}
-	switch {
-	case !s.Broker.Synced:
-		s.Healthy, s.Reason = false, "no store list from the broker yet"
-	case len(s.Stores) == 0:
-		s.Healthy, s.Reason = false, "the broker grants this agent no stores"
-	case len(bad) > 0:
-		s.Healthy, s.Reason = false, "not usable: "+strings.Join(bad, ", ")
-	default:
-		s.Healthy, s.Reason = true, ""
-	}
-}
-
-// Failure reasons counted in orthanc_gcp_agent_failures_total; a fixed
-// set so the label can never carry a token or URL.
-var FailureReasons = []string{
-	"broker_unreachable", "broker_error", "rate_limited", "unauthenticated",
-	"forbidden", "rejected", "bad_response", "store_error",
-	"orthanc_unreachable", "orthanc_error", "name_conflict", "other",
-}
+// ReasonOther counts a failure whose reason is not one of
+// reconcile.Reasons; the label then says nothing it was given.
+const ReasonOther = "other"
 
 // Metrics holds the agent's Prometheus collectors in their own registry.
+// It is the reconcile loop's Recorder.
 type Metrics struct {
 	Registry *prometheus.Registry
 
@@ -125,9 +41,10 @@ type Metrics struct {
 	known           map[string]bool
 }
 
-// NewMetrics creates the collectors. status is read at scrape time for the
-// per-store seconds-until-expiry gauge; now is the clock.
-func NewMetrics(status func() Status, now func() time.Time) *Metrics {
+var _ reconcile.Recorder = (*Metrics)(nil)
+
+// NewMetrics creates the collectors, with a zero for every failure reason.
+func NewMetrics() *Metrics {
 	m := &Metrics{
 		Registry: prometheus.NewRegistry(),
 		pushes: prometheus.NewCounter(prometheus.CounterOpts{
@@ -152,12 +69,11 @@ func NewMetrics(status func() Status, now func() time.Time) *Metrics {
 		}),
 		known: map[string]bool{},
 	}
-	for _, r := range FailureReasons {
+	for _, r := range append(reconcile.Reasons(), ReasonOther) {
 		m.known[r] = true
 		m.failures.WithLabelValues(r) // export zeros so rate() works from the start
 	}
 	m.Registry.MustRegister(m.pushes, m.deletes, m.failures, m.brokerSuccess, m.orthancUp,
-		&expiryCollector{status: status, now: now},
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -168,10 +84,10 @@ func (m *Metrics) Push() { m.pushes.Inc() }
 // Delete counts one deleted entry.
 func (m *Metrics) Delete() { m.deletes.Inc() }
 
-// Failure counts one failure; an unknown reason is counted as "other".
+// Failure counts one failure; an unknown reason is counted as ReasonOther.
 func (m *Metrics) Failure(reason string) {
 	if !m.known[reason] {
-		reason = "other"
+		reason = ReasonOther
 	}
 	m.failures.WithLabelValues(reason).Inc()
 }
@@ -214,8 +130,11 @@ func (c *expiryCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 // Handler serves /healthz and /metrics. status must return a fresh
-// snapshot; Handler evaluates it at the request time given by now.
+// snapshot; Handler evaluates it at the request time given by now, and
+// derives the per-store seconds-until-expiry gauge from it at scrape time.
 func Handler(status func() Status, m *Metrics, now func() time.Time) http.Handler {
+	expiry := prometheus.NewRegistry()
+	expiry.MustRegister(&expiryCollector{status: status, now: now})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		s := status()
@@ -229,7 +148,7 @@ func Handler(status func() Status, m *Metrics, now func() time.Time) http.Handle
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(s)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{m.Registry, expiry}, promhttp.HandlerOpts{}))
 	return mux
 }
 
@@ -301,7 +220,7 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 	if s.Orthanc.LastError != "" {
 		fmt.Fprintf(w, "Orthanc error: %s\n", s.Orthanc.LastError)
 	}
-	stores := append([]StoreStatus(nil), s.Stores...)
+	stores := append([]reconcile.StoreStatus(nil), s.Stores...)
 	sort.Slice(stores, func(i, j int) bool { return stores[i].Store < stores[j].Store })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STORE\tORTHANC SERVER\tSTATE\tTOKEN EXPIRES IN\tLAST PUSH\tLAST ERROR")

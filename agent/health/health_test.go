@@ -13,53 +13,19 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/reconcile"
 )
 
 var t0 = time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
 
 func at(d time.Duration) *time.Time { t := t0.Add(d); return &t }
 
-func TestEvaluate(t *testing.T) {
-	ok := StoreStatus{Store: "a", Server: "a", State: StateOK, Pushed: true, TokenExpiresAt: at(time.Hour)}
-	tests := []struct {
-		name    string
-		status  Status
-		healthy bool
-		reason  string
-		states  []string
-	}{
-		{"starting", Status{}, false, "no store list", nil},
-		{"no stores", Status{Broker: BrokerStatus{Synced: true}}, false, "no stores", nil},
-		{"all ok", Status{Broker: BrokerStatus{Synced: true}, Stores: []StoreStatus{ok}}, true, "", []string{StateOK}},
-		{"ok with broker down", Status{Broker: BrokerStatus{Synced: true, Up: false, LastError: "x"}, Stores: []StoreStatus{ok}}, true, "", []string{StateOK}},
-		{"expired since snapshot", Status{Broker: BrokerStatus{Synced: true}, Stores: []StoreStatus{
-			{Store: "a", State: StateOK, Pushed: true, TokenExpiresAt: at(-time.Second)}}}, false, "a expired", []string{StateExpired}},
-		{"not pushed", Status{Broker: BrokerStatus{Synced: true}, Stores: []StoreStatus{ok,
-			{Store: "b", State: StatePending, TokenExpiresAt: at(time.Hour)}}}, false, "b pending", []string{StateOK, StatePending}},
-		{"not granted", Status{Broker: BrokerStatus{Synced: true}, Stores: []StoreStatus{ok, {Store: "c", State: StateNotGranted}}}, false, "c not_granted", nil},
-		{"conflict", Status{Broker: BrokerStatus{Synced: true}, Stores: []StoreStatus{{Store: "d", State: StateConflict, TokenExpiresAt: at(time.Hour)}}}, false, "d conflict", nil},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s := tc.status
-			s.Evaluate(t0)
-			if s.Healthy != tc.healthy || !strings.Contains(s.Reason, tc.reason) {
-				t.Errorf("healthy=%v reason=%q", s.Healthy, s.Reason)
-			}
-			for i, want := range tc.states {
-				if s.Stores[i].State != want {
-					t.Errorf("store %d state %s, want %s", i, s.Stores[i].State, want)
-				}
-			}
-		})
-	}
-}
-
 func TestHandlerAndMetrics(t *testing.T) {
 	now := t0
-	status := Status{AgentID: "clinic-a", Broker: BrokerStatus{Synced: true, Up: true},
-		Stores: []StoreStatus{{Store: "a", Server: "a", State: StateOK, Pushed: true, TokenExpiresAt: at(90 * time.Second)}}}
-	m := NewMetrics(func() Status { return status }, func() time.Time { return now })
+	status := Status{AgentID: "clinic-a", Broker: reconcile.BrokerStatus{Synced: true, Up: true},
+		Stores: []reconcile.StoreStatus{{Store: "a", Server: "a", State: reconcile.StateOK, Pushed: true, TokenExpiresAt: at(90 * time.Second)}}}
+	m := NewMetrics()
 	srv := httptest.NewServer(Handler(func() Status { return status }, m, func() time.Time { return now }))
 	defer srv.Close()
 
@@ -113,6 +79,12 @@ func TestHandlerAndMetrics(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+	// Every reason the loop can record is exported from the start.
+	for _, r := range append(reconcile.Reasons(), ReasonOther) {
+		if !strings.Contains(body, `orthanc_gcp_agent_failures_total{reason="`+r+`"}`) {
+			t.Errorf("reason %q not pre-registered", r)
+		}
+	}
 	if strings.Contains(body, "secret.example") || strings.Contains(body, "ya29") {
 		t.Error("free text reached a metric label")
 	}
@@ -136,14 +108,14 @@ func TestStatusURL(t *testing.T) {
 }
 
 func TestFetchAndTable(t *testing.T) {
-	status := Status{AgentID: "clinic-a", Broker: BrokerStatus{Synced: true, Up: false, LastError: "broker GET /v1/stores: HTTP 503", LastSuccess: at(-5 * time.Minute)},
-		Orthanc: OrthancStatus{Reachable: true},
-		Stores: []StoreStatus{
-			{Store: "zeta", Server: "zeta", State: StateNotGranted, LastError: "forbidden"},
-			{Store: "alpha", Server: "alpha", State: StateOK, Pushed: true, TokenExpiresAt: at(47*time.Minute + 12*time.Second), LastPush: at(-3 * time.Minute)},
+	status := Status{AgentID: "clinic-a", Broker: reconcile.BrokerStatus{Synced: true, Up: false, LastError: "broker GET /v1/stores: HTTP 503", LastSuccess: at(-5 * time.Minute)},
+		Orthanc: reconcile.OrthancStatus{Reachable: true},
+		Stores: []reconcile.StoreStatus{
+			{Store: "zeta", Server: "zeta", State: reconcile.StateNotGranted, LastError: "forbidden"},
+			{Store: "alpha", Server: "alpha", State: reconcile.StateOK, Pushed: true, TokenExpiresAt: at(47*time.Minute + 12*time.Second), LastPush: at(-3 * time.Minute)},
 		}}
 	now := func() time.Time { return t0 }
-	srv := httptest.NewServer(Handler(func() Status { return status }, NewMetrics(func() Status { return status }, now), now))
+	srv := httptest.NewServer(Handler(func() Status { return status }, NewMetrics(), now))
 	defer srv.Close()
 	s, err := Fetch(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
 	if err != nil {

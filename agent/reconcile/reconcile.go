@@ -8,8 +8,6 @@ package reconcile
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,8 +21,9 @@ import (
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // Broker is what the loop needs from the broker (brokerclient.Client).
@@ -40,7 +39,9 @@ type Orthanc interface {
 	DeleteServer(ctx context.Context, name string) error
 }
 
-// Settings are the configuration values the loop uses.
+// Settings are the configuration values the loop uses, as config.Resolve
+// produced them. The loop sets no defaults of its own: a zero duration
+// (only a hand-built Settings has one) means config's default for it.
 type Settings struct {
 	AgentID string
 	// Accounts limits the managed stores; empty: every granted store.
@@ -48,7 +49,8 @@ type Settings struct {
 	ServerOptions map[string]json.RawMessage
 	RefreshMargin time.Duration
 	CheckInterval time.Duration
-	// StoresInterval: 0 means DefaultStoresInterval.
+	// StoresInterval is how often the store list is asked for when no
+	// token is due.
 	StoresInterval time.Duration
 }
 
@@ -57,6 +59,8 @@ type Options struct {
 	Broker   Broker
 	Orthanc  Orthanc
 	Settings Settings
+	// Recorder receives the loop's events for metrics; nil discards them.
+	Recorder Recorder
 	// Log receives structured events; nil discards them.
 	Log *slog.Logger
 	// Now is the clock; nil means time.Now.
@@ -102,7 +106,7 @@ type Reconciler struct {
 	jitter  func() float64
 	after   func(time.Duration) <-chan time.Time
 	retry   *retry
-	metrics *health.Metrics
+	metrics Recorder
 	reload  chan Update
 
 	stores     map[string]*store
@@ -120,16 +124,19 @@ type Reconciler struct {
 	forcePush  bool
 
 	mu        sync.Mutex
-	published health.Status
+	published Status
 }
 
-// New builds a Reconciler and its metrics.
+// New builds a Reconciler.
 func New(o Options) *Reconciler {
 	r := &Reconciler{
-		broker: o.Broker, orth: o.Orthanc, set: withDefaults(o.Settings),
-		log: o.Log, now: o.Now, jitter: o.Jitter, after: o.After,
+		broker: o.Broker, orth: o.Orthanc, set: configDefaults(o.Settings),
+		metrics: o.Recorder, log: o.Log, now: o.Now, jitter: o.Jitter, after: o.After,
 		stores: map[string]*store{},
 		reload: make(chan Update, 1),
+	}
+	if r.metrics == nil {
+		r.metrics = nopRecorder{}
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -144,26 +151,25 @@ func New(o Options) *Reconciler {
 		r.after = func(d time.Duration) <-chan time.Time { return time.NewTimer(d).C }
 	}
 	r.retry = newRetry(r.jitter)
-	r.metrics = health.NewMetrics(r.Status, r.now)
 	r.publish()
 	return r
 }
 
-func withDefaults(s Settings) Settings {
+// configDefaults gives a hand-built Settings (tests, the bench) config's
+// defaults, so a zero interval cannot make the loop spin. The values are
+// config's: the loop has none of its own.
+func configDefaults(s Settings) Settings {
 	if s.StoresInterval <= 0 {
-		s.StoresInterval = DefaultStoresInterval
+		s.StoresInterval = config.DefaultStoresInterval
 	}
 	if s.CheckInterval <= 0 {
-		s.CheckInterval = 10 * time.Second
+		s.CheckInterval = config.DefaultCheckInterval
 	}
 	if s.RefreshMargin <= 0 {
-		s.RefreshMargin = 10 * time.Minute
+		s.RefreshMargin = config.DefaultRefreshMargin
 	}
 	return s
 }
-
-// Metrics returns the Prometheus collectors the loop updates.
-func (r *Reconciler) Metrics() *health.Metrics { return r.metrics }
 
 // Reload queues new clients and settings; Run applies them and then syncs
 // at once, re-pushing every entry. A pending, unapplied update is replaced.
@@ -181,8 +187,16 @@ func (r *Reconciler) Reload(u Update) {
 	}
 }
 
+// idleCloser is a Broker that pools connections (brokerclient.Client).
+type idleCloser interface{ CloseIdleConnections() }
+
 func (r *Reconciler) apply(u Update) {
-	r.broker, r.orth, r.set = u.Broker, u.Orthanc, withDefaults(u.Settings)
+	// The replaced broker client is not used again: release its pool now
+	// rather than at its idle timeout (harmless if u reuses it).
+	if old, ok := r.broker.(idleCloser); ok {
+		old.CloseIdleConnections()
+	}
+	r.broker, r.orth, r.set = u.Broker, u.Orthanc, configDefaults(u.Settings)
 	r.forcePush = true
 	r.nextBroker = r.now()
 	r.retry.reset()
@@ -369,7 +383,7 @@ func (r *Reconciler) applyTokens(now time.Time, asked []string, res *brokerclien
 		}
 		answered[t.Store] = true
 		if !t.ExpiresAt.After(now) {
-			r.storeError(st, "bad_response", "the broker issued an already expired token (check the clocks)")
+			r.storeError(st, brokerclient.CodeBadResponse, "the broker issued an already expired token (check the clocks)")
 			failed, retryable = true, true
 			continue
 		}
@@ -381,7 +395,7 @@ func (r *Reconciler) applyTokens(now time.Time, asked []string, res *brokerclien
 		}
 		st.tokenErr = ""
 		r.log.Info("token received", "store", st.name, "expires_at", t.ExpiresAt.UTC(),
-			"refresh_at", st.refreshAt.UTC(), "token_fingerprint", Fingerprint(string(t.AccessToken)))
+			"refresh_at", st.refreshAt.UTC(), wire.FingerprintKey, wire.Fingerprint(string(t.AccessToken)))
 	}
 	for _, e := range res.Errors {
 		st := r.stores[e.Store]
@@ -389,20 +403,20 @@ func (r *Reconciler) applyTokens(now time.Time, asked []string, res *brokerclien
 			continue
 		}
 		answered[e.Store] = true
-		if e.Code == "forbidden" {
+		if e.Code == wire.CodeForbidden {
 			r.log.Warn("store revoked by the broker; deleting its Orthanc entry", "store", st.name)
 			r.revoke(st, "forbidden: the broker no longer grants this store")
 			continue
 		}
 		r.storeError(st, e.Code, e.Message)
 		failed = true
-		if e.Code != "bad_request" && e.Code != "unauthenticated" {
+		if e.Code != wire.CodeBadRequest && e.Code != wire.CodeUnauthenticated {
 			retryable = true
 		}
 	}
 	for _, name := range asked {
 		if st := r.stores[name]; st != nil && !answered[name] {
-			r.storeError(st, "bad_response", "the broker's answer has neither a token nor an error for this store")
+			r.storeError(st, brokerclient.CodeBadResponse, "the broker's answer has neither a token nor an error for this store")
 			failed, retryable = true, true
 		}
 	}
@@ -416,7 +430,7 @@ func (r *Reconciler) storeError(st *store, code, msg string) {
 		r.log.Warn("broker could not issue a token for store; keeping the cached one", "store", st.name, "code", code, "error", r.redact(msg))
 	}
 	st.tokenErr = text
-	r.metrics.Failure("store_error")
+	r.metrics.Failure(ReasonStoreError)
 }
 
 func (r *Reconciler) brokerFailed(now time.Time, err error) {
@@ -458,10 +472,10 @@ func (r *Reconciler) earliestRefresh(now, t time.Time) time.Time {
 	return t
 }
 
-// CheckOrthanc lists Orthanc's DICOMweb servers, pushes the cached token
-// where the managed entry is missing or stale, and deletes managed entries
-// of stores no longer granted. It never calls the broker and never touches
-// an entry without this agent's marker.
+// CheckOrthanc lists Orthanc's DICOMweb servers, deletes managed entries
+// of stores no longer granted and pushes the cached token where a managed
+// entry is missing or stale. It never calls the broker and never touches
+// an entry without this agent's marker. It returns the first failure.
 func (r *Reconciler) CheckOrthanc(ctx context.Context) error {
 	defer r.publish()
 	now := r.now()
@@ -472,37 +486,56 @@ func (r *Reconciler) CheckOrthanc(ctx context.Context) error {
 		return ctx.Err() // shutting down: not an Orthanc failure
 	}
 	if err != nil {
-		r.orthanFailed(err)
+		r.orthancFailed(err)
 		for _, st := range r.stores {
 			st.pushed = false // cannot vouch for entries we cannot see
 		}
 		return err
 	}
-	r.orthanOK()
-
-	var firstErr error
-	if r.synced {
-		for _, name := range slices.Sorted(maps.Keys(servers)) {
-			if !servers[name].ManagedBy(r.set.AgentID) {
-				continue
-			}
-			if st := r.stores[name]; st != nil && st.granted {
-				continue
-			}
-			err := r.orth.DeleteServer(ctx, name)
-			if err != nil && !errors.Is(err, orthanc.ErrNoSuchServer) {
-				r.metrics.Failure(orthancReason(err))
-				r.log.Warn("could not delete Orthanc entry of a store no longer granted", "server", name, "error", r.redact(err.Error()))
-				if firstErr == nil {
-					firstErr = err
-				}
-				continue
-			}
-			r.metrics.Delete()
-			r.log.Info("deleted Orthanc entry of a store no longer granted", "server", name)
-		}
+	r.orthancOK()
+	delErr := r.deleteRevoked(ctx, servers)
+	pushErr := r.pushGranted(ctx, now, servers)
+	if delErr != nil {
+		return delErr
 	}
+	return pushErr
+}
 
+// deleteRevoked deletes the entries this agent manages whose store is no
+// longer granted. Before the first store list it deletes nothing: "not
+// granted" is not known yet.
+func (r *Reconciler) deleteRevoked(ctx context.Context, servers map[string]orthanc.Server) error {
+	if !r.synced {
+		return nil
+	}
+	var firstErr error
+	for _, name := range slices.Sorted(maps.Keys(servers)) {
+		if !servers[name].ManagedBy(r.set.AgentID) {
+			continue
+		}
+		if st := r.stores[name]; st != nil && st.granted {
+			continue
+		}
+		err := r.orth.DeleteServer(ctx, name)
+		if err != nil && !errors.Is(err, orthanc.ErrNoSuchServer) {
+			r.metrics.Failure(orthancReason(err))
+			r.log.Warn("could not delete Orthanc entry of a store no longer granted", "server", name, "error", r.redact(err.Error()))
+			if firstErr == nil {
+				firstErr = err
+			}
+			continue
+		}
+		r.metrics.Delete()
+		r.log.Info("deleted Orthanc entry of a store no longer granted", "server", name)
+	}
+	return firstErr
+}
+
+// pushGranted pushes the cached token of every granted store whose entry
+// is missing or stale, and records name conflicts. A forced re-push
+// (reload) stays pending until every store is pushed.
+func (r *Reconciler) pushGranted(ctx context.Context, now time.Time, servers map[string]orthanc.Server) error {
+	var firstErr error
 	allOK := true
 	for _, st := range r.sorted() {
 		if !st.granted {
@@ -511,7 +544,7 @@ func (r *Reconciler) CheckOrthanc(ctx context.Context) error {
 		srv, exists := servers[st.name]
 		if exists && !srv.ManagedBy(r.set.AgentID) {
 			if !st.conflict {
-				r.metrics.Failure("name_conflict")
+				r.metrics.Failure(ReasonNameConflict)
 				r.log.Error("Orthanc already has a DICOMweb server of this name that the agent does not manage; leaving it alone",
 					"server", st.name, "owner", srv.Properties[orthanc.MarkerProperty])
 			}
@@ -529,44 +562,17 @@ func (r *Reconciler) CheckOrthanc(ctx context.Context) error {
 			st.pushed, st.pushErr = false, ""
 			continue
 		}
-		why := ""
-		switch {
-		case !exists:
-			why = "missing"
-		case srv.Properties[orthanc.ExpiryProperty] != orthanc.FormatExpiry(st.token.ExpiresAt):
-			why = "token_changed"
-		case srv.URL != st.token.DicomWebURL:
-			why = "url_changed"
-		case r.forcePush:
-			why = "config_reloaded"
-		}
+		why := r.pushReason(st, srv, exists)
 		if why == "" {
 			st.pushed = true
 			continue
 		}
-		err := r.orth.PutServer(ctx, st.name, orthanc.Definition{
-			URL:     st.token.DicomWebURL,
-			Token:   string(st.token.AccessToken),
-			Options: r.set.ServerOptions,
-			Marker:  r.set.AgentID,
-			Expiry:  st.token.ExpiresAt,
-		})
-		if err != nil {
-			msg := r.redact(err.Error())
-			if msg != st.pushErr {
-				r.log.Warn("could not push token to Orthanc", "server", st.name, "error", msg)
-			}
-			r.metrics.Failure(orthancReason(err))
-			st.pushed, st.pushErr, allOK = false, msg, false
+		if err := r.push(ctx, now, st, why); err != nil {
+			allOK = false
 			if firstErr == nil {
 				firstErr = err
 			}
-			continue
 		}
-		r.metrics.Push()
-		st.pushed, st.pushErr, st.lastPush = true, "", now
-		r.log.Info("pushed token to Orthanc", "server", st.name, "reason", why,
-			"expires_at", st.token.ExpiresAt.UTC(), "token_fingerprint", Fingerprint(string(st.token.AccessToken)))
 	}
 	if allOK {
 		r.forcePush = false
@@ -574,14 +580,55 @@ func (r *Reconciler) CheckOrthanc(ctx context.Context) error {
 	return firstErr
 }
 
-func orthancReason(err error) string {
-	if orthanc.Unreachable(err) {
-		return "orthanc_unreachable"
+// pushReason says why st's entry must be pushed ("" when Orthanc's entry
+// srv already carries the cached token).
+func (r *Reconciler) pushReason(st *store, srv orthanc.Server, exists bool) string {
+	switch {
+	case !exists:
+		return "missing"
+	case srv.Properties[orthanc.ExpiryProperty] != orthanc.FormatExpiry(st.token.ExpiresAt):
+		return "token_changed"
+	case srv.URL != st.token.DicomWebURL:
+		return "url_changed"
+	case r.forcePush:
+		return "config_reloaded"
 	}
-	return "orthanc_error"
+	return ""
 }
 
-func (r *Reconciler) orthanFailed(err error) {
+// push writes st's whole entry with its cached token.
+func (r *Reconciler) push(ctx context.Context, now time.Time, st *store, why string) error {
+	err := r.orth.PutServer(ctx, st.name, orthanc.Definition{
+		URL:     st.token.DicomWebURL,
+		Token:   string(st.token.AccessToken),
+		Options: r.set.ServerOptions,
+		Marker:  r.set.AgentID,
+		Expiry:  st.token.ExpiresAt,
+	})
+	if err != nil {
+		msg := r.redact(err.Error())
+		if msg != st.pushErr {
+			r.log.Warn("could not push token to Orthanc", "server", st.name, "error", msg)
+		}
+		r.metrics.Failure(orthancReason(err))
+		st.pushed, st.pushErr = false, msg
+		return err
+	}
+	r.metrics.Push()
+	st.pushed, st.pushErr, st.lastPush = true, "", now
+	r.log.Info("pushed token to Orthanc", "server", st.name, "reason", why,
+		"expires_at", st.token.ExpiresAt.UTC(), wire.FingerprintKey, wire.Fingerprint(string(st.token.AccessToken)))
+	return nil
+}
+
+func orthancReason(err error) string {
+	if orthanc.Unreachable(err) {
+		return ReasonOrthancUnreachable
+	}
+	return ReasonOrthancError
+}
+
+func (r *Reconciler) orthancFailed(err error) {
 	r.metrics.Failure(orthancReason(err))
 	r.metrics.OrthancReachable(false)
 	msg := r.redact(err.Error())
@@ -591,7 +638,7 @@ func (r *Reconciler) orthanFailed(err error) {
 	r.orthUp, r.orthSeen, r.orthErr = false, true, msg
 }
 
-func (r *Reconciler) orthanOK() {
+func (r *Reconciler) orthancOK() {
 	if !r.orthUp && r.orthSeen {
 		r.log.Info("Orthanc reachable again")
 	}
@@ -620,26 +667,19 @@ func (r *Reconciler) redact(s string) string {
 	return s
 }
 
-// Fingerprint is a short SHA-256 prefix of a token, for correlating agent
-// logs with the broker's audit log without revealing the token.
-func Fingerprint(token string) string {
-	sum := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(sum[:])[:16]
-}
-
 // publish copies the state into the snapshot Status serves.
 func (r *Reconciler) publish() {
-	s := health.Status{
+	s := Status{
 		AgentID: r.set.AgentID,
-		Broker: health.BrokerStatus{
+		Broker: BrokerStatus{
 			Synced: r.synced, Up: r.brokerUp, LastError: r.brokerErr,
 			LastSuccess: timePtr(r.brokerOK), NextCall: timePtr(r.nextBroker),
 		},
-		Orthanc: health.OrthancStatus{Reachable: r.orthUp, LastCheck: timePtr(r.lastCheck), LastError: r.orthErr},
-		Stores:  []health.StoreStatus{},
+		Orthanc: OrthancStatus{Reachable: r.orthUp, LastCheck: timePtr(r.lastCheck), LastError: r.orthErr},
+		Stores:  []StoreStatus{},
 	}
 	for _, st := range r.sorted() {
-		ss := health.StoreStatus{
+		ss := StoreStatus{
 			Store: st.name, Server: st.name, DicomWebURL: st.url, Pushed: st.pushed,
 			LastPush: timePtr(st.lastPush), LastError: joinErr(st.tokenErr, st.pushErr),
 		}
@@ -649,17 +689,17 @@ func (r *Reconciler) publish() {
 		}
 		switch {
 		case !st.granted:
-			ss.State = health.StateNotGranted
+			ss.State = StateNotGranted
 		case st.conflict:
-			ss.State = health.StateConflict
+			ss.State = StateConflict
 		case st.pushed && st.token != nil:
-			ss.State = health.StateOK // Evaluate turns it into "expired" later
+			ss.State = StateOK // Evaluate turns it into "expired" later
 		case st.tokenErr != "" || st.pushErr != "":
-			ss.State = health.StateError
+			ss.State = StateError
 		case st.token != nil && !r.now().Before(st.token.ExpiresAt):
-			ss.State = health.StateExpired
+			ss.State = StateExpired
 		default:
-			ss.State = health.StatePending
+			ss.State = StatePending
 		}
 		s.Stores = append(s.Stores, ss)
 	}
@@ -669,10 +709,10 @@ func (r *Reconciler) publish() {
 }
 
 // Status returns the latest snapshot, evaluated now. Safe for concurrent use.
-func (r *Reconciler) Status() health.Status {
+func (r *Reconciler) Status() Status {
 	r.mu.Lock()
 	s := r.published
-	s.Stores = append([]health.StoreStatus(nil), s.Stores...)
+	s.Stores = append([]StoreStatus(nil), s.Stores...)
 	r.mu.Unlock()
 	s.Evaluate(r.now())
 	return s

@@ -4,21 +4,23 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/json"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
-	"io"
 	"log/slog"
+	"maps"
+	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/agenttest"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/agenttest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
 )
 
 const (
@@ -35,15 +37,48 @@ type harness struct {
 	bc     *brokerclient.Client
 	oc     *orthanc.Client
 	rec    *Reconciler
+	events *recorder
 	logs   *logcapture.Buffer
 	priv   ed25519.PrivateKey
 	jitter float64
 }
 
+// recorder is the loop's Recorder in tests. A reason outside Reasons fails
+// the test, so every failure path any test reaches is checked against
+// the list the metrics pre-register.
+type recorder struct {
+	t               *testing.T
+	mu              sync.Mutex
+	pushes, deletes int
+	failures        map[string]int
+}
+
+func (r *recorder) Push()                   { r.mu.Lock(); r.pushes++; r.mu.Unlock() }
+func (r *recorder) Delete()                 { r.mu.Lock(); r.deletes++; r.mu.Unlock() }
+func (r *recorder) BrokerSuccess(time.Time) {}
+func (r *recorder) OrthancReachable(bool)   {}
+
+func (r *recorder) Failure(reason string) {
+	if !slices.Contains(Reasons(), reason) {
+		r.t.Errorf("failure reason %q is not in Reasons()", reason)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.failures[reason]++
+}
+
+// reasons returns the reasons recorded so far.
+func (r *recorder) reasons() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Sorted(maps.Keys(r.failures))
+}
+
 func newHarness(t *testing.T, set Settings) *harness {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
-	h := &harness{t: t, clock: agenttest.NewClock(time.Now().Truncate(time.Second)), logs: &logcapture.Buffer{}, priv: priv}
+	h := &harness{t: t, clock: agenttest.NewClock(time.Now().Truncate(time.Second)), logs: &logcapture.Buffer{}, priv: priv,
+		events: &recorder{t: t, failures: map[string]int{}}}
 	h.broker = agenttest.NewBroker(t, agentID, pub)
 	h.broker.Set(func(b *agenttest.Broker) {
 		b.Now = h.clock.Now
@@ -66,20 +101,20 @@ func newHarness(t *testing.T, set Settings) *harness {
 		set.CheckInterval = 10 * time.Second
 	}
 	h.rec = New(Options{
-		Broker: h.bc, Orthanc: h.oc, Settings: set, Now: h.clock.Now,
+		Broker: h.bc, Orthanc: h.oc, Settings: set, Now: h.clock.Now, Recorder: h.events,
 		Jitter: func() float64 { return h.jitter },
 		Log:    slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	return h
 }
 
-func (h *harness) store(name string) health.StoreStatus {
+func (h *harness) store(name string) StoreStatus {
 	for _, s := range h.rec.Status().Stores {
 		if s.Store == name {
 			return s
 		}
 	}
-	return health.StoreStatus{}
+	return StoreStatus{}
 }
 
 func (h *harness) issued() []string {
@@ -118,12 +153,22 @@ func TestFullSyncPushesWholeDefinition(t *testing.T) {
 			t.Errorf("%s bearer is not an issued token", name)
 		}
 		st := h.store(name)
-		if st.State != health.StateOK || !st.Pushed || st.LastPush == nil {
+		if st.State != StateOK || !st.Pushed || st.LastPush == nil {
 			t.Errorf("%s status %+v", name, st)
 		}
 	}
 	if s := h.rec.Status(); !s.Healthy {
 		t.Errorf("not healthy: %s", s.Reason)
+	}
+	if h.events.pushes != 2 {
+		t.Errorf("recorded %d pushes, want 2", h.events.pushes)
+	}
+	// Logs carry each token's fingerprint under the key the broker's audit
+	// log uses, and never the token.
+	for _, tok := range issued {
+		if !strings.Contains(h.logs.String(), `"`+wire.FingerprintKey+`":"`+wire.Fingerprint(tok)+`"`) {
+			t.Errorf("no log line carries %s %s", wire.FingerprintKey, wire.Fingerprint(tok))
+		}
 	}
 }
 
@@ -214,7 +259,7 @@ func TestRefreshSchedule(t *testing.T) {
 		t.Error("unhealthy after refresh")
 	}
 	// The next broker call is no later than the stores poll interval.
-	if n := h.rec.Status().Broker.NextCall; n == nil || n.Sub(h.clock.Now()) != DefaultStoresInterval {
+	if n := h.rec.Status().Broker.NextCall; n == nil || n.Sub(h.clock.Now()) != config.DefaultStoresInterval {
 		t.Errorf("next call %v", n)
 	}
 }
@@ -286,7 +331,7 @@ func TestBrokerDownKeepsTokensAndBacksOff(t *testing.T) {
 	h.clock.Advance(2 * time.Hour)
 	h.rec.SyncBroker(ctx)
 	s := h.rec.Status()
-	if s.Healthy || h.store("store-a").State != health.StateExpired {
+	if s.Healthy || h.store("store-a").State != StateExpired {
 		t.Errorf("expired tokens: healthy=%v state=%s", s.Healthy, h.store("store-a").State)
 	}
 	if h.orth.Entry("store-a") == nil {
@@ -319,7 +364,7 @@ func TestRevokedStoresDeleted(t *testing.T) {
 	}{
 		{"absent from store list", func(b *agenttest.Broker) { delete(b.Grants, "store-b") }},
 		{"forbidden item", func(b *agenttest.Broker) {
-			b.StoreErrors["store-b"] = agenttest.StoreError{Code: "forbidden", Message: "no"}
+			b.StoreErrors["store-b"] = agenttest.StoreError{Code: wire.CodeForbidden, Message: "no"}
 		}},
 	}
 	for _, tc := range tests {
@@ -336,8 +381,8 @@ func TestRevokedStoresDeleted(t *testing.T) {
 			if h.orth.Entry("store-b") != nil {
 				t.Error("revoked store still in Orthanc")
 			}
-			if _, del := h.orth.Counts("store-b"); del != 1 {
-				t.Errorf("deletes %d", del)
+			if _, del := h.orth.Counts("store-b"); del != 1 || h.events.deletes != 1 {
+				t.Errorf("deletes %d, recorded %d", del, h.events.deletes)
 			}
 			if h.orth.Entry("store-a") == nil {
 				t.Error("granted store deleted")
@@ -376,10 +421,10 @@ func TestUnmanagedEntriesUntouched(t *testing.T) {
 	if h.orth.Bearer("from-config") != "theirs" || h.orth.Entry("other-agent")["OrthancGcpAgent"] != "clinic-b" {
 		t.Error("unmanaged entries changed")
 	}
-	if st := h.store("store-a"); st.State != health.StateConflict {
+	if st := h.store("store-a"); st.State != StateConflict {
 		t.Errorf("store-a state %s", st.State)
 	}
-	if h.store("store-b").State != health.StateOK {
+	if h.store("store-b").State != StateOK {
 		t.Error("store-b should still be served")
 	}
 	if h.rec.Status().Healthy {
@@ -388,7 +433,7 @@ func TestUnmanagedEntriesUntouched(t *testing.T) {
 	// Once the operator removes the hand-made entry, the agent takes over.
 	h.orth.Set(func(o *agenttest.Orthanc) { delete(o.Servers, "store-a") })
 	h.rec.CheckOrthanc(ctx)
-	if h.store("store-a").State != health.StateOK || h.orth.Entry("store-a")["OrthancGcpAgent"] != agentID {
+	if h.store("store-a").State != StateOK || h.orth.Entry("store-a")["OrthancGcpAgent"] != agentID {
 		t.Error("not pushed after the conflict was resolved")
 	}
 }
@@ -410,7 +455,7 @@ func TestAccountsFilter(t *testing.T) {
 	if got := h.broker.Asked[0]; len(got) != 1 || got[0] != "store-a" {
 		t.Errorf("asked %v, want only store-a", got)
 	}
-	if st := h.store("store-c"); st.State != health.StateNotGranted || st.LastError == "" {
+	if st := h.store("store-c"); st.State != StateNotGranted || st.LastError == "" {
 		t.Errorf("store-c %+v", st)
 	}
 	// The grant arrives: next sync picks it up.
@@ -429,7 +474,7 @@ func TestPerStoreErrorKeepsCacheAndRetries(t *testing.T) {
 	h.rec.SyncBroker(ctx)
 	old := h.orth.Bearer("store-a")
 	h.broker.Set(func(b *agenttest.Broker) {
-		b.StoreErrors["store-a"] = agenttest.StoreError{Code: "upstream", Message: "Google answered 500"}
+		b.StoreErrors["store-a"] = agenttest.StoreError{Code: wire.CodeUpstream, Message: "Google answered 500"}
 	})
 	h.clock.Advance(51 * time.Minute)
 	now := h.clock.Now()
@@ -437,7 +482,7 @@ func TestPerStoreErrorKeepsCacheAndRetries(t *testing.T) {
 		t.Error("per-store failure not reported")
 	}
 	st := h.store("store-a")
-	if h.orth.Bearer("store-a") != old || st.State != health.StateOK || !strings.Contains(st.LastError, "upstream") {
+	if h.orth.Bearer("store-a") != old || st.State != StateOK || !strings.Contains(st.LastError, "upstream") {
 		t.Errorf("store-a %+v", st)
 	}
 	if h.orth.Bearer("store-b") == old {
@@ -471,66 +516,6 @@ func TestOrthancDown(t *testing.T) {
 	}
 	if h.countLog("Orthanc reachable again") != 1 {
 		t.Error("recovery not logged")
-	}
-}
-
-func TestNoSecretInLogsStatusOrMetrics(t *testing.T) {
-	h := newHarness(t, Settings{})
-	ctx := context.Background()
-	h.rec.Once(ctx)
-	h.clock.Advance(55 * time.Minute)
-	h.rec.SyncBroker(ctx) // refresh
-	h.orth.Restart()
-	h.rec.CheckOrthanc(ctx) // re-push
-	h.broker.Set(func(b *agenttest.Broker) { b.Fail = 502 })
-	h.rec.SyncBroker(ctx)
-	h.broker.Set(func(b *agenttest.Broker) {
-		b.Fail = 0
-		delete(b.Grants, "store-b")
-	})
-	h.rec.SyncBroker(ctx) // revoke
-
-	// Everything an operator can see.
-	srv := httptest.NewServer(health.Handler(h.rec.Status, h.rec.Metrics(), h.clock.Now))
-	defer srv.Close()
-	var seen strings.Builder
-	seen.WriteString(h.logs.String())
-	for _, p := range []string{"/healthz", "/metrics"} {
-		resp, err := srv.Client().Get(srv.URL + p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		seen.Write(b)
-	}
-	out := seen.String()
-	issued := h.issued()
-	if len(issued) < 4 {
-		t.Fatalf("only %d tokens issued; the cycle did not run", len(issued))
-	}
-	for _, tok := range issued {
-		if strings.Contains(out, tok) {
-			t.Fatalf("token %s... appears in logs/status/metrics", tok[:12])
-		}
-	}
-	pem, _ := agentkey.MarshalPrivateKey(h.priv)
-	for _, secret := range []string{string(pem), base64.StdEncoding.EncodeToString(h.priv.Seed()),
-		base64.RawURLEncoding.EncodeToString(h.priv.Seed()), "pw\""} {
-		if strings.Contains(out, secret) {
-			t.Fatalf("key material or password appears in logs")
-		}
-	}
-	for _, must := range []string{"pushed token to Orthanc", "token received", "deleted Orthanc entry", "orthanc_gcp_agent_pushes_total"} {
-		if !strings.Contains(out, must) {
-			t.Errorf("expected %q in the captured output", must)
-		}
-	}
-	// Every log line is JSON.
-	for _, line := range strings.Split(strings.TrimSpace(h.logs.String()), "\n") {
-		if !json.Valid([]byte(line)) {
-			t.Fatalf("not JSON: %s", line)
-		}
 	}
 }
 
@@ -614,5 +599,99 @@ func TestRunReloadForcesRepush(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFailureReasons provokes every failure the loop records: each reason
+// it produces is in Reasons (the recorder checks that too), and each word
+// of Reasons can be produced.
+func TestFailureReasons(t *testing.T) {
+	closedURL := func() string {
+		srv := httptest.NewServer(http.NotFoundHandler())
+		srv.Close()
+		return srv.URL
+	}
+	brokerAt := func(h *harness, url string) {
+		bc, err := brokerclient.New(brokerclient.Options{URL: url, AgentID: agentID, Key: h.priv, Now: h.clock.Now})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		h.rec.broker = bc
+	}
+	failBroker := func(status int) func(*testing.T, *harness) {
+		return func(_ *testing.T, h *harness) { h.broker.Set(func(b *agenttest.Broker) { b.Fail = status }) }
+	}
+	tests := []struct {
+		reason string
+		setup  func(*testing.T, *harness)
+	}{
+		{brokerclient.ReasonTransport, func(t *testing.T, h *harness) { brokerAt(h, closedURL()) }},
+		{brokerclient.ReasonServerError, failBroker(http.StatusServiceUnavailable)},
+		{brokerclient.ReasonRateLimited, failBroker(http.StatusTooManyRequests)},
+		{brokerclient.ReasonUnauthenticated, failBroker(http.StatusUnauthorized)},
+		{brokerclient.ReasonForbidden, failBroker(http.StatusForbidden)},
+		{brokerclient.ReasonRejected, failBroker(http.StatusBadRequest)},
+		{brokerclient.ReasonBadResponse, func(t *testing.T, h *harness) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("<html>")) }))
+			t.Cleanup(srv.Close)
+			brokerAt(h, srv.URL)
+		}},
+		{ReasonStoreError, func(_ *testing.T, h *harness) {
+			h.broker.Set(func(b *agenttest.Broker) {
+				b.StoreErrors["store-a"] = agenttest.StoreError{Code: wire.CodeUpstream, Message: "Google answered 500"}
+			})
+		}},
+		{ReasonOrthancUnreachable, func(t *testing.T, h *harness) {
+			h.rec.orth = orthanc.New(orthanc.Options{URL: closedURL(), DicomWebRoot: "/dicom-web/"})
+		}},
+		{ReasonOrthancError, func(_ *testing.T, h *harness) { h.orth.Set(func(o *agenttest.Orthanc) { o.Down = true }) }},
+		{ReasonNameConflict, func(_ *testing.T, h *harness) {
+			h.orth.Set(func(o *agenttest.Orthanc) { o.Servers["store-a"] = map[string]any{"Url": "https://hand-made.example/"} })
+		}},
+	}
+	produced := map[string]bool{}
+	for _, tc := range tests {
+		t.Run(tc.reason, func(t *testing.T) {
+			h := newHarness(t, Settings{})
+			tc.setup(t, h)
+			h.rec.SyncBroker(context.Background())
+			got := h.events.reasons()
+			if !slices.Contains(got, tc.reason) {
+				t.Errorf("recorded %v, want %s", got, tc.reason)
+			}
+			for _, r := range got {
+				produced[r] = true
+			}
+		})
+	}
+	for _, r := range Reasons() {
+		if !produced[r] {
+			t.Errorf("Reasons lists %q, which no test case produced", r)
+		}
+	}
+}
+
+// closeCounter is a Broker that counts CloseIdleConnections calls.
+type closeCounter struct {
+	Broker
+	closed int
+}
+
+func (c *closeCounter) CloseIdleConnections() { c.closed++ }
+
+func TestReloadClosesReplacedBrokerConnections(t *testing.T) {
+	h := newHarness(t, Settings{})
+	old := &closeCounter{Broker: h.bc}
+	h.rec.broker = old
+	h.rec.apply(Update{Broker: h.bc, Orthanc: h.oc, Settings: Settings{AgentID: agentID}})
+	if old.closed != 1 {
+		t.Errorf("replaced broker client closed %d times, want 1", old.closed)
+	}
+	if h.rec.broker != Broker(h.bc) {
+		t.Error("new broker client not in use")
+	}
+	if h.rec.set.StoresInterval != config.DefaultStoresInterval || h.rec.set.CheckInterval != config.DefaultCheckInterval ||
+		h.rec.set.RefreshMargin != config.DefaultRefreshMargin {
+		t.Errorf("zero durations of a reload not given config's defaults: %+v", h.rec.set)
 	}
 }

@@ -18,10 +18,6 @@ const (
 	// to 60 s, so the agent recovers within a minute of the broker's return.
 	BackoffInitial = time.Second
 	BackoffMax     = 60 * time.Second
-	// DefaultStoresInterval is how often the broker is asked for the store
-	// list when no token is due, so grants and revocations take effect
-	// without waiting for the next refresh.
-	DefaultStoresInterval = time.Minute
 )
 
 // RefreshAt returns when a token received at now and expiring at exp

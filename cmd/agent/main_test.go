@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
 	"io"
 	"net/http"
 	"os"
@@ -17,8 +16,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/agenttest"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/agenttest"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
 
@@ -165,7 +166,7 @@ func TestOnce(t *testing.T) {
 	// A store error is a failure too.
 	s.broker.Set(func(b *agenttest.Broker) {
 		b.Fail = 0
-		b.StoreErrors["second"] = agenttest.StoreError{Code: "upstream", Message: "Google said 500"}
+		b.StoreErrors["second"] = agenttest.StoreError{Code: wire.CodeUpstream, Message: "Google said 500"}
 	})
 	code, _, errs = runCLI(t, s.env, "once", "--config", s.cfg)
 	if code != exitFailure || !strings.Contains(errs, "second") {

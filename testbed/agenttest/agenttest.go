@@ -11,7 +11,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 	"io"
 	"maps"
 	"net/http"
@@ -23,9 +22,13 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 )
 
-// StoreError is a per-store error the fake broker returns.
+// StoreError is a per-store error the fake broker returns; Code is one of
+// the wire.Code* words.
 type StoreError struct{ Code, Message string }
 
 // Broker is a fake broker on 127.0.0.1.
@@ -42,7 +45,8 @@ type Broker struct {
 	// Lifetime of issued tokens; Now is the broker's clock.
 	Lifetime time.Duration
 	Now      func() time.Time
-	// Fail, when non-zero, is the status every request gets.
+	// Fail, when non-zero, is the status every request gets, with the
+	// error word of that status (wire.Status).
 	Fail int
 	// StoreErrors answer per-store errors instead of tokens.
 	StoreErrors map[string]StoreError
@@ -79,71 +83,85 @@ func (b *Broker) Snapshot() (storesCalls, tokenCalls int, issued []string) {
 	return b.StoresCalls, b.TokenCalls, append([]string(nil), b.Issued...)
 }
 
-func writeErr(w http.ResponseWriter, status int, code, msg string) {
+// codes are the error words of API v1, to answer a Fail status with its own.
+var codes = []string{wire.CodeBadRequest, wire.CodeUnauthenticated, wire.CodeForbidden, wire.CodeNotFound,
+	wire.CodeTooLarge, wire.CodeRateLimited, wire.CodeUpstream, wire.CodeUnavailable}
+
+// codeFor is the error word whose status is status; a status without one
+// (500) is an upstream failure, as the broker reports it.
+func codeFor(status int) string {
+	for _, c := range codes {
+		if wire.Status(c) == status {
+			return c
+		}
+	}
+	return wire.CodeUpstream
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+	json.NewEncoder(w).Encode(v)
+}
+
+// writeErr answers the error word code with its status.
+func writeErr(w http.ResponseWriter, code, msg string) {
+	writeJSON(w, wire.Status(code), wire.ErrorResponse{Error: wire.ErrorBody{Code: code, Message: msg}})
 }
 
 func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.Fail != 0 {
-		writeErr(w, b.Fail, "unavailable", "test failure")
+		writeJSON(w, b.Fail, wire.ErrorResponse{Error: wire.ErrorBody{Code: codeFor(b.Fail), Message: "test failure"}})
 		return
 	}
 	if err := b.checkAssertion(r); err != nil {
-		writeErr(w, http.StatusUnauthorized, "unauthenticated", "authentication failed")
+		writeErr(w, wire.CodeUnauthenticated, "authentication failed")
 		return
 	}
 	switch {
-	case r.Method == http.MethodGet && r.URL.Path == "/v1/stores":
+	case r.Method == http.MethodGet && r.URL.Path == wire.PathStores:
 		b.StoresCalls++
-		type st struct {
-			Name string `json:"name"`
-			URL  string `json:"dicomweb_url"`
-		}
-		out := []st{}
+		out := wire.StoresResponse{Stores: []wire.Store{}}
 		for _, n := range slices.Sorted(maps.Keys(b.Grants)) {
-			out = append(out, st{n, b.Grants[n]})
+			out.Stores = append(out.Stores, wire.Store{Name: n, DicomWebURL: b.Grants[n]})
 		}
-		json.NewEncoder(w).Encode(map[string]any{"stores": out})
-	case r.Method == http.MethodPost && r.URL.Path == "/v1/tokens":
+		writeJSON(w, http.StatusOK, out)
+	case r.Method == http.MethodPost && r.URL.Path == wire.PathTokens:
 		b.TokenCalls++
-		var req struct {
-			Stores []string `json:"stores"`
-		}
+		var req wire.TokenRequest
 		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
-			writeErr(w, http.StatusBadRequest, "bad_request", "bad body")
+			writeErr(w, wire.CodeBadRequest, "bad body")
 			return
 		}
 		b.Asked = append(b.Asked, req.Stores)
 		if len(req.Stores) == 0 {
 			req.Stores = slices.Sorted(maps.Keys(b.Grants))
 		}
-		tokens, errs := []map[string]string{}, []map[string]string{}
+		out := wire.TokenResponse{Tokens: []wire.Token{}, Errors: []wire.StoreError{}}
 		for _, s := range req.Stores {
 			if e, ok := b.StoreErrors[s]; ok {
-				errs = append(errs, map[string]string{"store": s, "code": e.Code, "message": e.Message})
+				out.Errors = append(out.Errors, wire.StoreError{Store: s, Code: e.Code, Message: e.Message})
 				continue
 			}
 			u, ok := b.Grants[s]
 			if !ok {
-				errs = append(errs, map[string]string{"store": s, "code": "forbidden", "message": "not allowed"})
+				out.Errors = append(out.Errors, wire.StoreError{Store: s, Code: wire.CodeForbidden, Message: "not allowed"})
 				continue
 			}
 			tok := "ya29.fake-" + randHex(24)
 			b.Issued = append(b.Issued, tok)
-			tokens = append(tokens, map[string]string{
-				"store": s, "access_token": tok, "token_type": "Bearer",
-				"expires_at": b.Now().Add(b.Lifetime).UTC().Format(time.RFC3339), "dicomweb_url": u,
+			out.Tokens = append(out.Tokens, wire.Token{
+				Store: s, AccessToken: tok, TokenType: wire.TokenType,
+				ExpiresAt: b.Now().Add(b.Lifetime).UTC().Format(time.RFC3339), DicomWebURL: u,
 			})
 		}
-		json.NewEncoder(w).Encode(map[string]any{"tokens": tokens, "errors": errs})
+		writeJSON(w, http.StatusOK, out)
 	default:
-		writeErr(w, http.StatusNotFound, "not_found", "no such endpoint")
+		writeErr(w, wire.CodeNotFound, "no such endpoint")
 	}
 }
 
