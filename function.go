@@ -5,6 +5,7 @@ package function
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"os"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/cloudlog"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 func init() {
@@ -49,8 +51,9 @@ func Prepare(ctx context.Context) error {
 func serve(w http.ResponseWriter, r *http.Request) {
 	if Prepare(r.Context()) != nil {
 		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		_, _ = w.Write([]byte(`{"error":{"code":"unavailable","message":"broker configuration failed to load; see logs"}}` + "\n"))
+		w.WriteHeader(wire.Status(wire.CodeUnavailable))
+		_ = json.NewEncoder(w).Encode(wire.ErrorResponse{Error: wire.ErrorBody{
+			Code: wire.CodeUnavailable, Message: "broker configuration failed to load; see logs"}})
 		return
 	}
 	instance.ServeHTTP(w, r)

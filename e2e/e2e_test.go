@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/audit"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/dicomgen"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/stack"
 )
@@ -48,7 +48,7 @@ func TestLongLivedTokens(t *testing.T) {
 			t.Fatalf("after STOW the cloud store holds %d instances of the study (err %v), want 3", n, err)
 		}
 		// The site's requests carried the token the broker issued for store-a.
-		want := audit.Fingerprint(latestToken(t, s, storeA.Name))
+		want := wire.Fingerprint(latestToken(t, s, storeA.Name))
 		if got := s.Front.BearerFingerprints(storeA.Path); len(got) != 1 || got[0] != want {
 			t.Errorf("bearer tokens seen at %s: %v, want exactly the issued one %s", storeA.Name, got, want)
 		}

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/audit"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/stack"
 )
@@ -55,7 +55,7 @@ func ctxFor(t *testing.T, d time.Duration) context.Context {
 
 func redact(data []byte, tokens []string) []byte {
 	for _, tok := range tokens {
-		data = bytes.ReplaceAll(data, []byte(tok), []byte("[token "+audit.Fingerprint(tok)+"]"))
+		data = bytes.ReplaceAll(data, []byte(tok), []byte("[token "+wire.Fingerprint(tok)+"]"))
 	}
 	return data
 }
@@ -157,7 +157,7 @@ func assertNoTokenLeaks(t *testing.T, s *stack.Stack) {
 	}
 	byFP := map[string]bool{}
 	for _, tok := range tokens {
-		byFP[audit.Fingerprint(tok)] = true
+		byFP[wire.Fingerprint(tok)] = true
 	}
 	audited := map[string]bool{}
 	for _, a := range auditLines {
@@ -208,7 +208,7 @@ func assertNoTokenLeaks(t *testing.T, s *stack.Stack) {
 	type secret struct{ label, value string }
 	var secrets []secret
 	for _, tok := range tokens {
-		fp := audit.Fingerprint(tok)
+		fp := wire.Fingerprint(tok)
 		secrets = append(secrets, secret{"token " + fp, tok})
 		// A fragment catches a truncated token in a log line.
 		core := strings.TrimPrefix(tok, "ya29.")

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,15 +13,15 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/proc"
 )
 
 // agentProc is the agent binary running as its own process: the figures
 // about "the process" (RSS, CPU, restart recovery) come from it, not from
 // an in-process copy.
 type agentProc struct {
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
+	proc    *proc.Process
 	listen  string
 	logPath string
 	http    *http.Client
@@ -41,47 +40,32 @@ func startAgent(bin, cfg, listen, logPath, home string, extra []string) (*agentP
 	cmd := exec.Command(bin, "run", "--config", cfg)
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "AGENT_LOG_LEVEL=info"}, extra...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group; SIGKILL from the kernel if this program dies, so
-	// an aborted run leaves no agent behind.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	p := &agentProc{cmd: cmd, done: make(chan struct{}), listen: listen, logPath: logPath,
+	p := &agentProc{listen: listen, logPath: logPath,
 		http: &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil}}}
 	p.started = time.Now()
-	if err := cmd.Start(); err != nil {
+	if p.proc, err = proc.Start(cmd); err != nil {
 		return nil, err
 	}
-	go func() { p.waitErr = cmd.Wait(); close(p.done) }()
 	return p, nil
 }
 
 // pid is the agent's process id.
-func (p *agentProc) pid() int { return p.cmd.Process.Pid }
+func (p *agentProc) pid() int { return p.proc.Pid() }
 
 // exited reports whether the process has ended.
-func (p *agentProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
+func (p *agentProc) exited() bool { return p.proc.Exited() }
 
 // stop sends SIGTERM (the agent exits cleanly, leaving its entries) and
-// SIGKILL if it has not exited within 10 s.
+// SIGKILL if it has not exited within 10 s; either is an error for a
+// figure that needs a clean stop.
 func (p *agentProc) stop() error {
 	if p.exited() {
-		return fmt.Errorf("agent had already exited: %v", p.waitErr)
+		return fmt.Errorf("agent had already exited: %v", p.proc.Err())
 	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-		return nil
-	case <-time.After(10 * time.Second):
+	if err := p.proc.Stop(syscall.SIGTERM, 10*time.Second); err != nil {
+		return fmt.Errorf("agent ignored SIGTERM for 10 s: %w", err)
 	}
-	_ = syscall.Kill(-p.pid(), syscall.SIGKILL)
-	<-p.done
-	return errors.New("agent ignored SIGTERM for 10 s; killed")
+	return nil
 }
 
 // healthy asks GET /healthz; it is true only on 200 with "healthy": true.
@@ -114,7 +98,7 @@ func (p *agentProc) waitHealthy(ctx context.Context, timeout time.Duration) (tim
 	var last error
 	for time.Now().Before(deadline) {
 		if p.exited() {
-			return 0, fmt.Errorf("agent exited: %v (log %s)", p.waitErr, p.logPath)
+			return 0, fmt.Errorf("agent exited: %v (log %s)", p.proc.Err(), p.logPath)
 		}
 		ok, err := p.healthy(ctx)
 		if ok {

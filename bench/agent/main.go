@@ -220,7 +220,7 @@ func (r *results) markdown() string {
 	fmt.Fprintf(&b, "## Agent: binary size, memory, idle CPU, restart recovery, refresh cycle\n\n")
 	fmt.Fprintf(&b, "Command: `%s` (via `make bench`), run from the module root; agent built by %s; bench process %s with GOMAXPROCS=%d; %s; whole run %s.\n\n",
 		cmd, r.goVer, runtime.Version(), runtime.GOMAXPROCS(0), r.began.UTC().Format("2006-01-02"), r.elapsed.Round(time.Second))
-	fmt.Fprintf(&b, "Set-up: the broker (`broker.New`, file policy, one service-account key for every account) in the bench process on 127.0.0.1 with the Google fakes (`internal/fakegcp`, 1 h tokens); one real Orthanc 1.10 + DICOMweb plugin per site with Basic auth; the agent binary %s as a separate process with the example configuration of docs/agent.md (`RefreshMargin` 10m, `ServerOptions` HasDelete/ChunkedTransfers/Timeout, Orthanc user and password file, health on 127.0.0.1) and %s. The machine has 2 cores shared with other work.\n\n",
+	fmt.Fprintf(&b, "Set-up: the broker (`broker.New`, file policy, one service-account key for every account) in the bench process on 127.0.0.1 with the Google fakes (`testbed/fakegcp`, 1 h tokens); one real Orthanc 1.10 + DICOMweb plugin per site with Basic auth; the agent binary %s as a separate process with the example configuration of docs/agent.md (`RefreshMargin` 10m, `ServerOptions` HasDelete/ChunkedTransfers/Timeout, Orthanc user and password file, health on 127.0.0.1) and %s. The machine has 2 cores shared with other work.\n\n",
 		r.binDesc, runtimeDesc(o.agentEnv))
 
 	b.WriteString("### Binary size\n\n| build (module root) | bytes | MiB | linking |\n|---|---|---|---|\n")

@@ -15,7 +15,7 @@ import (
 )
 
 // Admin is the control API tests and the demo use on a running fake cloud (documented
-// in cmd/fakegcp). Every request and answer body is JSON; errors are
+// in testbed/cmd/fakegcp). Every request and answer body is JSON; errors are
 // {"error":{"code":"bad_request","message":"..."}}. Answers never carry tokens or keys.
 type Admin struct {
 	hs     httpServer

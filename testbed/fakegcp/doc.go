@@ -10,7 +10,7 @@
 //   - DICOMwebFront: the Healthcare API's DICOMweb endpoint, checking tokens per store
 //     and reverse-proxying to an Orthanc that plays the DICOM store.
 //
-// StartCloud starts them all on loopback; Run is the logic of cmd/fakegcp (setup
+// StartCloud starts them all on loopback; Run is the logic of testbed/cmd/fakegcp (setup
 // document, state file, admin API). Clocks are injectable (TokenServer.SetNow) so
 // expiry is tested without sleeping. The fakes may log, but never token or key values.
 //

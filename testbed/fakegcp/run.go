@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/atomicfile"
 )
 
-// Run is cmd/fakegcp's main logic: parse args, start every fake and the admin API,
+// Run is testbed/cmd/fakegcp's main logic: parse args, start every fake and the admin API,
 // apply --setup, write --state, then serve until ctx ends. ready, if not nil, is called
 // with the state once everything listens (after the state file is written).
 func Run(ctx context.Context, args []string, stderr io.Writer, ready func(State)) error {
@@ -66,7 +68,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer, ready func(State)
 
 	final := admin.State()
 	if *statePath != "" {
-		if err := WriteJSONFile(*statePath, final); err != nil {
+		if err := atomicfile.WriteJSON(*statePath, final, 0o600); err != nil {
 			return fmt.Errorf("fakegcp: write state: %w", err)
 		}
 	}

@@ -10,7 +10,7 @@ import (
 	"time"
 )
 
-// Setup provisions a Cloud; it is the --setup document of cmd/fakegcp (see that
+// Setup provisions a Cloud; it is the --setup document of testbed/cmd/fakegcp (see that
 // package's doc for an example). File paths in it are relative to the output directory
 // (outputs) or to the setup file's directory (inputs).
 type Setup struct {
@@ -70,7 +70,7 @@ type SetupStore struct {
 }
 
 // State is what a running fake cloud exposes: endpoints and what the setup produced.
-// cmd/fakegcp writes it to --state once everything listens.
+// testbed/cmd/fakegcp writes it to --state once everything listens.
 type State struct {
 	Pid                    int
 	ProjectID              string `json:"ProjectId"`
@@ -312,26 +312,4 @@ func (c *Cloud) State() *State {
 		DICOMwebBaseURL:        c.DICOMweb.URL() + "/v1/",
 		Stores:                 c.DICOMweb.Stores(),
 	}
-}
-
-// WriteJSONFile writes v as indented JSON to path atomically (temp file + rename), so a
-// reader polling for the file never sees half of it.
-func WriteJSONFile(path string, v any) error {
-	b, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".fakegcp-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }

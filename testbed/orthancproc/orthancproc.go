@@ -29,6 +29,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/proc"
 )
 
 // Paths of the Debian packages' files.
@@ -118,9 +120,7 @@ type Instance struct {
 	client     *http.Client
 
 	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{} // closed when cmd exits
-	waitErr error
+	proc    *proc.Process
 	stopped bool
 	starts  int
 }
@@ -294,23 +294,15 @@ func (i *Instance) launch() error {
 	cmd := exec.Command(binaryPath, i.ConfigPath)
 	cmd.Dir = i.Dir
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = sysProcAttr()
-	if err := cmd.Start(); err != nil {
+	p, err := proc.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("orthancproc: exec %s: %w", binaryPath, err)
 	}
-	done := make(chan struct{})
 	i.mu.Lock()
-	i.cmd, i.done, i.waitErr, i.stopped = cmd, done, nil, false
+	i.proc, i.stopped = p, false
 	i.mu.Unlock()
-	go func() {
-		err := cmd.Wait()
-		i.mu.Lock()
-		i.waitErr = err
-		i.mu.Unlock()
-		close(done)
-	}()
 
-	if err := i.waitReady(done); err != nil {
+	if err := i.waitReady(p); err != nil {
 		_ = i.terminate()
 		return fmt.Errorf("%w; last log lines:\n%s", err, i.logTail(15))
 	}
@@ -319,16 +311,13 @@ func (i *Instance) launch() error {
 
 // waitReady polls GET /system until it answers 200 with our marker name, the
 // process exits, or ReadyTimeout passes.
-func (i *Instance) waitReady(done <-chan struct{}) error {
+func (i *Instance) waitReady(p *proc.Process) error {
 	deadline := time.Now().Add(ReadyTimeout)
 	var last error
 	for time.Now().Before(deadline) {
 		select {
-		case <-done:
-			i.mu.Lock()
-			err := i.waitErr
-			i.mu.Unlock()
-			return fmt.Errorf("Orthanc exited before it was ready (%v); a port may be taken", err)
+		case <-p.Done():
+			return fmt.Errorf("Orthanc exited before it was ready (%v); a port may be taken", p.Err())
 		default:
 		}
 		var sys struct{ Name string }
@@ -362,10 +351,10 @@ func minTime(a, b time.Time) time.Time {
 func (i *Instance) PID() int {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	if i.cmd == nil || i.cmd.Process == nil || i.stopped {
+	if i.proc == nil || i.stopped {
 		return 0
 	}
-	return i.cmd.Process.Pid
+	return i.proc.Pid()
 }
 
 // Restart stops Orthanc (SIGTERM, then SIGKILL after StopTimeout) and starts
@@ -405,33 +394,18 @@ func (i *Instance) Stop() error {
 
 func (i *Instance) terminate() error {
 	i.mu.Lock()
-	cmd, done, stopped := i.cmd, i.done, i.stopped
+	p, stopped := i.proc, i.stopped
 	i.stopped = true
 	i.mu.Unlock()
-	if cmd == nil || stopped {
+	if p == nil || stopped {
 		return nil
 	}
-	select {
-	case <-done:
-		return nil // already exited (crashed or failed to bind)
-	default:
+	// Signal Orthanc's whole process group so nothing it spawns survives; a
+	// kill after StopTimeout still counts as stopped.
+	if err := p.Stop(syscall.SIGTERM, StopTimeout); err != nil && !errors.Is(err, proc.ErrKilled) {
+		return fmt.Errorf("orthancproc: %w", err)
 	}
-	pid := cmd.Process.Pid
-	// Orthanc is its own process-group leader (Setpgid): signal the group so
-	// nothing it might spawn survives.
-	_ = syscall.Kill(-pid, syscall.SIGTERM)
-	select {
-	case <-done:
-		return nil
-	case <-time.After(StopTimeout):
-	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	select {
-	case <-done:
-		return nil
-	case <-time.After(5 * time.Second):
-		return fmt.Errorf("orthancproc: pid %d did not exit after SIGKILL", pid)
-	}
+	return nil
 }
 
 // Logs returns everything Orthanc wrote to LogPath so far.

@@ -1,11 +1,10 @@
 package stack
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/atomicfile"
 )
 
 // Policy is the broker policy document (see DESIGN.md), as the stack writes it.
@@ -29,26 +28,10 @@ type PolicyAgent struct {
 	Disabled  bool `json:",omitempty"`
 }
 
-// writePolicy writes p to path atomically (temp file + rename), mode 0600,
-// so the broker's periodic re-read never sees half a document.
+// writePolicy writes p to path atomically, mode 0600, so the broker's
+// periodic re-read never sees half a document.
 func writePolicy(path string, p *Policy) error {
-	data, err := json.MarshalIndent(p, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".policy-*.tmp")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return atomicfile.WriteJSON(path, p, 0o600)
 }
 
 // UpdatePolicy applies edit to a copy of the policy in force and writes it;

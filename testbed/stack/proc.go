@@ -8,12 +8,12 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/proc"
 )
 
-// process is one child process (broker or agent) whose stdout and stderr
-// are appended to a log file. It runs in its own process group and gets
-// SIGKILL from the kernel if the process that started it dies, so a crashed
-// test or demo leaves no orphan.
+// process is one restartable child (broker or agent) whose stdout and
+// stderr are appended to a log file; testbed/proc supervises each run.
 type process struct {
 	name    string
 	path    string
@@ -21,19 +21,17 @@ type process struct {
 	env     []string
 	logPath string
 
-	mu      sync.Mutex
-	cmd     *exec.Cmd
-	done    chan struct{}
-	waitErr error
-	starts  int
+	mu     sync.Mutex
+	run    *proc.Process // the current or last run
+	starts int
 }
 
 // start launches the process; it does not wait for readiness.
 func (p *process) start() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.cmd != nil && !closed(p.done) {
-		return fmt.Errorf("stack: %s is already running (pid %d)", p.name, p.cmd.Process.Pid)
+	if p.run != nil && !p.run.Exited() {
+		return fmt.Errorf("stack: %s is already running (pid %d)", p.name, p.run.Pid())
 	}
 	logf, err := os.OpenFile(p.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -44,91 +42,61 @@ func (p *process) start() error {
 	cmd := exec.Command(p.path, p.args...)
 	cmd.Env = p.env
 	cmd.Stdout, cmd.Stderr = logf, logf
-	// Setpgid: signal the whole group on stop. Pdeathsig: the kernel kills
-	// the child when its parent dies (the Go runtime never retires the
-	// thread that forked it, as no goroutine here locks an OS thread).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
+	run, err := proc.Start(cmd)
+	if err != nil {
 		return fmt.Errorf("stack: start %s: %w", p.name, err)
 	}
-	done := make(chan struct{})
-	p.cmd, p.done, p.waitErr = cmd, done, nil
-	go func() {
-		err := cmd.Wait()
-		p.mu.Lock()
-		p.waitErr = err
-		p.mu.Unlock()
-		close(done)
-	}()
+	p.run = run
 	return nil
+}
+
+func (p *process) current() *proc.Process {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.run
 }
 
 // exited returns a channel closed when the current run ends (nil if never started).
 func (p *process) exited() <-chan struct{} {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.done
+	if r := p.current(); r != nil {
+		return r.Done()
+	}
+	return nil
 }
 
 // running reports whether the process is alive.
 func (p *process) running() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.cmd != nil && !closed(p.done)
+	r := p.current()
+	return r != nil && !r.Exited()
 }
 
 // pid is the current process id, 0 when not running.
 func (p *process) pid() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.cmd == nil || closed(p.done) {
-		return 0
+	if r := p.current(); r != nil && !r.Exited() {
+		return r.Pid()
 	}
-	return p.cmd.Process.Pid
+	return 0
 }
 
 // exitErr is the last run's exit status (nil while running or after a clean exit).
 func (p *process) exitErr() error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.waitErr
+	if r := p.current(); r != nil {
+		return r.Err()
+	}
+	return nil
 }
 
 // stop sends sig to the process group and waits up to grace for the exit,
 // then sends SIGKILL. Stopping a process that is not running is a no-op.
 func (p *process) stop(sig syscall.Signal, grace time.Duration) error {
-	p.mu.Lock()
-	cmd, done := p.cmd, p.done
-	p.mu.Unlock()
-	if cmd == nil || closed(done) {
+	r := p.current()
+	if r == nil {
 		return nil
 	}
-	pid := cmd.Process.Pid
-	_ = syscall.Kill(-pid, sig)
-	select {
-	case <-done:
-		return nil
-	case <-time.After(grace):
+	if err := r.Stop(sig, grace); err != nil && !errors.Is(err, proc.ErrKilled) {
+		return fmt.Errorf("stack: %s: %w", p.name, err)
 	}
-	_ = syscall.Kill(-pid, syscall.SIGKILL)
-	select {
-	case <-done:
-		return nil
-	case <-time.After(5 * time.Second):
-		return fmt.Errorf("stack: %s (pid %d) did not exit after SIGKILL", p.name, pid)
-	}
-}
-
-func closed(ch chan struct{}) bool {
-	if ch == nil {
-		return false
-	}
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
+	return nil
 }
 
 var errNotRunning = errors.New("process exited")

@@ -30,6 +30,7 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
@@ -612,7 +613,7 @@ type AuditLine struct {
 	Agent       string    `json:"agent"`
 	Account     string    `json:"account"`
 	ExpiresAt   time.Time `json:"expires_at"`
-	Fingerprint string    `json:"token_sha256"`
+	Fingerprint string    `json:"-"` // under wire.FingerprintKey
 	Cached      bool      `json:"cached"`
 	Client      string    `json:"client"`
 }
@@ -640,6 +641,11 @@ func (s *Stack) Audit() ([]AuditLine, error) {
 		var a AuditLine
 		if err := json.Unmarshal(line, &a); err != nil {
 			return nil, fmt.Errorf("stack: audit line: %w", err)
+		}
+		// The fingerprint's key is the contract's, not a struct tag here.
+		var fp map[string]json.RawMessage
+		if err := json.Unmarshal(line, &fp); err != nil || json.Unmarshal(fp[wire.FingerprintKey], &a.Fingerprint) != nil {
+			return nil, fmt.Errorf("stack: audit line without %s", wire.FingerprintKey)
 		}
 		out = append(out, a)
 	}

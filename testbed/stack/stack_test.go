@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/audit"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 func TestStoreOfPath(t *testing.T) {
@@ -180,7 +180,7 @@ func TestFrontRecorder(t *testing.T) {
 	if got := f.Statuses(store); got[200] != 2 || got[403] != 2 {
 		t.Errorf("statuses %v", got)
 	}
-	want := []string{audit.Fingerprint("bad"), audit.Fingerprint("good")}
+	want := []string{wire.Fingerprint("bad"), wire.Fingerprint("good")}
 	slices.Sort(want)
 	if got := f.BearerFingerprints(store); !slices.Equal(got, want) {
 		t.Errorf("fingerprints %v, want %v", got, want)

@@ -14,7 +14,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/audit"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // IssuedToken is one token the broker handed to the agent, as the tap saw it.
@@ -92,7 +92,7 @@ func (t *BrokerTap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // record keeps the tokens of a successful POST /v1/tokens answer.
 func (t *BrokerTap) record(resp *http.Response) error {
-	if resp.Request.URL.Path != "/v1/tokens" || resp.StatusCode != http.StatusOK {
+	if resp.Request.URL.Path != wire.PathTokens || resp.StatusCode != http.StatusOK {
 		return nil
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
@@ -101,13 +101,7 @@ func (t *BrokerTap) record(resp *http.Response) error {
 		return err
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
-	var doc struct {
-		Tokens []struct {
-			Store       string    `json:"store"`
-			AccessToken string    `json:"access_token"`
-			ExpiresAt   time.Time `json:"expires_at"`
-		} `json:"tokens"`
-	}
+	var doc wire.TokenResponse
 	if json.Unmarshal(body, &doc) != nil {
 		return nil // not ours to judge; the agent will complain
 	}
@@ -121,7 +115,8 @@ func (t *BrokerTap) record(resp *http.Response) error {
 		if !t.seen[tk.AccessToken] {
 			t.seen[tk.AccessToken] = true
 		}
-		t.tokens = append(t.tokens, IssuedToken{Store: tk.Store, AccessToken: tk.AccessToken, ExpiresAt: tk.ExpiresAt, SeenAt: now})
+		exp, _ := time.Parse(time.RFC3339, tk.ExpiresAt) // zero if malformed: the agent refuses it
+		t.tokens = append(t.tokens, IssuedToken{Store: tk.Store, AccessToken: tk.AccessToken, ExpiresAt: exp, SeenAt: now})
 	}
 	return nil
 }
@@ -224,7 +219,7 @@ func (f *FrontRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if f.bearers[store] == nil {
 			f.bearers[store] = map[string]bool{}
 		}
-		f.bearers[store][audit.Fingerprint(tok)] = true
+		f.bearers[store][wire.Fingerprint(tok)] = true
 		f.mu.Unlock()
 	}
 	sw := &statusWriter{ResponseWriter: w}
