@@ -28,6 +28,7 @@ import (
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	gax "github.com/googleapis/gax-go/v2"
+	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
@@ -42,6 +43,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/secretref"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/tokencache"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/cloudlog"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 )
 
 // Config is the broker's environment.
@@ -135,9 +137,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 type Broker struct {
 	handler http.Handler
 	watcher *policy.Watcher
+	tokens  *tokencache.Cache
+	secrets *secretref.Resolver
 	cancel  context.CancelFunc
 	done    chan struct{}
 	closers []io.Closer
+
+	refreshMu sync.Mutex // one refresh at a time, so caches follow the latest policy
 }
 
 // New loads the policy (an invalid one is an error naming the account,
@@ -165,19 +171,20 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 		b.Close()
 		return nil, err
 	}
-	b.watcher = watcher
-	cache := tokencache.New(&mint.Minter{
+	b.watcher, b.secrets = watcher, secrets
+	b.tokens = tokencache.New(c.MinRemaining, c.Now)
+	minter := &mint.Minter{
 		Secrets:                secrets,
 		IAM:                    iam,
 		AuthorizedUserTokenURI: c.AuthorizedUserTokenURI,
 		Now:                    c.Now,
-	}, c.MinRemaining, c.Now)
+	}
 
 	b.handler = &api.Server{
 		Policy:  watcher.Current,
 		Auth:    agentauth.NewVerifier(agentauth.Options{Now: c.Now}),
 		Limiter: ratelimit.New(c.RateLimit, c.RateBurst, c.Now),
-		Tokens:  cache,
+		Tokens:  accountTokens{cache: b.tokens, mint: minter},
 		Audit:   audit.New(c.Log),
 		Log:     c.Log,
 	}
@@ -193,15 +200,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 			case <-runCtx.Done():
 				return
 			case <-t.C:
-				if watcher.Reload(runCtx) == nil {
-					p := watcher.Current()
-					cache.Prune(p)
-					refs := map[string]bool{}
-					for _, a := range p.Accounts {
-						refs[a.SecretRef()] = true
-					}
-					secrets.Retain(refs)
-				}
+				_ = b.refresh(runCtx) // logged by the watcher; the last good policy stays
 			}
 		}
 	}()
@@ -213,8 +212,58 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 // ServeHTTP serves the broker API.
 func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) { b.handler.ServeHTTP(w, r) }
 
-// Reload re-reads the policy now (tests, and SIGHUP-style operations).
-func (b *Broker) Reload(ctx context.Context) error { return b.watcher.Reload(ctx) }
+// Reload does now what the refresh ticker does every Config.Refresh: re-read
+// the policy and drop cached tokens and secrets it no longer uses (tests,
+// and SIGHUP-style operations). A refused document is the error; the last
+// good policy stays in force.
+func (b *Broker) Reload(ctx context.Context) error { return b.refresh(ctx) }
+
+// refresh re-reads the policy and makes both caches follow the policy in
+// force: tokens of removed or redefined accounts, expired tokens and secrets
+// no account names any more are forgotten, so memory follows the policy and
+// a re-added account starts from a fresh read. It runs after a refused
+// document too (the policy in force is then the last good one), which still
+// drops expired tokens.
+func (b *Broker) refresh(ctx context.Context) error {
+	b.refreshMu.Lock()
+	defer b.refreshMu.Unlock()
+	err := b.watcher.Reload(ctx)
+	p := b.watcher.Current()
+	keys := make(map[string]bool, len(p.Accounts))
+	refs := make(map[string]bool, len(p.Accounts))
+	for _, a := range p.Accounts {
+		keys[a.CacheKey()] = true
+		if ref := a.SecretRef(); ref != "" {
+			refs[ref] = true
+		}
+	}
+	b.tokens.Retain(keys)
+	b.secrets.Retain(refs)
+	return err
+}
+
+// accountTokens is api.Tokens: the token cache keyed by each account's
+// CacheKey, minting through broker/mint.
+type accountTokens struct {
+	cache *tokencache.Cache
+	mint  *mint.Minter
+}
+
+// Token returns a's token from the cache, minting on a miss.
+func (t accountTokens) Token(ctx context.Context, a *policy.Account) (tokencache.Result, error) {
+	return t.cache.Token(ctx, a.CacheKey(), accountSource{t.mint, a})
+}
+
+// accountSource mints for one account.
+type accountSource struct {
+	mint    *mint.Minter
+	account *policy.Account
+}
+
+// Token mints a new token for the account.
+func (s accountSource) Token(ctx context.Context) (*oauth2.Token, error) {
+	return s.mint.Mint(ctx, s.account)
+}
 
 // Close stops the refresh loop and closes Google clients.
 func (b *Broker) Close() error {
@@ -317,8 +366,5 @@ func (l *lazyIAM) GenerateAccessToken(ctx context.Context, req *credentialspb.Ge
 // carry no secrets but can be long.
 func sanitize(err error) string {
 	s, _, _ := strings.Cut(err.Error(), "\n")
-	if len(s) > 200 {
-		s = s[:200]
-	}
-	return s
+	return logtext.Truncate(s, 200)
 }

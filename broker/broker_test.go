@@ -687,6 +687,64 @@ func TestPolicyReload(t *testing.T) {
 	}
 }
 
+// Reload does the ticker's whole refresh: an account that leaves the
+// policy loses its cached token and its cached secret, so when it comes
+// back it is minted from a fresh read of its key (both caches would
+// otherwise still be fresh: the token has 1 h left, the secret TTL is 1 h).
+func TestReloadDropsTokensAndSecretsOfRemovedAccounts(t *testing.T) {
+	e := newEnv(t)
+	if status, r := e.tokens("clinic-a", "my-google"); status != 200 || len(r.Tokens) != 1 {
+		t.Fatalf("%d %+v", status, r)
+	}
+	if got := e.cloud.Tokens.MintedByKey(e.saKeyID); got != 1 {
+		t.Fatalf("mints = %d, want 1", got)
+	}
+	accesses := e.cloud.SecretManager.Accesses(saSecret)
+
+	accounts := e.policy["Accounts"].(map[string]any)
+	agents := e.policy["Agents"].(map[string]any)
+	saved := accounts["my-google"]
+	grants := map[string]any{}
+	for _, id := range []string{"clinic-a", "clinic-off"} {
+		ag := agents[id].(map[string]any)
+		grants[id] = ag["Accounts"]
+		var rest []string
+		for _, n := range ag["Accounts"].([]string) {
+			if n != "my-google" {
+				rest = append(rest, n)
+			}
+		}
+		ag["Accounts"] = rest
+	}
+	delete(accounts, "my-google")
+	e.writePolicy()
+	if err := e.broker.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if status, r := e.tokens("clinic-a", "my-google"); status != http.StatusForbidden || r.Errors[0].Code != "forbidden" {
+		t.Fatalf("removed account: %d %+v", status, r)
+	}
+
+	accounts["my-google"] = saved
+	for id, g := range grants {
+		agents[id].(map[string]any)["Accounts"] = g
+	}
+	e.writePolicy()
+	if err := e.broker.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	status, r := e.tokens("clinic-a", "my-google")
+	if status != 200 || len(r.Tokens) != 1 {
+		t.Fatalf("re-added account: %d %+v", status, r)
+	}
+	if got := e.cloud.Tokens.MintedByKey(e.saKeyID); got != 2 {
+		t.Errorf("mints = %d, want 2 (the cached token should have been dropped)", got)
+	}
+	if got := e.cloud.SecretManager.Accesses(saSecret); got != accesses+1 {
+		t.Errorf("secret reads since the first mint = %d, want 1 (the cached secret should have been dropped)", got-accesses)
+	}
+}
+
 func TestStartRefusesInvalidPolicy(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.json")

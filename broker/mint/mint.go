@@ -23,6 +23,7 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/secretref"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 )
 
 // DefaultTokenURI is Google's OAuth2 token endpoint, used for inline
@@ -164,7 +165,7 @@ func checkType(data []byte, want google.CredentialsType) ([]byte, error) {
 		out, _ := json.Marshal(doc)
 		return out, nil
 	}
-	return nil, &Error{Code: CodeUpstream, msg: fmt.Sprintf("credential type %q is not allowed here (want %s)", truncate(head.Type, 40), want)}
+	return nil, &Error{Code: CodeUpstream, msg: fmt.Sprintf("credential type %q is not allowed here (want %s)", logtext.Truncate(head.Type, 40), want)}
 }
 
 func (m *Minter) inlineAuthorizedUser(a *policy.Account) []byte {
@@ -236,19 +237,23 @@ func tokenError(err error) error {
 		}
 		code := re.ErrorCode
 		if code == "" {
-			// The JWT-bearer path of x/oauth2 leaves the body unparsed; take
-			// only RFC 6749's one-word "error" field from it.
+			// The JWT-bearer path of x/oauth2 leaves the body unparsed.
 			var body struct {
 				Error string `json:"error"`
 			}
-			if json.Unmarshal(re.Body, &body) == nil && oauthErrorRE.MatchString(body.Error) {
+			if json.Unmarshal(re.Body, &body) == nil {
 				code = body.Error
 			}
+		}
+		// Only an RFC 6749 one-word error code is repeated, whichever path
+		// parsed it: anything else is the endpoint's free text.
+		if !oauthErrorRE.MatchString(code) {
+			code = ""
 		}
 		invalid := code == "invalid_grant" || status == http.StatusUnauthorized
 		msg := fmt.Sprintf("token endpoint answered %d", status)
 		if code != "" {
-			msg += " " + truncate(code, 40)
+			msg += " " + code
 		}
 		return &Error{Code: CodeUpstream, msg: msg, InvalidGrant: invalid}
 	}
@@ -266,8 +271,6 @@ func iamError(err error, email string) error {
 			return &Error{Code: CodeUpstream, msg: fmt.Sprintf("IAM Credentials refused to mint for %s (%d): grant the broker roles/iam.serviceAccountTokenCreator on it", email, code)}
 		case code == http.StatusNotFound:
 			return &Error{Code: CodeUpstream, msg: fmt.Sprintf("IAM Credentials: service account %s not found", email)}
-		case code >= 500 || code == http.StatusTooManyRequests:
-			return &Error{Code: CodeUpstream, msg: fmt.Sprintf("IAM Credentials answered %d", code)}
 		case code > 0:
 			return &Error{Code: CodeUpstream, msg: fmt.Sprintf("IAM Credentials answered %d", code)}
 		}
@@ -276,11 +279,4 @@ func iamError(err error, email string) error {
 		return &Error{Code: CodeUnavailable, msg: "IAM Credentials timed out"}
 	}
 	return &Error{Code: CodeUpstream, msg: "IAM Credentials unreachable or failed"}
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }

@@ -1,14 +1,18 @@
 package mint
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
 
+	"github.com/googleapis/gax-go/v2/apierror"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+	"google.golang.org/api/googleapi"
 )
 
 func TestCheckTypeAllowsOnlyTheExpectedType(t *testing.T) {
@@ -28,6 +32,7 @@ func TestCheckTypeAllowsOnlyTheExpectedType(t *testing.T) {
 		{"untyped key", `{"private_key":"-----BEGIN"}`, google.ServiceAccount, "not allowed"},
 		{"not JSON", `-----BEGIN PRIVATE KEY-----`, google.ServiceAccount, "not valid JSON"},
 		{"array", `[1]`, google.AuthorizedUser, "not valid JSON"},
+		{"long type is cut", `{"type":"` + strings.Repeat("x", 100) + `"}`, google.ServiceAccount, `"` + strings.Repeat("x", 40) + `…" is not allowed`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -67,6 +72,7 @@ func TestTokenErrorKeepsOnlyTheErrorWord(t *testing.T) {
 		{"401", &oauth2.RetrieveError{Response: resp(401), Body: []byte(`nope`)}, "token endpoint answered 401", true, CodeUpstream},
 		{"5xx", &oauth2.RetrieveError{Response: resp(503), Body: []byte(`<html>ya29.secret</html>`)}, "token endpoint answered 503", false, CodeUpstream},
 		{"odd error word", &oauth2.RetrieveError{Response: resp(400), Body: []byte(`{"error":"ya29.SECRET VALUE"}`)}, "token endpoint answered 400", false, CodeUpstream},
+		{"odd parsed error word", &oauth2.RetrieveError{Response: resp(400), ErrorCode: "ya29.SECRET VALUE"}, "token endpoint answered 400", false, CodeUpstream},
 		{"transport", errors.New("dial tcp: connection refused"), "token endpoint unreachable", false, CodeUpstream},
 	}
 	for _, tt := range tests {
@@ -76,6 +82,42 @@ func TestTokenErrorKeepsOnlyTheErrorWord(t *testing.T) {
 			t.Errorf("%s: %+v, want %q invalid=%v", tt.name, err, tt.msg, tt.invalid)
 		}
 		if strings.Contains(strings.ToLower(err.Error()), "ya29") {
+			t.Errorf("%s: leaks response text: %v", tt.name, err)
+		}
+	}
+}
+
+func TestIAMErrorNamesTheFix(t *testing.T) {
+	const sa = "store@p.iam.gserviceaccount.com"
+	api := func(code int) error {
+		ae, ok := apierror.FromError(&googleapi.Error{Code: code, Message: "ya29.secret detail"})
+		if !ok {
+			t.Fatalf("no APIError for %d", code)
+		}
+		return fmt.Errorf("generateAccessToken: %w", ae)
+	}
+	tests := []struct {
+		name string
+		err  error
+		msg  string
+		code string
+	}{
+		{"denied", api(403), "IAM Credentials refused to mint for " + sa + " (403): grant the broker roles/iam.serviceAccountTokenCreator on it", CodeUpstream},
+		{"unauthenticated", api(401), "IAM Credentials refused to mint for " + sa + " (401): grant the broker roles/iam.serviceAccountTokenCreator on it", CodeUpstream},
+		{"no such account", api(404), "IAM Credentials: service account " + sa + " not found", CodeUpstream},
+		{"server error", api(503), "IAM Credentials answered 503", CodeUpstream},
+		{"rate limited", api(429), "IAM Credentials answered 429", CodeUpstream},
+		{"other status", api(400), "IAM Credentials answered 400", CodeUpstream},
+		{"deadline", context.DeadlineExceeded, "IAM Credentials timed out", CodeUnavailable},
+		{"transport", errors.New("dial tcp: connection refused"), "IAM Credentials unreachable or failed", CodeUpstream},
+	}
+	for _, tt := range tests {
+		err := iamError(tt.err, sa)
+		var me *Error
+		if !errors.As(err, &me) || me.Error() != tt.msg || me.Code != tt.code {
+			t.Errorf("%s: %+v, want %q (%s)", tt.name, err, tt.msg, tt.code)
+		}
+		if strings.Contains(err.Error(), "ya29") {
 			t.Errorf("%s: leaks response text: %v", tt.name, err)
 		}
 	}

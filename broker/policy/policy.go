@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"io"
 	"maps"
-	"net"
 	"net/url"
 	"regexp"
 	"slices"
@@ -22,6 +21,7 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 )
 
 // DefaultBaseURL is the Cloud Healthcare API root.
@@ -68,6 +68,7 @@ type Account struct {
 	lifetime    time.Duration
 	dicomWebURL string
 	fingerprint string
+	cacheKey    string
 }
 
 // Agent is one on-prem agent and the accounts it may use.
@@ -301,40 +302,24 @@ func (a *Account) validate() []error {
 	def, _ := json.Marshal(a)
 	h.Write(def)
 	a.fingerprint = hex.EncodeToString(h.Sum(nil)[:8])
+	a.cacheKey = a.name + "\x00" + a.fingerprint
 	return errs
 }
 
-// checkURL accepts https URLs, and http only for loopback hosts (tests and
-// the local demo), so a typo cannot send tokens in clear over a network.
+// checkURL applies urlrule (https, or http only to loopback, so a typo
+// cannot send tokens in clear over a network) and refuses a query or
+// fragment, which the broker would otherwise drop or misplace when it joins
+// paths onto the URL.
 func checkURL(s string) (*url.URL, error) {
-	u, err := url.Parse(s)
-	switch {
-	case err != nil || u.Host == "":
-		return nil, errors.New("not an absolute URL")
-	case u.User != nil:
-		// Never echo it: the user info may be a password.
-		return nil, errors.New("must not carry credentials (user:password@)")
-	case u.RawQuery != "" || u.Fragment != "":
+	u, err := urlrule.ParseBearerURL(s)
+	if err != nil {
+		return nil, err
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		// Only the parts before the query: it may hold an API key.
 		return nil, fmt.Errorf("%q must not have a query or fragment", u.Scheme+"://"+u.Host+u.Path)
 	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !isLoopback(u.Hostname()) {
-			return nil, fmt.Errorf("%q: http is allowed only for loopback hosts; use https", s)
-		}
-	default:
-		return nil, fmt.Errorf("%q: scheme must be https", s)
-	}
 	return u, nil
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 func checkSecretRef(ref string) error {
@@ -377,6 +362,11 @@ func (a *Account) ScopeList() []string {
 
 // Fingerprint identifies this exact account definition.
 func (a *Account) Fingerprint() string { return a.fingerprint }
+
+// CacheKey identifies the account by name and exact definition, for caches
+// of what is minted for it (broker/tokencache): it changes whenever
+// anything that shapes the token does, and two accounts never share one.
+func (a *Account) CacheKey() string { return a.cacheKey }
 
 // SecretRef returns the secret reference the account's credential is read
 // from, or "" for inline and keyless accounts.

@@ -133,7 +133,10 @@ func TestParseRejects(t *testing.T) {
 		{name: "http audience off loopback", mutate: func(m map[string]any) { m["Audience"] = "http://broker.example" }, want: []string{"Audience:", "https"}},
 		{name: "http base on loopback ok, ftp not", mutate: func(m map[string]any) { m["BaseUrl"] = "ftp://x/" }, want: []string{"BaseUrl:"}},
 		{name: "credentials in a URL are refused, not echoed", mutate: func(m map[string]any) { m["Audience"] = "https://admin:rt-secret-value@broker.example" }, want: []string{"Audience: must not carry credentials"}},
-		{name: "relative audience", mutate: func(m map[string]any) { m["Audience"] = "/broker" }, want: []string{"Audience: not an absolute URL"}},
+		{name: "relative audience", mutate: func(m map[string]any) { m["Audience"] = "/broker" }, want: []string{"Audience: is not an absolute URL"}},
+		{name: "scheme-less user info is refused, not echoed", mutate: func(m map[string]any) { m["Audience"] = "admin:rt-secret-value@broker.example" }, want: []string{"Audience: is not an absolute URL"}},
+		{name: "http to a localhost look-alike", mutate: func(m map[string]any) { m["BaseUrl"] = "http://LOCALHOST.evil.example/v1/" }, want: []string{"BaseUrl:", "https"}},
+		{name: "fragment in audience", mutate: func(m map[string]any) { m["Audience"] = "https://broker.example/#rt-secret-value" }, want: []string{"Audience:", "query or fragment"}},
 		{name: "query in base", mutate: func(m map[string]any) { m["BaseUrl"] = "https://h/v1/?key=rt-secret-value" }, want: []string{"BaseUrl:", "query or fragment"}},
 		{name: "no accounts", mutate: func(m map[string]any) { m["Accounts"] = map[string]any{}; m["Agents"] = map[string]any{} }, want: []string{"at least one account"}},
 		{name: "missing project", mutate: func(m map[string]any) { delete(acct(m, "sa"), "Project") }, want: []string{`account "sa": Project: required`}},
@@ -187,12 +190,23 @@ func TestParseRejects(t *testing.T) {
 }
 
 func TestLoopbackHTTPAllowed(t *testing.T) {
-	_, err := Parse(doc(t, func(m map[string]any) {
-		m["Audience"] = "http://127.0.0.1:8080"
-		m["BaseUrl"] = "http://localhost:9000/v1"
-	}))
-	if err != nil {
-		t.Fatalf("loopback http refused: %v", err)
+	tests := []struct{ audience, base string }{
+		{"http://127.0.0.1:8080", "http://localhost:9000/v1"},
+		{"http://LOCALHOST:8080/", "http://LocalHost:9000/v1/"},
+		{"http://[::1]:8080", "http://127.0.0.2:9000/v1/"},
+	}
+	for _, tt := range tests {
+		p, err := Parse(doc(t, func(m map[string]any) {
+			m["Audience"] = tt.audience
+			m["BaseUrl"] = tt.base
+		}))
+		if err != nil {
+			t.Errorf("%s, %s: loopback http refused: %v", tt.audience, tt.base, err)
+			continue
+		}
+		if got := p.Accounts["sa"].DICOMwebURL(); !strings.HasPrefix(got, strings.TrimSuffix(tt.base, "/")+"/projects/") {
+			t.Errorf("%s: DICOMwebURL = %q", tt.base, got)
+		}
 	}
 }
 
@@ -204,6 +218,18 @@ func TestFingerprintFollowsDefinition(t *testing.T) {
 	}
 	if a.Accounts["keyless"].Fingerprint() != b.Accounts["keyless"].Fingerprint() {
 		t.Error("an unchanged account keeps its fingerprint")
+	}
+	if a.Accounts["sa"].CacheKey() == b.Accounts["sa"].CacheKey() || a.Accounts["keyless"].CacheKey() != b.Accounts["keyless"].CacheKey() {
+		t.Error("the cache key must follow the definition")
+	}
+	// Same definition under two names: the fingerprints match, the cache
+	// keys must not (a token is handed out per account).
+	c, err := Parse(doc(t, func(m map[string]any) { m["Accounts"].(map[string]any)["sa2"] = acct(m, "sa") }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Accounts["sa"].Fingerprint() != c.Accounts["sa2"].Fingerprint() || c.Accounts["sa"].CacheKey() == c.Accounts["sa2"].CacheKey() {
+		t.Error("accounts with one definition must have distinct cache keys")
 	}
 }
 

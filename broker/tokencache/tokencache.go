@@ -1,19 +1,22 @@
 // Package tokencache keeps one Google access token per account per broker
 // instance, coalesces concurrent mints into one (singleflight), and hands a
 // cached token out only while it has enough life left for an agent to use.
+//
+// Like golang.org/x/oauth2's ReuseTokenSource it wraps a token source, but
+// for many accounts at once: each call names the account by a key that
+// changes whenever the account's definition does, and passes the Source that
+// mints for it. The cache knows nothing of the policy; Retain makes it follow
+// whichever keys the caller still uses.
 package tokencache
 
 import (
 	"context"
 	"errors"
-	"time"
-
 	"sync"
+	"time"
 
 	"golang.org/x/oauth2"
 	"golang.org/x/sync/singleflight"
-
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
 )
 
 // DefaultMinRemaining is BROKER_MIN_REMAINING's default.
@@ -32,19 +35,25 @@ const FailureHoldoff = 5 * time.Second
 // one impatient agent cannot cancel the mint others are waiting on.
 const mintTimeout = 30 * time.Second
 
-// Minter mints a new token (see broker/mint).
-type Minter interface {
-	Mint(ctx context.Context, a *policy.Account) (*oauth2.Token, error)
+// Source mints a new token (oauth2.TokenSource with a context, so a mint can
+// be bounded). The broker's sources are broker/mint for one account.
+type Source interface {
+	Token(ctx context.Context) (*oauth2.Token, error)
 }
+
+// SourceFunc adapts a function to Source.
+type SourceFunc func(ctx context.Context) (*oauth2.Token, error)
+
+// Token calls f.
+func (f SourceFunc) Token(ctx context.Context) (*oauth2.Token, error) { return f(ctx) }
 
 // Cache is safe for concurrent use.
 type Cache struct {
-	mint         Minter
 	now          func() time.Time
 	minRemaining time.Duration
 
 	mu      sync.Mutex
-	entries map[string]entry // by account name + definition fingerprint
+	entries map[string]entry // by key
 	failed  map[string]failure
 	sf      singleflight.Group
 }
@@ -61,14 +70,14 @@ type entry struct {
 
 // New returns a cache. minRemaining <= 0 means DefaultMinRemaining; now nil
 // means time.Now.
-func New(m Minter, minRemaining time.Duration, now func() time.Time) *Cache {
+func New(minRemaining time.Duration, now func() time.Time) *Cache {
 	if minRemaining <= 0 {
 		minRemaining = DefaultMinRemaining
 	}
 	if now == nil {
 		now = time.Now
 	}
-	return &Cache{mint: m, now: now, minRemaining: minRemaining, entries: map[string]entry{}, failed: map[string]failure{}}
+	return &Cache{now: now, minRemaining: minRemaining, entries: map[string]entry{}, failed: map[string]failure{}}
 }
 
 // Result is a token and whether it came from the cache.
@@ -80,10 +89,11 @@ type Result struct {
 	Fallback bool
 }
 
-// Token returns a token for a with enough remaining life, minting at most
-// once at a time per account.
-func (c *Cache) Token(ctx context.Context, a *policy.Account) (Result, error) {
-	key := a.Name() + "\x00" + a.Fingerprint()
+// Token returns the token cached under key if it has enough remaining life,
+// and otherwise one from src, calling src at most once at a time per key.
+// key must change whenever what src mints changes (the account's
+// definition), so a token minted for an old definition is never served.
+func (c *Cache) Token(ctx context.Context, key string, src Source) (Result, error) {
 	if e, ok := c.get(key); ok && c.usable(e) {
 		return Result{Token: e.tok, Cached: true}, nil
 	}
@@ -92,7 +102,7 @@ func (c *Cache) Token(ctx context.Context, a *policy.Account) (Result, error) {
 		if e, ok := c.get(key); ok && c.usable(e) {
 			return Result{Token: e.tok, Cached: true}, nil
 		}
-		tok, minted, err := c.mintOrRecall(ctx, key, a)
+		tok, minted, err := c.mintOrRecall(ctx, key, src)
 		if err != nil {
 			if e, ok := c.get(key); ok && e.tok.Expiry.Sub(c.now()) >= FallbackFloor {
 				return Result{Token: e.tok, Cached: true, Fallback: true}, nil
@@ -113,7 +123,7 @@ func (c *Cache) Token(ctx context.Context, a *policy.Account) (Result, error) {
 
 // mintOrRecall mints, unless a mint for key failed under FailureHoldoff ago,
 // in which case that failure is the answer.
-func (c *Cache) mintOrRecall(ctx context.Context, key string, a *policy.Account) (*oauth2.Token, time.Time, error) {
+func (c *Cache) mintOrRecall(ctx context.Context, key string, src Source) (*oauth2.Token, time.Time, error) {
 	c.mu.Lock()
 	f, recent := c.failed[key]
 	c.mu.Unlock()
@@ -123,7 +133,7 @@ func (c *Cache) mintOrRecall(ctx context.Context, key string, a *policy.Account)
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mintTimeout)
 	defer cancel()
 	minted := c.now()
-	tok, err := c.mint.Mint(mctx, a)
+	tok, err := src.Token(mctx)
 	if err == nil && (tok == nil || tok.AccessToken == "") {
 		err = errEmptyToken
 	}
@@ -155,13 +165,9 @@ func (c *Cache) usable(e entry) bool {
 	return e.tok.Expiry.Sub(c.now()) >= need
 }
 
-// Prune drops entries for accounts no longer in the policy (or whose
-// definition changed) and expired tokens, so memory follows the policy.
-func (c *Cache) Prune(p *policy.Policy) {
-	keep := map[string]bool{}
-	for name, a := range p.Accounts {
-		keep[name+"\x00"+a.Fingerprint()] = true
-	}
+// Retain forgets every key not in keep (accounts removed or redefined) and
+// every expired token, so memory follows the policy.
+func (c *Cache) Retain(keep map[string]bool) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()

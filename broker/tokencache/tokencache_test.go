@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -12,9 +11,10 @@ import (
 
 	"golang.org/x/oauth2"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 )
+
+var epoch = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // minter issues tokens living `lifetime` from the clock's now; it can fail
 // and can block until released, to widen the window for races.
@@ -26,43 +26,42 @@ type minter struct {
 	gate     chan struct{}
 }
 
-func (m *minter) Mint(ctx context.Context, a *policy.Account) (*oauth2.Token, error) {
-	n := m.calls.Add(1)
-	if m.gate != nil {
-		<-m.gate
-	}
-	if m.fail.Load() {
-		return nil, errors.New("google is down")
-	}
-	return &oauth2.Token{AccessToken: fmt.Sprintf("tok-%s-%d", a.Name(), n), Expiry: m.clk.Now().Add(m.lifetime)}, nil
+// source mints for the account called name; tokens carry the name and the
+// mint's sequence number so tests can tell them apart.
+func (m *minter) source(name string) Source {
+	return SourceFunc(func(context.Context) (*oauth2.Token, error) {
+		n := m.calls.Add(1)
+		if m.gate != nil {
+			<-m.gate
+		}
+		if m.fail.Load() {
+			return nil, errors.New("google is down")
+		}
+		return &oauth2.Token{AccessToken: fmt.Sprintf("tok-%s-%d", name, n), Expiry: m.clk.Now().Add(m.lifetime)}, nil
+	})
 }
 
-func testPolicy(t *testing.T, store string) *policy.Policy {
-	t.Helper()
-	pub, _, _ := agentkey.Generate()
-	p, err := policy.Parse(fmt.Appendf(nil, `{"Audience":"https://b","Accounts":{
-		"a":{"Project":"p","Location":"l","Dataset":"d","DicomStore":%q,"ServiceAccountSecret":"/x"},
-		"b":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"s","ServiceAccountSecret":"/y"}},
-		"Agents":{"x":{"PublicKey":%q,"Accounts":["a"]}}}`, store, agentkey.FormatPublicKey(pub)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
+func (c *Cache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
 }
 
 func TestConcurrentRequestsMintOnce(t *testing.T) {
-	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	clk := clocktest.New(epoch)
 	m := &minter{clk: clk, lifetime: time.Hour, gate: make(chan struct{})}
-	c := New(m, 15*time.Minute, clk.Now)
-	a := testPolicy(t, "s").Accounts["a"]
+	c := New(15*time.Minute, clk.Now)
+	src := m.source("a")
 
-	var wg sync.WaitGroup
+	var started, done sync.WaitGroup
 	tokens := make([]string, 1000)
 	for i := range tokens {
-		wg.Add(1)
+		started.Add(1)
+		done.Add(1)
 		go func() {
-			defer wg.Done()
-			r, err := c.Token(context.Background(), a)
+			defer done.Done()
+			started.Done()
+			r, err := c.Token(context.Background(), "a", src)
 			if err != nil {
 				t.Error(err)
 				return
@@ -70,9 +69,11 @@ func TestConcurrentRequestsMintOnce(t *testing.T) {
 			tokens[i] = r.Token.AccessToken
 		}()
 	}
-	time.Sleep(20 * time.Millisecond) // let most goroutines queue behind the flight (not a timing assertion)
+	// The mint stays blocked until every request is under way, so they
+	// overlap it; any that arrive after it finished still get its token.
+	started.Wait()
 	close(m.gate)
-	wg.Wait()
+	done.Wait()
 	if got := m.calls.Load(); got != 1 {
 		t.Fatalf("mints = %d, want 1", got)
 	}
@@ -98,13 +99,12 @@ func TestRefreshAfterMinRemaining(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+			clk := clocktest.New(epoch)
 			m := &minter{clk: clk, lifetime: tt.lifetime}
-			c := New(m, tt.minRemaining, clk.Now)
-			a := testPolicy(t, "s").Accounts["a"]
-			start := clk.Now()
+			c := New(tt.minRemaining, clk.Now)
+			src := m.source("a")
 			get := func() Result {
-				r, err := c.Token(context.Background(), a)
+				r, err := c.Token(context.Background(), "a", src)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -113,11 +113,11 @@ func TestRefreshAfterMinRemaining(t *testing.T) {
 			if r := get(); r.Cached {
 				t.Fatal("first token cannot be cached")
 			}
-			clk.Set(start.Add(tt.stillCached))
+			clk.Set(epoch.Add(tt.stillCached))
 			if r := get(); !r.Cached || m.calls.Load() != 1 {
 				t.Fatalf("at %v: cached=%v mints=%d, want cached and 1", tt.stillCached, r.Cached, m.calls.Load())
 			}
-			clk.Set(start.Add(tt.remint))
+			clk.Set(epoch.Add(tt.remint))
 			if r := get(); r.Cached || m.calls.Load() != 2 {
 				t.Fatalf("at %v: cached=%v mints=%d, want a new mint", tt.remint, r.Cached, m.calls.Load())
 			}
@@ -126,67 +126,123 @@ func TestRefreshAfterMinRemaining(t *testing.T) {
 }
 
 func TestOutageServesValidCachedToken(t *testing.T) {
-	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	clk := clocktest.New(epoch)
 	m := &minter{clk: clk, lifetime: time.Hour}
-	c := New(m, 15*time.Minute, clk.Now)
-	a := testPolicy(t, "s").Accounts["a"]
-	first, err := c.Token(context.Background(), a)
+	c := New(15*time.Minute, clk.Now)
+	src := m.source("a")
+	first, err := c.Token(context.Background(), "a", src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	m.fail.Store(true)
 	clk.Advance(50 * time.Minute) // below the margin: a mint is attempted and fails
-	r, err := c.Token(context.Background(), a)
+	r, err := c.Token(context.Background(), "a", src)
 	if err != nil || !r.Fallback || r.Token.AccessToken != first.Token.AccessToken {
 		t.Fatalf("got %+v, %v; want the cached token as fallback", r, err)
 	}
 	// Within the hold-off no new mint is attempted.
 	calls := m.calls.Load()
 	clk.Advance(FailureHoldoff / 2)
-	if _, err := c.Token(context.Background(), a); err != nil || m.calls.Load() != calls {
+	if _, err := c.Token(context.Background(), "a", src); err != nil || m.calls.Load() != calls {
 		t.Fatalf("hold-off not honoured: err=%v calls %d -> %d", err, calls, m.calls.Load())
 	}
 	// Under FallbackFloor left: the outage becomes visible.
 	clk.Set(first.Token.Expiry.Add(-FallbackFloor + time.Second))
-	if _, err := c.Token(context.Background(), a); err == nil {
+	if _, err := c.Token(context.Background(), "a", src); err == nil {
 		t.Fatal("a token about to expire must not be served")
 	}
 	// Recovery: the next attempt after the hold-off mints.
 	m.fail.Store(false)
 	clk.Advance(FailureHoldoff)
-	if r, err := c.Token(context.Background(), a); err != nil || r.Cached {
+	if r, err := c.Token(context.Background(), "a", src); err != nil || r.Cached {
 		t.Fatalf("after recovery: %+v %v", r, err)
 	}
 }
 
-func TestNoCacheNoToken(t *testing.T) {
-	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	m := &minter{clk: clk, lifetime: time.Hour}
-	m.fail.Store(true)
-	c := New(m, 0, clk.Now)
-	if _, err := c.Token(context.Background(), testPolicy(t, "s").Accounts["a"]); err == nil {
-		t.Fatal("want error")
+func TestNoTokenIsAnError(t *testing.T) {
+	tests := []struct {
+		name string
+		src  Source
+	}{
+		{"mint fails, nothing cached", SourceFunc(func(context.Context) (*oauth2.Token, error) { return nil, errors.New("google is down") })},
+		{"nil token", SourceFunc(func(context.Context) (*oauth2.Token, error) { return nil, nil })},
+		{"empty access token", SourceFunc(func(context.Context) (*oauth2.Token, error) {
+			return &oauth2.Token{Expiry: epoch.Add(time.Hour)}, nil
+		})},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := New(0, clocktest.New(epoch).Now)
+			if r, err := c.Token(context.Background(), "a", tt.src); err == nil {
+				t.Fatalf("got %+v, want an error", r)
+			}
+			if n := c.len(); n != 0 {
+				t.Fatalf("entries = %d, want 0", n)
+			}
+		})
 	}
 }
 
-func TestDefinitionChangeMintsAgainAndPrunes(t *testing.T) {
-	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
-	m := &minter{clk: clk, lifetime: time.Hour}
-	c := New(m, 0, clk.Now)
-	old := testPolicy(t, "s")
-	if _, err := c.Token(context.Background(), old.Accounts["a"]); err != nil {
+func TestSourceGetsADetachedBoundedContext(t *testing.T) {
+	c := New(0, clocktest.New(epoch).Now)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel() // one impatient caller must not cancel a mint others share
+	var bounded bool
+	var live error
+	_, err := c.Token(ctx, "a", SourceFunc(func(ctx context.Context) (*oauth2.Token, error) {
+		_, bounded = ctx.Deadline()
+		live = ctx.Err()
+		return &oauth2.Token{AccessToken: "t", Expiry: epoch.Add(time.Hour)}, nil
+	}))
+	if err != nil {
 		t.Fatal(err)
 	}
-	changed := testPolicy(t, "other-store")
-	r, err := c.Token(context.Background(), changed.Accounts["a"])
-	if err != nil || r.Cached {
-		t.Fatalf("a token for the old store definition was reused: %+v %v", r, err)
+	if !bounded || live != nil {
+		t.Fatalf("mint context: deadline set %v, err %v; want bounded and live", bounded, live)
 	}
-	c.Prune(changed)
-	c.mu.Lock()
-	n := len(c.entries)
-	c.mu.Unlock()
-	if n != 1 {
-		t.Fatalf("entries after prune = %d, want 1", n)
+}
+
+func TestKeyChangeMintsAgainAndRetainPrunes(t *testing.T) {
+	clk := clocktest.New(epoch)
+	m := &minter{clk: clk, lifetime: time.Hour}
+	c := New(0, clk.Now)
+	get := func(key string) Result {
+		t.Helper()
+		r, err := c.Token(context.Background(), key, m.source(key))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	get("a@v1")
+	if r := get("a@v2"); r.Cached {
+		t.Fatalf("a token for the old definition was reused: %+v", r)
+	}
+	get("b@v1")
+	c.Retain(map[string]bool{"a@v2": true, "b@v1": true})
+	if n := c.len(); n != 2 {
+		t.Fatalf("entries after retain = %d, want 2", n)
+	}
+	if r := get("a@v2"); !r.Cached {
+		t.Fatal("a retained token was dropped")
+	}
+
+	// Expired tokens go even when their key is kept.
+	clk.Advance(time.Hour)
+	c.Retain(map[string]bool{"a@v2": true, "b@v1": true})
+	if n := c.len(); n != 0 {
+		t.Fatalf("entries after expiry = %d, want 0", n)
+	}
+
+	// A failure record of a dropped key goes too: a re-added account mints
+	// at once instead of recalling the old failure.
+	m.fail.Store(true)
+	if _, err := c.Token(context.Background(), "c@v1", m.source("c")); err == nil {
+		t.Fatal("want error")
+	}
+	c.Retain(nil)
+	m.fail.Store(false)
+	if _, err := c.Token(context.Background(), "c@v1", m.source("c")); err != nil {
+		t.Fatalf("failure outlived Retain: %v", err)
 	}
 }
