@@ -1,0 +1,113 @@
+package strictjson
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+type agent struct {
+	PublicKey string
+	Accounts  []string
+	Disabled  bool `json:",omitempty"`
+}
+
+type stamp struct{ time.Time } // parses itself (json.Unmarshaler)
+
+type doc struct {
+	Audience string            `json:"Audience"`
+	Agents   map[string]agent  `json:"Agents"`
+	Labels   map[string]string `json:"labels,omitempty"`
+	When     *stamp            `json:"when,omitempty"`
+	Extra    any               `json:"extra,omitempty"`
+	skipped  int
+	Ignored  string `json:"-"`
+}
+
+func TestUnmarshal(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		in      string
+		wantErr string // "" = accepted; else a substring of the error
+	}{
+		{"valid", `{"Audience":"https://b","Agents":{"a":{"PublicKey":"k","Accounts":["x"]}},"labels":{"k":"v"}}`, ""},
+		{"self-parsing field", `{"when":"2026-01-01T00:00:00Z"}`, ""},
+		{"free-form field keeps unique keys", `{"extra":{"a":1,"b":[{"c":2}]}}`, ""},
+		{"whitespace after the value", "{}\n\t ", ""},
+		{"duplicate top-level key", `{"Audience":"a","Audience":"b"}`, `Audience: duplicate key`},
+		{"duplicate map key", `{"Agents":{"a":{},"a":{}}}`, `Agents.a: duplicate key`},
+		{"duplicate key in a struct in a map", `{"Agents":{"a":{"Disabled":true,"Disabled":false}}}`, `Agents.a.Disabled: duplicate key`},
+		{"case-only key", `{"Agents":{"a":{"disabled":true}}}`, `Agents.a.disabled: key matches field "Disabled" only case-insensitively`},
+		{"case-only key after the real one", `{"Agents":{"a":{"Disabled":true,"disabled":false}}}`, `Agents.a.disabled: key matches field "Disabled"`},
+		{"case-only tagged key", `{"audience":"x"}`, `audience: key matches field "Audience"`},
+		{"duplicate inside a free-form field", `{"extra":{"a":1,"a":2}}`, `extra.a: duplicate key`},
+		{"unknown field", `{"Audience":"a","Evil":1}`, `Evil: unknown field`},
+		{"skipped field is unknown", `{"Ignored":"x"}`, `Ignored: unknown field`},
+		{"unexported field is unknown", `{"skipped":1}`, `skipped: unknown field`},
+		{"trailing bracket", `{"Audience":"a"}]`, `unexpected data after the JSON value`},
+		{"two values", `{} {}`, `unexpected data after the JSON value`},
+		{"empty", ``, `unexpected end of JSON`},
+		{"truncated", `{"Audience":`, `unexpected end of JSON`},
+		{"syntax", `{"Audience" "a"}`, `invalid JSON`},
+		{"wrong type", `{"Agents":{"a":{"Accounts":"x"}}}`, `Accounts: wrong type`},
+		{"too deep", `{"extra":` + strings.Repeat("[", MaxDepth+2) + strings.Repeat("]", MaxDepth+2) + `}`, `nested deeper than`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var d doc
+			err := Unmarshal([]byte(tc.in), &d)
+			switch {
+			case tc.wantErr == "" && err != nil:
+				t.Fatalf("Unmarshal(%s) = %v, want nil", tc.in, err)
+			case tc.wantErr != "" && err == nil:
+				t.Fatalf("Unmarshal(%s) accepted; want error %q", tc.in, tc.wantErr)
+			case tc.wantErr != "" && !strings.Contains(err.Error(), tc.wantErr):
+				t.Fatalf("Unmarshal(%s) = %q, want it to contain %q", tc.in, err, tc.wantErr)
+			}
+			var se *Error
+			if err != nil && !errors.As(err, &se) {
+				t.Fatalf("error %T is not *strictjson.Error", err)
+			}
+		})
+	}
+}
+
+func TestUnmarshalFills(t *testing.T) {
+	var d doc
+	if err := Unmarshal([]byte(`{"Audience":"https://b","Agents":{"a":{"PublicKey":"k","Disabled":true}}}`), &d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Audience != "https://b" || !d.Agents["a"].Disabled || d.Agents["a"].PublicKey != "k" {
+		t.Fatalf("decoded %+v", d)
+	}
+}
+
+func TestUnmarshalNeedsPointer(t *testing.T) {
+	if err := Unmarshal([]byte(`{}`), doc{}); err == nil {
+		t.Fatal("a non-pointer was accepted")
+	}
+}
+
+// A key longer than the log bound is cut in the error, never echoed whole.
+func TestLongKeyIsCut(t *testing.T) {
+	key := strings.Repeat("k", 5000)
+	err := Unmarshal([]byte(`{"`+key+`":1}`), &doc{})
+	if err == nil || len(err.Error()) > 200 {
+		t.Fatalf("error %d bytes long: %.100v", len(err.Error()), err)
+	}
+}
+
+func FuzzUnmarshal(f *testing.F) {
+	for _, s := range []string{`{}`, `{"Audience":"a","Agents":{"x":{"PublicKey":"k","Accounts":["a"]}}}`, `{"a":1,"a":2}`, `[]`, `{"extra":[[[{}]]]}`} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var d doc
+		if err := Unmarshal(data, &d); err != nil {
+			var se *Error
+			if !errors.As(err, &se) {
+				t.Fatalf("error %T is not *strictjson.Error", err)
+			}
+		}
+	})
+}
