@@ -4,7 +4,11 @@
 #   broker runtime SA  - reads the policy secret and the credential secrets of
 #                        key/authorized_user accounts; may mint tokens for the
 #                        keyless store SAs. It has no Healthcare role itself.
-#   one SA per store   - roles/healthcare.dicomEditor on that DICOM store only.
+#   one SA per store   - a custom role with only the DICOMweb permissions Orthanc
+#                        uses (read, write, and delete where allow_delete is
+#                        set), bound on that DICOM store only. Not
+#                        roles/healthcare.dicomEditor: it also allows bulk
+#                        export and import of the whole store.
 # No key material ever passes through Terraform: credential secrets are
 # created empty and filled with the commands in output.key_loading_commands.
 
@@ -34,6 +38,16 @@ locals {
   keyless         = { for name, a in var.accounts : name => a if a.mode == "impersonate" }
   secret_accounts = { for name, a in var.accounts : name => a if a.mode != "impersonate" }
   user_bindings   = { for name, a in var.accounts : name => a if a.mode == "authorized_user" && a.user_member != null }
+
+  # One custom role per store project and delete flavour, holding only the
+  # permissions behind STOW-RS/QIDO-RS/WADO-RS (and DELETE when allowed).
+  dicomweb_roles = {
+    for a in values(var.accounts) : "${a.project}/${a.allow_delete ? "delete" : "rw"}" => {
+      project      = a.project
+      allow_delete = a.allow_delete
+    }...
+  }
+  dicomweb_role_key = { for name, a in var.accounts : name => "${a.project}/${a.allow_delete ? "delete" : "rw"}" }
 
   policy_ref = "sm://projects/${var.project}/secrets/${google_secret_manager_secret.policy.secret_id}/versions/latest"
   credential_refs = {
@@ -96,7 +110,22 @@ resource "google_service_account" "store" {
   project      = var.project
   account_id   = "${var.resource_prefix}-${each.key}"
   display_name = "DICOM store ${each.key}"
-  description  = "Orthanc GCP broker account ${each.key} (${each.value.mode}): dicomEditor on ${local.store_ids[each.key]} only."
+  description  = "Orthanc GCP broker account ${each.key} (${each.value.mode}): DICOMweb on ${local.store_ids[each.key]} only."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_project_iam_custom_role" "dicomweb" {
+  for_each = { for k, v in local.dicomweb_roles : k => v[0] }
+
+  project     = each.value.project
+  role_id     = "${var.resource_prefix}DicomWeb${each.value.allow_delete ? "ReadWriteDelete" : "ReadWrite"}"
+  title       = "Orthanc GCP broker DICOMweb ${each.value.allow_delete ? "read/write/delete" : "read/write"}"
+  description = "DICOMweb calls of an Orthanc behind the Orthanc GCP broker (STOW-RS, QIDO-RS, WADO-RS${each.value.allow_delete ? ", DELETE" : ""}); no export or import."
+  permissions = concat(
+    ["healthcare.dicomStores.dicomWebRead", "healthcare.dicomStores.dicomWebWrite"],
+    each.value.allow_delete ? ["healthcare.dicomStores.dicomWebDelete"] : [],
+  )
 
   depends_on = [google_project_service.apis]
 }
@@ -105,7 +134,7 @@ resource "google_healthcare_dicom_store_iam_member" "store" {
   for_each = local.store_accounts
 
   dicom_store_id = local.store_ids[each.key]
-  role           = "roles/healthcare.dicomEditor"
+  role           = google_project_iam_custom_role.dicomweb[local.dicomweb_role_key[each.key]].name
   member         = google_service_account.store[each.key].member
 }
 
@@ -113,7 +142,7 @@ resource "google_healthcare_dicom_store_iam_member" "user" {
   for_each = local.user_bindings
 
   dicom_store_id = local.store_ids[each.key]
-  role           = "roles/healthcare.dicomEditor"
+  role           = google_project_iam_custom_role.dicomweb[local.dicomweb_role_key[each.key]].name
   member         = each.value.user_member
 }
 

@@ -29,12 +29,15 @@ output "policy_secret" {
 }
 
 output "key_loading_commands" {
-  description = "Per account, the shell commands that put its credential into its secret without the credential touching Terraform or a disk file (see docs/runbook.md)."
+  # authorized_user: delete the local copy, never `gcloud auth
+  # application-default revoke`: that revokes the refresh token just stored,
+  # and the broker would get invalid_grant.
+  description = "Per account, the shell commands that put its credential into its secret without the credential touching Terraform (see docs/runbook.md); an authorized_user's local copy is deleted afterwards."
   value = {
     for name, a in local.secret_accounts : name => (
       a.mode == "key" ?
       "gcloud iam service-accounts keys create /dev/stdout --iam-account=${google_service_account.store[name].email} --project=${var.project} | gcloud secrets versions add ${google_secret_manager_secret.credential[name].secret_id} --project=${var.project} --data-file=-" :
-      "gcloud auth application-default login --scopes=${join(",", coalesce(a.scopes, ["https://www.googleapis.com/auth/cloud-healthcare"]))} && gcloud secrets versions add ${google_secret_manager_secret.credential[name].secret_id} --project=${var.project} --data-file=\"$HOME/.config/gcloud/application_default_credentials.json\" && gcloud auth application-default revoke --quiet"
+      "gcloud auth application-default login --scopes=${join(",", coalesce(a.scopes, ["https://www.googleapis.com/auth/cloud-healthcare"]))} && gcloud secrets versions add ${google_secret_manager_secret.credential[name].secret_id} --project=${var.project} --data-file=\"$HOME/.config/gcloud/application_default_credentials.json\" && rm -f \"$HOME/.config/gcloud/application_default_credentials.json\""
     )
   }
 }

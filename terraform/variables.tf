@@ -62,7 +62,10 @@ variable "accounts" {
                        into an (initially empty) Secret Manager secret.
       authorized_user  a user's refresh token loaded into an empty secret;
                        user_member (e.g. "user:alice@example.com") is then
-                       granted roles/healthcare.dicomEditor on the store.
+                       granted the DICOMweb role on the store.
+    The store's identity gets a custom role with only the DICOMweb
+    permissions Orthanc uses: dicomWebRead and dicomWebWrite, plus
+    dicomWebDelete when allow_delete = true (default false).
     scopes overrides the default https://www.googleapis.com/auth/cloud-healthcare.
   EOT
   type = map(object({
@@ -74,6 +77,7 @@ variable "accounts" {
     token_lifetime = optional(string)
     scopes         = optional(list(string))
     user_member    = optional(string)
+    allow_delete   = optional(bool, false)
   }))
 
   validation {

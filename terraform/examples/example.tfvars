@@ -11,6 +11,8 @@ accounts = {
     dicom_store    = "clinic-a"
     mode           = "impersonate"
     token_lifetime = "30m"
+    # Orthanc may also DELETE studies in this store (adds dicomWebDelete).
+    allow_delete = true
   }
   # Key-based: load the key with `terraform output key_loading_commands`.
   "research-store" = {

@@ -23,11 +23,12 @@ variables {
       token_lifetime = "30m"
     }
     "research-store" = {
-      project     = "hc-project"
-      location    = "europe-west4"
-      dataset     = "research"
-      dicom_store = "anon"
-      mode        = "key"
+      project      = "hc-project"
+      location     = "europe-west4"
+      dataset      = "research"
+      dicom_store  = "anon"
+      mode         = "key"
+      allow_delete = true
     }
     "user-store" = {
       project     = "hc-project"
@@ -123,18 +124,47 @@ run "least_privilege_iam" {
     error_message = "one service account per keyless or key-based store, none for authorized_user"
   }
   assert {
-    condition = alltrue([for name, b in google_healthcare_dicom_store_iam_member.store :
-      b.role == "roles/healthcare.dicomEditor" && b.member == google_service_account.store[name].member
+    condition     = toset(keys(google_project_iam_custom_role.dicomweb)) == toset(["hc-project/rw", "hc-project/delete"])
+    error_message = "one DICOMweb custom role per store project and delete flavour"
+  }
+  assert {
+    condition = (
+      google_project_iam_custom_role.dicomweb["hc-project/rw"].permissions == toset(["healthcare.dicomStores.dicomWebRead", "healthcare.dicomStores.dicomWebWrite"]) &&
+      google_project_iam_custom_role.dicomweb["hc-project/rw"].project == "hc-project"
+    )
+    error_message = "the read/write role holds dicomWebRead and dicomWebWrite only"
+  }
+  assert {
+    condition     = google_project_iam_custom_role.dicomweb["hc-project/delete"].permissions == toset(["healthcare.dicomStores.dicomWebRead", "healthcare.dicomStores.dicomWebWrite", "healthcare.dicomStores.dicomWebDelete"])
+    error_message = "dicomWebDelete only in the role of accounts with allow_delete"
+  }
+  assert {
+    condition = alltrue([for name, b in merge(google_healthcare_dicom_store_iam_member.store, google_healthcare_dicom_store_iam_member.user) :
+      b.role != "roles/healthcare.dicomEditor" && !startswith(b.role, "roles/")
     ])
-    error_message = "each store SA gets dicomEditor"
+    error_message = "no store binding uses a predefined role (dicomEditor allows bulk export/import)"
+  }
+  assert {
+    condition = (
+      google_healthcare_dicom_store_iam_member.store["clinic-store"].role == google_project_iam_custom_role.dicomweb["hc-project/rw"].name &&
+      google_healthcare_dicom_store_iam_member.store["research-store"].role == google_project_iam_custom_role.dicomweb["hc-project/delete"].name &&
+      google_healthcare_dicom_store_iam_member.user["user-store"].role == google_project_iam_custom_role.dicomweb["hc-project/rw"].name
+    )
+    error_message = "each store identity gets the custom role of its delete flavour"
+  }
+  assert {
+    condition = alltrue([for name, b in google_healthcare_dicom_store_iam_member.store :
+      b.member == google_service_account.store[name].member
+    ])
+    error_message = "each store SA is bound on its own store"
   }
   assert {
     condition     = google_healthcare_dicom_store_iam_member.store["research-store"].dicom_store_id == "projects/hc-project/locations/europe-west4/datasets/research/dicomStores/anon"
-    error_message = "dicomEditor is bound on that one DICOM store"
+    error_message = "the role is bound on that one DICOM store"
   }
   assert {
     condition     = google_healthcare_dicom_store_iam_member.user["user-store"].member == "user:alice@example.com"
-    error_message = "authorized_user's user_member gets dicomEditor on its store"
+    error_message = "authorized_user's user_member gets the DICOMweb role on its store"
   }
   assert {
     condition     = keys(google_service_account_iam_member.token_creator) == ["clinic-store"]
@@ -235,4 +265,25 @@ run "rejects_agent_with_unknown_account" {
     }
   }
   expect_failures = [google_secret_manager_secret_version.policy]
+}
+
+run "authorized_user_loading_command_keeps_the_refresh_token" {
+  command = apply
+
+  assert {
+    condition     = !strcontains(output.key_loading_commands["user-store"], "revoke")
+    error_message = "the authorized_user command must not revoke the refresh token it just stored (the broker would get invalid_grant)"
+  }
+  assert {
+    condition     = endswith(output.key_loading_commands["user-store"], "&& rm -f \"$HOME/.config/gcloud/application_default_credentials.json\"")
+    error_message = "the authorized_user command ends by deleting the local credential file"
+  }
+  assert {
+    condition     = strcontains(output.key_loading_commands["user-store"], "gcloud secrets versions add ${google_secret_manager_secret.credential["user-store"].secret_id} ")
+    error_message = "the authorized_user command loads its own secret"
+  }
+  assert {
+    condition     = strcontains(output.key_loading_commands["research-store"], "--data-file=-") && !strcontains(output.key_loading_commands["research-store"], "rm -f")
+    error_message = "the key command pipes the new key into its secret"
+  }
 }
