@@ -5,6 +5,7 @@ go 1.26.0
 require (
 	cloud.google.com/go/iam v1.15.1
 	cloud.google.com/go/secretmanager v1.24.0
+	filippo.io/edwards25519 v1.2.0
 	github.com/GoogleCloudPlatform/functions-framework-go v1.9.2
 	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/golang-jwt/jwt/v5 v5.3.0

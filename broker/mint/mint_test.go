@@ -114,11 +114,19 @@ func TestIAMErrorNamesTheFix(t *testing.T) {
 	for _, tt := range tests {
 		err := iamError(tt.err, sa)
 		var me *Error
-		if !errors.As(err, &me) || me.Error() != tt.msg || me.Code != tt.code {
+		// The message naming the service account and the fix is the
+		// broker's log detail; the agent's message never names the account.
+		if !errors.As(err, &me) || me.Detail() != tt.msg || me.Code != tt.code {
 			t.Errorf("%s: %+v, want %q (%s)", tt.name, err, tt.msg, tt.code)
 		}
-		if strings.Contains(err.Error(), "ya29") {
+		if strings.Contains(err.Error(), "ya29") || strings.Contains(me.Detail(), "ya29") {
 			t.Errorf("%s: leaks response text: %v", tt.name, err)
+		}
+		if strings.Contains(err.Error(), sa) {
+			t.Errorf("%s: agent message names the service account: %v", tt.name, err)
+		}
+		if strings.Contains(tt.msg, "roles/iam.serviceAccountTokenCreator") && !strings.Contains(err.Error(), "roles/iam.serviceAccountTokenCreator") {
+			t.Errorf("%s: agent message lost the fix: %v", tt.name, err)
 		}
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/url"
 	"regexp"
@@ -19,8 +18,12 @@ import (
 	"strings"
 	"time"
 
+	"filippo.io/edwards25519"
+
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/strictjson"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 )
 
@@ -104,18 +107,18 @@ func (k Kind) String() string {
 
 // Parse decodes and validates a policy document. The error lists every
 // problem found, each naming the account or agent and the field.
+//
+// The document is read with internal/strictjson: a duplicated key, a key
+// that matches a field only case-insensitively ("disabled" for Disabled),
+// an unknown key or data after the document is refused naming the key, so
+// the policy in force is the one a reviewer reads.
 func Parse(data []byte) (*Policy, error) {
 	if len(data) > MaxDocumentSize {
 		return nil, fmt.Errorf("policy: document is %d bytes, limit %d", len(data), MaxDocumentSize)
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
 	var p Policy
-	if err := dec.Decode(&p); err != nil {
+	if err := strictjson.Unmarshal(data, &p); err != nil {
 		return nil, fmt.Errorf("policy: %s", describeJSONError(err))
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, errors.New("policy: unexpected data after the JSON document")
 	}
 	if err := p.validate(); err != nil {
 		return nil, err
@@ -124,21 +127,27 @@ func Parse(data []byte) (*Policy, error) {
 }
 
 // describeJSONError keeps decoder errors useful without echoing document
-// content (which may hold an inline refresh token).
+// content (which may hold an inline refresh token): strictjson names where
+// (the key path) and what, never a value.
 func describeJSONError(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return fmt.Sprintf("invalid JSON at byte %d", syn.Offset)
-	case errors.As(err, &typ):
-		return fmt.Sprintf("field %s: want %s, got JSON %s", typ.Field, typ.Type, typ.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return "unknown field " + strings.TrimPrefix(err.Error(), "json: unknown field ")
-	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-		return "document is empty or truncated"
+	var se *strictjson.Error
+	if !errors.As(err, &se) {
+		return "invalid JSON document"
 	}
-	return "invalid JSON document"
+	path := logtext.Clip(se.Path)
+	switch {
+	case se.Path == "" && strings.HasPrefix(se.Msg, "unexpected data after"):
+		return "unexpected data after the JSON document"
+	case se.Msg == "unknown field":
+		key := path[strings.LastIndexByte(path, '.')+1:]
+		if key == path {
+			return fmt.Sprintf("unknown field %q", key)
+		}
+		return fmt.Sprintf("unknown field %q (at %s)", key, path)
+	case path == "":
+		return logtext.Clip(se.Msg)
+	}
+	return path + ": " + logtext.Clip(se.Msg)
 }
 
 var (
@@ -161,7 +170,7 @@ func (p *Policy) validate() error {
 	if p.BaseUrl == "" {
 		p.BaseUrl = DefaultBaseURL
 	}
-	if u, err := checkURL(p.BaseUrl); err != nil {
+	if u, err := checkBaseURL(p.BaseUrl); err != nil {
 		add("BaseUrl: %v", err)
 	} else {
 		if !strings.HasSuffix(u.Path, "/") {
@@ -200,7 +209,7 @@ func (p *Policy) validate() error {
 			add("agent %q: must be an object", id)
 			continue
 		}
-		key, err := agentkey.ParsePublicKey(ag.PublicKey)
+		key, err := parseAgentKey(ag.PublicKey)
 		if err != nil {
 			add("agent %q: PublicKey: %v", id, err)
 		}
@@ -320,6 +329,60 @@ func checkURL(s string) (*url.URL, error) {
 		return nil, fmt.Errorf("%q must not have a query or fragment", u.Scheme+"://"+u.Host+u.Path)
 	}
 	return u, nil
+}
+
+// googleAPIHostRE is a host under googleapis.com (healthcare.googleapis.com,
+// a regional or Private Service Connect endpoint): lower-case DNS labels
+// only, so no escape, port or trailing-dot spelling slips past the suffix.
+var googleAPIHostRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+googleapis\.com$`)
+
+// IsGoogleAPIHost reports whether host (without port) is a lower-case host
+// under googleapis.com, such as healthcare.googleapis.com or
+// oauth2.googleapis.com. googleapis.com itself and look-alikes
+// ("x.googleapis.com.evil.example", "evilgoogleapis.com") are not.
+func IsGoogleAPIHost(host string) bool { return googleAPIHostRE.MatchString(host) }
+
+// checkBaseURL is checkURL plus where: the broker hands BaseUrl out with
+// its tokens (agents push it into Orthanc with the bearer token), so it must
+// be Google's: https to a *.googleapis.com host, or http(s) to loopback (the
+// fakes, the demo).
+func checkBaseURL(s string) (*url.URL, error) {
+	u, err := checkURL(s)
+	if err != nil {
+		return nil, err
+	}
+	host := u.Hostname()
+	switch {
+	case urlrule.IsLoopbackHost(host):
+	case u.Scheme == "https" && IsGoogleAPIHost(host):
+	default:
+		return nil, fmt.Errorf("host %q is not allowed: want https to a *.googleapis.com host, in lower case (or http to loopback for the fakes)", logtext.Truncate(host, 80))
+	}
+	return u, nil
+}
+
+// parseAgentKey parses the policy form of an agent key and refuses a weak
+// one: a point that is not on the curve, a non-canonical encoding (one key,
+// one spelling; crypto/ed25519 and edwards25519's SetBytes accept some), and
+// a small-order point (the identity and its seven siblings), for which a
+// signature with R = that point and S = 0 verifies for any message: anyone
+// could log in as the agent.
+func parseAgentKey(s string) (ed25519.PublicKey, error) {
+	key, err := agentkey.ParsePublicKey(s)
+	if err != nil {
+		return nil, err
+	}
+	p, err := new(edwards25519.Point).SetBytes(key)
+	if err != nil {
+		return nil, errors.New("public key is not a valid Ed25519 point")
+	}
+	if !bytes.Equal(p.Bytes(), key) {
+		return nil, errors.New("public key is a non-canonical Ed25519 point encoding (weak key refused)")
+	}
+	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return nil, errors.New("public key is a small-order Ed25519 point (weak key refused: anyone could sign as this agent)")
+	}
+	return key, nil
 }
 
 func checkSecretRef(ref string) error {

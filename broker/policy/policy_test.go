@@ -1,7 +1,10 @@
 package policy
 
 import (
+	"bytes"
 	"context"
+	"crypto/ed25519"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -295,4 +298,148 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// withKey is doc with clinic-a's PublicKey set to the raw 32 bytes in hex.
+func withKey(t *testing.T, rawHex string) []byte {
+	t.Helper()
+	raw, err := hex.DecodeString(rawHex)
+	if err != nil || len(raw) != ed25519.PublicKeySize {
+		t.Fatalf("bad test key %q", rawHex)
+	}
+	return doc(t, func(m map[string]any) { agent(m, "clinic-a")["PublicKey"] = agentkey.FormatPublicKey(raw) })
+}
+
+func TestParseRefusesWeakPublicKeys(t *testing.T) {
+	const (
+		smallOrder   = "small-order"
+		nonCanonical = "non-canonical"
+		offCurve     = "not a valid Ed25519 point"
+	)
+	tests := []struct {
+		name, hex, want string
+	}{
+		// The eight points of small order, canonically encoded.
+		{"identity (order 1)", "0100000000000000000000000000000000000000000000000000000000000000", smallOrder},
+		{"y=-1 (order 2)", "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", smallOrder},
+		{"y=0 (order 4)", "0000000000000000000000000000000000000000000000000000000000000000", smallOrder},
+		{"y=0, x negative (order 4)", "0000000000000000000000000000000000000000000000000000000000000080", smallOrder},
+		{"order 8, first", "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05", smallOrder},
+		{"order 8, second", "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85", smallOrder},
+		{"order 8, third", "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a", smallOrder},
+		{"order 8, fourth", "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa", smallOrder},
+		// Their non-canonical spellings: "-0" sign bits and y >= p.
+		{"identity, x sign set", "0100000000000000000000000000000000000000000000000000000000000080", nonCanonical},
+		{"y=-1, x sign set", "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff", nonCanonical},
+		{"y=p (=0)", "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", nonCanonical},
+		{"y=p (=0), x sign set", "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff", nonCanonical},
+		{"y=p+1 (identity)", "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", nonCanonical},
+		{"y=p+1 (identity), x sign set", "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff", nonCanonical},
+		// A non-canonical spelling of a point that is not of small order.
+		{"y=p+3", "f0ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", nonCanonical},
+		{"not on the curve", "efffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f", offCurve},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(withKey(t, tt.hex))
+			if err == nil {
+				t.Fatal("weak key accepted")
+			}
+			for _, w := range []string{`agent "clinic-a": PublicKey:`, tt.want} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+
+	// Why: with the identity as the key, R = identity and S = 0 is a valid
+	// signature of any message, so anyone could sign as the agent.
+	identity, _ := hex.DecodeString(tests[0].hex)
+	if !ed25519.Verify(identity, []byte("any assertion"), append(bytes.Clone(identity), make([]byte, 32)...)) {
+		t.Error("expected the forged signature to verify against the identity key (the attack this refuses)")
+	}
+
+	// A real key is accepted and is what AgentKey returns.
+	pub, _, _ := agentkey.Generate()
+	p, err := Parse(withKey(t, hex.EncodeToString(pub)))
+	if err != nil {
+		t.Fatalf("valid key refused: %v", err)
+	}
+	if got, ok := p.AgentKey("clinic-a"); !ok || !bytes.Equal(got, pub) {
+		t.Errorf("AgentKey = %x, %v", got, ok)
+	}
+}
+
+func TestParseIsStrictJSON(t *testing.T) {
+	// clinic-b is disabled in doc; each mutation spells Disabled twice.
+	disabled := string(doc(t, nil))
+	if !strings.Contains(disabled, `"Disabled":true`) {
+		t.Fatal("test document changed")
+	}
+	tests := []struct {
+		name, from, to string
+		want           []string
+	}{
+		// encoding/json lets the last, case-folded key win: the agent would be enabled.
+		{"case-only key match", `"Disabled":true`, `"Disabled":true,"disabled":false`, []string{"Agents.clinic-b.disabled", `"Disabled" only case-insensitively`}},
+		{"duplicate key", `"Disabled":true`, `"Disabled":true,"Disabled":false`, []string{"Agents.clinic-b.Disabled", "duplicate key"}},
+		{"case-only top-level key", `"Audience":`, `"audience":`, []string{"audience", `"Audience" only case-insensitively`}},
+		{"duplicate account", `"Accounts":{`, `"Accounts":{"sa":{},`, []string{"Accounts.sa", "duplicate key"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := strings.Replace(disabled, tt.from, tt.to, 1)
+			p, err := Parse([]byte(raw))
+			if err == nil {
+				t.Fatalf("accepted; clinic-b enabled = %v", p.Grants("clinic-b") != nil)
+			}
+			for _, w := range append([]string{"policy: "}, tt.want...) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestBaseURLMustBeGoogle(t *testing.T) {
+	tests := []struct {
+		base string
+		ok   bool
+	}{
+		{"https://healthcare.googleapis.com/v1/", true},
+		{"https://healthcare.googleapis.com/v1beta1", true},
+		{"https://HEALTHCARE.GOOGLEAPIS.COM/v1/", false}, // one spelling; url keeps the case
+		{"https://europe-west2-healthcare.googleapis.com/v1/", true},
+		{"https://healthcare-psc.p.googleapis.com/v1/", true},
+		{"http://127.0.0.1:9000/v1/", true},
+		{"https://localhost:9443/v1/", true},
+		{"https://evil.example/v1/", false},
+		{"https://googleapis.com/v1/", false},
+		{"https://healthcare.googleapis.com.evil.example/v1/", false},
+		{"https://evilgoogleapis.com/v1/", false},
+		{"https://healthcare.googleapis.com./v1/", false},
+		{"https://1.2.3.4/v1/", false},
+		{"http://healthcare.googleapis.com/v1/", false},
+		{"https://evil.example%2f.googleapis.com/v1/", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.base, func(t *testing.T) {
+			_, err := Parse(doc(t, func(m map[string]any) { m["BaseUrl"] = tt.base }))
+			if tt.ok {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "BaseUrl:") {
+				t.Fatalf("err = %v, want a BaseUrl refusal", err)
+			}
+		})
+	}
+	// Audience is the broker's own URL: any https host stays allowed.
+	if _, err := Parse(doc(t, func(m map[string]any) { m["Audience"] = "https://broker.example.org" })); err != nil {
+		t.Errorf("Audience: %v", err)
+	}
 }

@@ -41,6 +41,11 @@ type Error struct {
 
 func (e *Error) Error() string { return "secret " + e.Ref + ": " + e.msg }
 
+// Reason is the failure without the reference ("not found", "permission
+// denied (…)"), for messages that must not name the secret or file, such as
+// errors sent to agents. Error, with the reference, is for the broker's log.
+func (e *Error) Reason() string { return e.msg }
+
 // Resolver reads and caches secrets.
 type Resolver struct {
 	// SM is used for sm:// references; nil makes them an error.

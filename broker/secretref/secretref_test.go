@@ -158,3 +158,36 @@ func TestChecksumMismatchIsRefused(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestReasonNamesNoReference(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "secret-project", "big.json")
+	os.MkdirAll(filepath.Dir(big), 0o700)
+	os.WriteFile(big, make([]byte, MaxSecretSize+1), 0o600)
+	tests := []struct {
+		name string
+		r    *Resolver
+		ref  string
+		want string
+	}{
+		{"missing file", &Resolver{}, filepath.Join(dir, "secret-project", "missing.json"), "no such file"},
+		{"big file", &Resolver{}, big, "larger than"},
+		{"no client", &Resolver{}, "sm://projects/secret-project/secrets/s/versions/1", "no Secret Manager client"},
+		{"corrupt", &Resolver{SM: corrupt{}}, "sm://projects/secret-project/secrets/s/versions/1", "checksum"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tt.r.Fetch(context.Background(), tt.ref)
+			var se *Error
+			if !errors.As(err, &se) {
+				t.Fatalf("err = %v, want *Error", err)
+			}
+			if !strings.Contains(se.Reason(), tt.want) || strings.Contains(se.Reason(), "secret-project") || strings.Contains(se.Reason(), dir) {
+				t.Errorf("Reason() = %q, want %q and no reference", se.Reason(), tt.want)
+			}
+			if !strings.Contains(se.Error(), tt.ref) {
+				t.Errorf("Error() = %q should name the reference for the log", se.Error())
+			}
+		})
+	}
+}
