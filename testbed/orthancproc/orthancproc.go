@@ -1,8 +1,12 @@
-// Package orthancproc starts and stops a real Orthanc 1.10 server (Debian
-// packages orthanc and orthanc-dicomweb) on free loopback-reachable ports, for
-// integration tests, end-to-end tests and the demo.
+// Package orthancproc starts and stops a real Orthanc server with its
+// DICOMweb plugin on free loopback-reachable ports, for integration tests,
+// end-to-end tests and the demo. The build is the system's Debian packages
+// (orthanc, orthanc-dicomweb: 1.10.1 / DICOMweb 1.7 on bookworm) unless
+// ORTHANC_BIN and ORTHANC_DICOMWEB_PLUGIN name another one, such as a newer
+// generation from scripts/orthanc-root.sh; every instance reports the
+// Orthanc and DICOMweb versions it started.
 //
-// Orthanc 1.10 has no bind-address option and always listens on 0.0.0.0, so
+// Orthanc has no bind-address option and always listens on 0.0.0.0, so
 // every instance gets its own HTTP and DICOM ports, its own storage and index
 // directories, and "RemoteAccessAllowed": false so that only loopback clients
 // are served.
@@ -51,9 +55,32 @@ var (
 	StopTimeout = 10 * time.Second
 )
 
+// Environment variables that select the Orthanc build.
+const (
+	EnvBinary = "ORTHANC_BIN"
+	EnvPlugin = "ORTHANC_DICOMWEB_PLUGIN"
+)
+
 // binaryPath and pluginPath are what Available checks and Start runs;
 // variables so a test can simulate a machine without Orthanc.
-var binaryPath, pluginPath = Binary, DICOMwebPlugin
+var binaryPath, pluginPath = fromEnv(EnvBinary, Binary), fromEnv(EnvPlugin, DICOMwebPlugin)
+
+// envBuild is true when the environment chose the build (the install hint
+// then names scripts/orthanc-root.sh, not apt-get).
+var envBuild = os.Getenv(EnvBinary) != "" || os.Getenv(EnvPlugin) != ""
+
+func fromEnv(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// BinaryPath and PluginPath are the Orthanc build this process starts.
+func BinaryPath() string { return binaryPath }
+
+// PluginPath is the DICOMweb plugin this process loads into Orthanc.
+func PluginPath() string { return pluginPath }
 
 // startAttempts is how many port pairs Start tries before giving up: a port
 // picked as free can be taken by another process before Orthanc binds it.
@@ -75,6 +102,10 @@ func Available() error {
 	}
 	if len(missing) == 0 {
 		return nil
+	}
+	if envBuild {
+		return fmt.Errorf("orthancproc: the Orthanc build named by %s/%s is missing %s; make it with scripts/orthanc-root.sh SUITE",
+			EnvBinary, EnvPlugin, strings.Join(missing, ", "))
 	}
 	return fmt.Errorf("orthancproc: Orthanc is not installed: missing %s; run: apt-get install -y orthanc orthanc-dicomweb dcmtk",
 		strings.Join(missing, ", "))
@@ -107,6 +138,9 @@ type Instance struct {
 	URL string
 	// HTTPPort and DicomPort are the ports Orthanc listens on (all interfaces).
 	HTTPPort, DicomPort int
+	// OrthancVersion and DICOMwebVersion are what the running build reports
+	// (GET /system, GET /plugins/dicom-web), e.g. "1.12.7" and "1.20".
+	OrthancVersion, DICOMwebVersion string
 	// LogPath is the file that receives Orthanc's stdout and stderr; each
 	// start appends to it.
 	LogPath string
@@ -174,6 +208,10 @@ func Start(opts Options) (*Instance, error) {
 			return nil, err
 		}
 		if lastErr = inst.launch(); lastErr == nil {
+			if err := inst.readVersions(); err != nil {
+				_ = inst.Stop()
+				return nil, err
+			}
 			return inst, nil
 		}
 	}
@@ -185,6 +223,28 @@ func Start(opts Options) (*Instance, error) {
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$`)
+
+// readVersions fills OrthancVersion and DICOMwebVersion from the process.
+func (i *Instance) readVersions() error {
+	var sys struct{ Version string }
+	var plugin struct{ Version string }
+	if err := i.Do(http.MethodGet, "/system", nil, &sys); err != nil {
+		return fmt.Errorf("orthancproc: GET /system: %w", err)
+	}
+	if err := i.Do(http.MethodGet, "/plugins/dicom-web", nil, &plugin); err != nil {
+		return fmt.Errorf("orthancproc: the DICOMweb plugin is not loaded (GET /plugins/dicom-web: %w)", err)
+	}
+	if sys.Version == "" || plugin.Version == "" {
+		return fmt.Errorf("orthancproc: no version in /system (%q) or /plugins/dicom-web (%q)", sys.Version, plugin.Version)
+	}
+	i.OrthancVersion, i.DICOMwebVersion = sys.Version, plugin.Version
+	return nil
+}
+
+// Versions is "Orthanc 1.12.7, DICOMweb 1.20", for test logs.
+func (i *Instance) Versions() string {
+	return "Orthanc " + i.OrthancVersion + ", DICOMweb " + i.DICOMwebVersion
+}
 
 func (i *Instance) setPorts(httpPort, dicomPort int) {
 	i.HTTPPort, i.DicomPort = httpPort, dicomPort

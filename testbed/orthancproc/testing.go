@@ -29,6 +29,7 @@ func StartForTest(t TB, opts Options) *Instance {
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
+	t.Logf("orthancproc: %s is %s (%s)", opts.Name, inst.Versions(), binaryPath)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("orthancproc: last lines of %s:\n%s", inst.LogPath, inst.logTail(40))
