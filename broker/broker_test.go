@@ -678,12 +678,31 @@ func TestPolicyReload(t *testing.T) {
 	if status, _ := e.tokens("clinic-new", "keyless"); status != 200 {
 		t.Fatalf("last good policy not in force: %d", status)
 	}
-	// Disabling the newest version falls back to the newest enabled one (the good one).
+	// Google's rule: disabling the newest version does not fall back to an
+	// older one; "latest" fails with FAILED_PRECONDITION. The last good
+	// policy and the cached tokens keep serving, and each refresh logs the
+	// failure once, naming the secret reference, never a value.
 	if err := e.cloud.SecretManager.SetVersionState(policyName+"/versions/3", secretmanagerpb.SecretVersion_DISABLED); err != nil {
 		t.Fatal(err)
 	}
+	before := strings.Count(e.logs.String(), "version is disabled or destroyed")
+	if err := e.broker.Reload(context.Background()); err == nil {
+		t.Fatal("reload with a disabled latest version succeeded")
+	}
+	logs := e.logs.String()
+	if n := strings.Count(logs, "version is disabled or destroyed") - before; n != 1 {
+		t.Errorf("the disabled version was logged %d times in one refresh, want 1", n)
+	}
+	if !strings.Contains(logs, "sm://"+policyName+"/versions/latest") {
+		t.Error("the failure does not name the secret reference")
+	}
+	if status, r := e.tokens("clinic-new", "keyless"); status != 200 || len(r.Tokens) != 1 {
+		t.Fatalf("cached token not served while latest is disabled: %d %+v", status, r)
+	}
+	// Roll back the runbook's way: add the good document as a new version.
+	e.writePolicy()
 	if err := e.broker.Reload(context.Background()); err != nil {
-		t.Fatalf("reload after disabling the bad version: %v", err)
+		t.Fatalf("reload after adding a good version: %v", err)
 	}
 }
 

@@ -18,6 +18,8 @@ import (
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 const (
@@ -223,9 +225,13 @@ func TestRunSetupEndToEnd(t *testing.T) {
 	if code := adminCall(t, st, "POST", "/secretmanager/version-state", map[string]string{"Version": added["Version"], "State": "DISABLED"}, nil); code != 200 {
 		t.Errorf("version-state: %d", code)
 	}
-	pol, err = sm.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: "projects/demo-project/secrets/broker-config/versions/latest"})
+	// Google's rule: latest is v2 even while disabled, and does not fall back.
+	if _, err = sm.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: "projects/demo-project/secrets/broker-config/versions/latest"}); status.Code(err) != codes.FailedPrecondition {
+		t.Errorf("latest after disabling v2: %v, want FailedPrecondition", err)
+	}
+	pol, err = sm.AccessSecretVersion(ctx, &secretmanagerpb.AccessSecretVersionRequest{Name: "projects/demo-project/secrets/broker-config/versions/1"})
 	if err != nil || string(pol.Payload.Data) != `{"Accounts":{}}` {
-		t.Errorf("latest after disabling v2: %v", err)
+		t.Errorf("pinned v1 after disabling v2: %v", err)
 	}
 
 	// Clock: advancing past the token lifetime expires tokens at the front.

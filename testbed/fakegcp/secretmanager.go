@@ -52,14 +52,13 @@ type smSecret struct {
 type SecretManager struct {
 	secretmanagerpb.UnimplementedSecretManagerServiceServer
 
-	mu           sync.Mutex
-	now          func() time.Time
-	secrets      map[string]*smSecret
-	denied       map[string]bool
-	down         bool
-	accesses     map[string]int
-	latestNewest bool
-	log          *slog.Logger
+	mu       sync.Mutex
+	now      func() time.Time
+	secrets  map[string]*smSecret
+	denied   map[string]bool
+	down     bool
+	accesses map[string]int
+	log      *slog.Logger
 
 	srv *grpc.Server
 	ln  net.Listener
@@ -141,15 +140,6 @@ func (s *SecretManager) SetLogger(l *slog.Logger) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.log = l
-}
-
-// SetLatestIsNewestCreated switches the "latest" alias to Google's documented meaning,
-// the most recently created version whatever its state (so a disabled newest version
-// makes "latest" fail with FailedPrecondition). The default is the newest ENABLED version.
-func (s *SecretManager) SetLatestIsNewestCreated(on bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.latestNewest = on
 }
 
 // AddVersion creates secret ("projects/P/secrets/S") if needed and adds an ENABLED
@@ -292,8 +282,8 @@ func (s *SecretManager) secretLocked(name string) (*smSecret, error) {
 	return sec, nil
 }
 
-// resolveLocked finds a version by full name; "latest" is the newest ENABLED version
-// (or the newest created one, see SetLatestIsNewestCreated).
+// resolveLocked finds a version by full name; "latest" is the most recently
+// created version, as in Google's Secret Manager.
 func (s *SecretManager) resolveLocked(name string) (*smSecret, *smVersion, error) {
 	p, id, ver, ok := parseVersionName(name)
 	if !ok {
@@ -307,15 +297,10 @@ func (s *SecretManager) resolveLocked(name string) (*smSecret, *smVersion, error
 		if len(sec.versions) == 0 {
 			return nil, nil, status.Errorf(codes.NotFound, "Secret [%s] not found or has no versions.", sec.name)
 		}
-		if s.latestNewest {
-			return sec, sec.versions[len(sec.versions)-1], nil
-		}
-		for i := len(sec.versions) - 1; i >= 0; i-- {
-			if sec.versions[i].state == secretmanagerpb.SecretVersion_ENABLED {
-				return sec, sec.versions[i], nil
-			}
-		}
-		return nil, nil, status.Errorf(codes.FailedPrecondition, "Secret [%s] has no ENABLED versions.", sec.name)
+		// Google's rule: the most recently created version, whatever its
+		// state. Accessing it while disabled or destroyed fails with
+		// FAILED_PRECONDITION; there is no fall-back to an older version.
+		return sec, sec.versions[len(sec.versions)-1], nil
 	}
 	n, err := strconv.ParseInt(ver, 10, 64)
 	if err != nil || n < 1 {

@@ -58,29 +58,36 @@ func TestSecretManagerVersionsAndLatest(t *testing.T) {
 	}{
 		{"latest is newest", nil, sec + "/versions/latest", want{v3, "three", codes.OK}},
 		{"explicit 1", nil, v1, want{v1, "one", codes.OK}},
-		{"disabled newest -> latest falls back", func() {
+		{"disabled newest -> latest fails, no fall-back", func() {
 			if err := sm.SetVersionState(v3, secretmanagerpb.SecretVersion_DISABLED); err != nil {
 				t.Fatal(err)
 			}
-		}, sec + "/versions/latest", want{v2, "two", codes.OK}},
+		}, sec + "/versions/latest", want{code: codes.FailedPrecondition}},
 		{"disabled explicit", nil, v3, want{code: codes.FailedPrecondition}},
+		{"an older version pinned still works", nil, v2, want{v2, "two", codes.OK}},
+		{"re-enabled newest -> latest again", func() {
+			if err := sm.SetVersionState(v3, secretmanagerpb.SecretVersion_ENABLED); err != nil {
+				t.Fatal(err)
+			}
+		}, sec + "/versions/latest", want{v3, "three", codes.OK}},
 		{"destroyed explicit", func() {
 			if err := sm.SetVersionState(v2, secretmanagerpb.SecretVersion_DESTROYED); err != nil {
 				t.Fatal(err)
 			}
 		}, v2, want{code: codes.FailedPrecondition}},
-		{"latest after destroy", nil, sec + "/versions/latest", want{v1, "one", codes.OK}},
+		{"latest after destroying an older one", nil, sec + "/versions/latest", want{v3, "three", codes.OK}},
 		{"unknown version", nil, sec + "/versions/9", want{code: codes.NotFound}},
 		{"unknown secret", nil, "projects/p/secrets/nope/versions/latest", want{code: codes.NotFound}},
 		{"malformed", nil, "projects/p/secrets/x", want{code: codes.InvalidArgument}},
 		{"denied", func() { sm.Deny(sec, true) }, sec + "/versions/latest", want{code: codes.PermissionDenied}},
 		{"denied even if missing", func() { sm.Deny("projects/p/secrets/ghost", true) }, "projects/p/secrets/ghost/versions/1", want{code: codes.PermissionDenied}},
 		{"undenied", func() { sm.Deny(sec, false) }, sec + "/versions/1", want{v1, "one", codes.OK}},
-		{"none enabled", func() {
-			if err := sm.SetVersionState(v1, secretmanagerpb.SecretVersion_DISABLED); err != nil {
+		{"destroyed newest -> latest fails", func() {
+			if err := sm.SetVersionState(v3, secretmanagerpb.SecretVersion_DESTROYED); err != nil {
 				t.Fatal(err)
 			}
 		}, sec + "/versions/latest", want{code: codes.FailedPrecondition}},
+		{"a newer version heals latest", func() { sm.AddVersion(sec, []byte("four")) }, sec + "/versions/latest", want{sec + "/versions/4", "four", codes.OK}},
 	}
 	for _, st := range steps {
 		if st.before != nil {
@@ -101,28 +108,14 @@ func TestSecretManagerVersionsAndLatest(t *testing.T) {
 		}
 	}
 	// Every step above except the unknown, malformed and ghost names reads sec.
-	if got := sm.Accesses(sec); got != 10 {
-		t.Errorf("Accesses = %d, want 10", got)
+	if got := sm.Accesses(sec); got != 13 {
+		t.Errorf("Accesses = %d, want 13", got)
 	}
 	if err := sm.SetVersionState(sec+"/versions/7", secretmanagerpb.SecretVersion_ENABLED); status.Code(err) != codes.NotFound {
 		t.Errorf("SetVersionState unknown: %v", err)
 	}
 	if err := sm.SetVersionState(v2, secretmanagerpb.SecretVersion_ENABLED); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("enabling destroyed: %v", err)
-	}
-}
-
-func TestSecretManagerGoogleLatest(t *testing.T) {
-	sm, c := startSM(t)
-	const sec = "projects/p/secrets/s"
-	sm.AddVersion(sec, []byte("a"))
-	v2 := sm.AddVersion(sec, []byte("b"))
-	sm.SetLatestIsNewestCreated(true)
-	if err := sm.SetVersionState(v2, secretmanagerpb.SecretVersion_DISABLED); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := access(c, sec+"/versions/latest"); status.Code(err) != codes.FailedPrecondition {
-		t.Errorf("err = %v, want FailedPrecondition", err)
 	}
 }
 
