@@ -4,9 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/url"
+	"regexp"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/dicomgen"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/stack"
@@ -16,7 +21,8 @@ const checkInterval = 2 * time.Second
 
 // TestLongLivedTokens runs the scenarios that need no token rotation on one
 // stack with two stores and one-hour tokens: round trip (1), cross-store
-// refusal (6), site restart (3), revocation (5) and the leak check (7).
+// refusal (6), site restart (3), revocation (5), a dicomweb_url host the
+// agent does not allow (8) and the leak check (7).
 func TestLongLivedTokens(t *testing.T) {
 	t.Parallel()
 	s := newStack(t, stack.Options{Stores: 2, TokenLifetime: time.Hour, CheckInterval: checkInterval})
@@ -228,6 +234,92 @@ func TestLongLivedTokens(t *testing.T) {
 		}
 		if !st.Healthy || len(st.Stores) != 1 || st.Stores[0].Store != storeA.Name {
 			t.Errorf("agent status after revocation: healthy=%v stores=%v", st.Healthy, st.Stores)
+		}
+	})
+
+	t.Run("8 a dicomweb_url host the agent does not allow is never pushed", func(t *testing.T) {
+		ctx := ctxFor(t, 3*time.Minute)
+		// The stack lists its loopback fake front explicitly (the default
+		// allows only healthcare.googleapis.com).
+		front, _ := url.Parse(s.Front.URL())
+		if !slices.Equal(s.AgentAllowedDicomWebHosts, []string{front.Host}) {
+			t.Fatalf("agent AllowedDicomWebHosts %v, want [%s]", s.AgentAllowedDicomWebHosts, front.Host)
+		}
+		before, err := s.ManagedServers(ctx)
+		if err != nil || before[storeA.Name].URL == "" {
+			t.Fatalf("store-a entry before: %v %v", before, err)
+		}
+		// The broker now hands out another loopback service (the cloud
+		// Orthanc itself, not the token-checking front): a URL the broker
+		// accepts but the agent was not told to trust.
+		cloud, _ := url.Parse(s.CloudOrthanc.URL)
+		origBase := s.Policy().BaseUrl
+		if err := s.UpdatePolicy(func(p *stack.Policy) { p.BaseUrl = "http://" + cloud.Host + "/v1/" }); err != nil {
+			t.Fatal(err)
+		}
+		lastHUP := time.Time{}
+		wait, err := s.WaitFor(ctx, 90*time.Second, "store-a refused", func() (bool, error) {
+			if time.Since(lastHUP) > 2*time.Second { // sync now rather than at the next store listing
+				lastHUP = time.Now()
+				if err := s.ReloadAgent(); err != nil {
+					return false, err
+				}
+			}
+			st, err := s.AgentStatus(ctx)
+			if err != nil {
+				return false, err
+			}
+			for _, ss := range st.Stores {
+				if ss.Store == storeA.Name && ss.State == "error" && strings.Contains(ss.LastError, `"`+cloud.Host+`"`) {
+					return !st.Healthy, nil
+				}
+			}
+			return false, fmt.Errorf("status %v", st.Stores)
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("store-a refused %s after the policy edit", wait.Round(time.Millisecond))
+		// Give the agent a few check intervals to misbehave.
+		time.Sleep(2 * checkInterval)
+		after, err := s.ManagedServers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, b := before[storeA.Name], after[storeA.Name]
+		if a.URL != b.URL || a.Properties[orthanc.ExpiryProperty] != b.Properties[orthanc.ExpiryProperty] {
+			t.Errorf("the store-a entry pushed before changed: %+v -> %+v", a, b)
+		}
+		metrics, err := httpGet(ctx, "http://"+s.AgentListen+"/metrics")
+		if err != nil || !regexp.MustCompile(`orthanc_gcp_agent_failures_total\{reason="host_not_allowed"\} [1-9]`).Match(metrics) {
+			t.Errorf("/metrics does not count host_not_allowed (err %v)", err)
+		}
+		logs, _ := s.AgentLogs()
+		if !strings.Contains(string(logs), `"host":"`+cloud.Host+`"`) {
+			t.Error("the agent log does not name the refused host")
+		}
+
+		if err := s.UpdatePolicy(func(p *stack.Policy) { p.BaseUrl = origBase }); err != nil {
+			t.Fatal(err)
+		}
+		lastHUP = time.Time{}
+		if _, err := s.WaitFor(ctx, 90*time.Second, "agent healthy again", func() (bool, error) {
+			if time.Since(lastHUP) > 2*time.Second {
+				lastHUP = time.Now()
+				if err := s.ReloadAgent(); err != nil {
+					return false, err
+				}
+			}
+			st, err := s.AgentStatus(ctx)
+			if err != nil {
+				return false, err
+			}
+			return st.Healthy, fmt.Errorf("%s", st.Reason)
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if err := stack.Stow(ctx, s.Site, storeA.Name, []string{siteStudyID}); err != nil {
+			t.Errorf("STOW after recovery: %v", err)
 		}
 	})
 

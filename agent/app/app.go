@@ -37,6 +37,7 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Agent, er
 	if err != nil {
 		return nil, err
 	}
+	logWarnings(log, cfg)
 	// The loop records into the metrics; the health server shows both.
 	m := health.NewMetrics()
 	rec := reconcile.New(reconcile.Options{
@@ -60,7 +61,15 @@ func update(cfg *config.Config, now func() time.Time) (reconcile.Update, error) 
 	return reconcile.Update{Broker: bc, Orthanc: oc, Settings: reconcile.Settings{
 		AgentID: cfg.AgentID, Accounts: cfg.Accounts, ServerOptions: cfg.ServerOptions,
 		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval, StoresInterval: cfg.StoresInterval,
+		AllowedDicomWebHosts: cfg.AllowedDicomWebHosts,
 	}}, nil
+}
+
+// logWarnings logs each of the configuration's warnings once.
+func logWarnings(log *slog.Logger, cfg *config.Config) {
+	for _, w := range cfg.Warnings {
+		log.Warn(w)
+	}
 }
 
 // Handler serves /healthz from the loop's snapshot and /metrics from the
@@ -128,6 +137,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (*c
 					a.log.Error("configuration reload refused; keeping the running one", "error", err.Error())
 					continue
 				}
+				logWarnings(a.log, cfg)
 				a.rec.Reload(u)
 			}
 		}

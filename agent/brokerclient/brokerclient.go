@@ -17,6 +17,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"regexp"
 	"strings"
 	"time"
 
@@ -43,7 +44,22 @@ func (Secret) GoString() string { return "[redacted]" }
 // MarshalJSON writes a fixed placeholder.
 func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
 
-// Store is one entry of GET /v1/stores.
+// StoreNameRule is the broker policy's rule for store (account) names. A
+// name is also an Orthanc DICOMweb server name and so part of an Orthanc
+// URL path; Orthanc decodes %2F and resolves "..", so escaping alone
+// cannot keep a name such as "../../peers/evil" inside
+// {root}servers/. Only names that match the rule reach Orthanc. The first
+// character excludes "." and "..".
+const StoreNameRule = `^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`
+
+var storeNameRE = regexp.MustCompile(StoreNameRule)
+
+// ValidStoreName reports whether name matches StoreNameRule.
+func ValidStoreName(name string) bool { return storeNameRE.MatchString(name) }
+
+// Store is one entry of GET /v1/stores. Its name is not checked against
+// StoreNameRule here: the reconcile loop refuses, and reports, the names
+// that fail it.
 type Store = wire.Store
 
 // Token is one issued access token, checked and parsed: unlike
@@ -228,34 +244,78 @@ func (c *Client) Stores(ctx context.Context) ([]Store, error) {
 }
 
 // Tokens asks for tokens of the named stores. names must not be empty
-// (the API reads an empty list as "all stores"). Per-store failures are
-// in Tokens.Errors; items that fail validation are moved there too.
+// (the API reads an empty list as "all stores") and each must match
+// StoreNameRule. Per-store failures are in Tokens.Errors; items that fail
+// validation are moved there too.
 func (c *Client) Tokens(ctx context.Context, names []string) (*Tokens, error) {
 	if len(names) == 0 {
 		return nil, errors.New("brokerclient: Tokens needs at least one store name")
 	}
+	for _, n := range names {
+		if !ValidStoreName(n) {
+			return nil, fmt.Errorf("brokerclient: store name %q does not match %s", logtext.Clip(n), StoreNameRule)
+		}
+	}
 	body, _ := json.Marshal(wire.TokenRequest{Stores: names})
-	var out wire.TokenResponse
-	if err := c.do(ctx, http.MethodPost, wire.PathTokens, body, &out); err != nil {
+	var raw json.RawMessage
+	if err := c.do(ctx, http.MethodPost, wire.PathTokens, body, &raw); err != nil {
 		return nil, err
 	}
-	asked := map[string]bool{}
-	for _, n := range names {
-		asked[n] = true
+	return decodeTokens(names, raw)
+}
+
+// decodeTokens is what Tokens does with a 200 answer's body: decode it as
+// do does, then check it. The fuzz target drives it.
+func decodeTokens(asked []string, data []byte) (*Tokens, error) {
+	var out wire.TokenResponse
+	if err := decode(http.MethodPost+" "+wire.PathTokens, data, &out); err != nil {
+		return nil, err
+	}
+	return checkTokens(asked, &out), nil
+}
+
+// minRedactLen is the shortest access token value that is scrubbed from
+// the text of the answer's errors; shorter strings would mangle ordinary
+// words.
+const minRedactLen = 8
+
+// checkTokens turns the decoded answer of POST /v1/tokens into Tokens. It
+// trusts nothing in it: a token item becomes a Token only if it is for a
+// store in asked and its token, type, expiry and URL pass; anything else
+// is a StoreError (or ignored, for stores not asked). Every access token
+// value of the answer is scrubbed from the error texts, so a broker that
+// echoes a token in a message cannot put it into the agent's logs.
+func checkTokens(asked []string, out *wire.TokenResponse) *Tokens {
+	want := make(map[string]bool, len(asked))
+	for _, n := range asked {
+		want[n] = true
+	}
+	var secrets []string
+	for _, t := range out.Tokens {
+		// The value, and the forms logtext.Clip can turn it into.
+		clipped := strings.TrimSuffix(logtext.Clip(t.AccessToken), "…")
+		for _, v := range []string{t.AccessToken, clipped, strings.TrimSpace(clipped)} {
+			if len(v) >= minRedactLen {
+				secrets = append(secrets, v)
+			}
+		}
 	}
 	res := &Tokens{}
 	for _, e := range out.Errors {
-		e.Code, e.Message = logtext.Clip(e.Code), logtext.Clip(e.Message)
+		if !want[e.Store] {
+			continue // not asked for: nothing of the agent's to report
+		}
+		e.Code, e.Message = scrubClip(e.Code, secrets), scrubClip(e.Message, secrets)
 		res.Errors = append(res.Errors, e)
 	}
 	for _, t := range out.Tokens {
 		bad := func(msg string) {
-			res.Errors = append(res.Errors, StoreError{Store: t.Store, Code: CodeBadResponse, Message: msg})
+			res.Errors = append(res.Errors, StoreError{Store: t.Store, Code: CodeBadResponse, Message: scrubClip(msg, secrets)})
 		}
 		exp, err := time.Parse(time.RFC3339, t.ExpiresAt)
 		urlErr := urlrule.CheckBearerURL(t.DicomWebURL)
 		switch {
-		case !asked[t.Store]:
+		case !want[t.Store]:
 			continue // not asked for: ignore rather than manage it
 		case t.AccessToken == "" || strings.ContainsFunc(t.AccessToken, notTokenChar):
 			bad("access_token is empty or has characters not allowed in an HTTP header")
@@ -272,7 +332,29 @@ func (c *Client) Tokens(ctx context.Context, names []string) (*Tokens, error) {
 			})
 		}
 	}
-	return res, nil
+	return res
+}
+
+// scrubClip is s scrubbed of secrets, clipped for a log line, and
+// scrubbed again (clipping can turn a secret's control characters into
+// the spaces of one of its other forms).
+func scrubClip(s string, secrets []string) string {
+	return scrub(logtext.Clip(scrub(s, secrets)), secrets)
+}
+
+// scrub replaces every secret in s with "[redacted]". Should a secret
+// still be found afterwards (the replacement can join with the text around
+// it), the whole text is dropped.
+func scrub(s string, secrets []string) string {
+	for _, sec := range secrets {
+		s = strings.ReplaceAll(s, sec, "[redacted]")
+	}
+	for _, sec := range secrets {
+		if strings.Contains(s, sec) {
+			return ""
+		}
+	}
+	return s
 }
 
 // notTokenChar rejects anything that could break or smuggle into the
@@ -314,8 +396,14 @@ func (c *Client) do(ctx context.Context, method, path string, body []byte, out a
 	if resp.StatusCode != http.StatusOK {
 		return statusError(op, resp.StatusCode, data)
 	}
+	return decode(op, data, out)
+}
+
+// decode reads a 200 answer. Unknown fields are allowed: a newer broker
+// may add some.
+func decode(op string, data []byte, out any) error {
 	if err := json.Unmarshal(data, out); err != nil {
-		return &Error{Op: op, Status: resp.StatusCode, Reason: ReasonBadResponse, Retryable: true, Msg: "answer is not the expected JSON"}
+		return &Error{Op: op, Status: http.StatusOK, Reason: ReasonBadResponse, Retryable: true, Msg: "answer is not the expected JSON"}
 	}
 	return nil
 }

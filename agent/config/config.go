@@ -8,7 +8,6 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -17,11 +16,15 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/strictjson"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 )
 
@@ -40,6 +43,11 @@ const (
 	DefaultListen         = "127.0.0.1:9750"
 )
 
+// DefaultAllowedDicomWebHosts is AllowedDicomWebHosts when the file and
+// the environment leave it out: the Healthcare API's global endpoint.
+// Callers must not modify it.
+var DefaultAllowedDicomWebHosts = []string{"healthcare.googleapis.com"}
+
 // ReservedServerOptions are keys the agent itself sets in every Orthanc
 // DICOMweb server entry; ServerOptions may not set them.
 var ReservedServerOptions = []string{"Url", "HttpHeaders", "Username", "Password", orthanc.MarkerProperty, orthanc.ExpiryProperty}
@@ -54,6 +62,9 @@ type File struct {
 	RefreshMargin string                     `json:"RefreshMargin"`
 	CheckInterval string                     `json:"CheckInterval"`
 	Listen        *string                    `json:"Listen"` // nil: default; "": no health server
+	// AllowedDicomWebHosts: nil means DefaultAllowedDicomWebHosts; a
+	// list (even an empty one, which is refused) replaces the default.
+	AllowedDicomWebHosts []string `json:"AllowedDicomWebHosts"`
 }
 
 // BrokerFile is the "Broker" section.
@@ -101,6 +112,12 @@ type Config struct {
 	StoresInterval time.Duration
 	// Listen is the health/metrics address; empty disables the server.
 	Listen string
+	// AllowedDicomWebHosts are the hosts (lower case, "host" or
+	// "host:port") a token may be pushed for; see DicomWebHostAllowed.
+	AllowedDicomWebHosts []string
+	// Warnings are problems that do not stop the agent, to be logged
+	// once at start (e.g. a plain-http Orthanc.Url to another host).
+	Warnings []string
 }
 
 // EnvVar describes one environment override.
@@ -132,7 +149,7 @@ var EnvVars = []EnvVar{
 	}},
 	{"AGENT_SERVER_OPTIONS", "ServerOptions", func(f *File, v string) error {
 		var m map[string]json.RawMessage
-		if err := strictUnmarshal([]byte(v), &m); err != nil {
+		if err := strictjson.Unmarshal([]byte(v), &m); err != nil {
 			return fmt.Errorf("must be a JSON object: %v", err)
 		}
 		f.ServerOptions = m
@@ -141,6 +158,15 @@ var EnvVars = []EnvVar{
 	{"AGENT_REFRESH_MARGIN", "RefreshMargin", func(f *File, v string) error { f.RefreshMargin = v; return nil }},
 	{"AGENT_CHECK_INTERVAL", "CheckInterval", func(f *File, v string) error { f.CheckInterval = v; return nil }},
 	{"AGENT_LISTEN", "Listen", func(f *File, v string) error { f.Listen = &v; return nil }},
+	{"AGENT_ALLOWED_DICOMWEB_HOSTS", "AllowedDicomWebHosts", func(f *File, v string) error {
+		f.AllowedDicomWebHosts = []string{} // set, even if empty: Resolve refuses an empty list
+		for _, h := range strings.Split(v, ",") {
+			if h = strings.TrimSpace(h); h != "" {
+				f.AllowedDicomWebHosts = append(f.AllowedDicomWebHosts, h)
+			}
+		}
+		return nil
+	}},
 }
 
 // LookupEnv is the signature of os.LookupEnv, injected for tests.
@@ -156,9 +182,11 @@ func Load(path string, env LookupEnv) (*Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
 		}
-		if err := strictUnmarshal(data, &f); err != nil {
+		p, err := Parse(data)
+		if err != nil {
 			return nil, fmt.Errorf("config %s: %w", path, err)
 		}
+		f = *p
 	}
 	if env == nil {
 		env = os.LookupEnv
@@ -173,18 +201,18 @@ func Load(path string, env LookupEnv) (*Config, error) {
 	return f.Resolve()
 }
 
-// strictUnmarshal refuses unknown fields and trailing data, so a typo such
-// as "RefreshMargn" is an error rather than a silently ignored setting.
-func strictUnmarshal(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return err
+// Parse decodes a configuration file with the project's one strict JSON
+// decoder (internal/strictjson): exactly one JSON object, no unknown
+// fields (a typo such as "RefreshMargn" is an error rather than a
+// silently ignored setting), no duplicate keys, no keys that match a field
+// only case-insensitively, no trailing data. Errors name the key path. It
+// does not validate values; Resolve does.
+func Parse(data []byte) (*File, error) {
+	var f File
+	if err := strictjson.Unmarshal(data, &f); err != nil {
+		return nil, err
 	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return errors.New("unexpected data after the JSON document")
-	}
-	return nil
+	return &f, nil
 }
 
 // FieldError names the field that failed validation.
@@ -244,6 +272,9 @@ func (f *File) Resolve() (*Config, error) {
 	if err := checkOrthancURL(c.OrthancURL); err != nil {
 		return nil, err
 	}
+	if w := orthancURLWarning(c.OrthancURL); w != "" {
+		c.Warnings = append(c.Warnings, w)
+	}
 	c.OrthancURL = strings.TrimSuffix(c.OrthancURL, "/")
 	if c.DicomWebRoot, err = normalizeRoot(c.DicomWebRoot); err != nil {
 		return nil, err
@@ -277,6 +308,9 @@ func (f *File) Resolve() (*Config, error) {
 	}
 	if c.CheckInterval < time.Second {
 		return nil, fieldErr("CheckInterval", "must be at least 1s")
+	}
+	if c.AllowedDicomWebHosts, err = checkAllowedHosts(f.AllowedDicomWebHosts); err != nil {
+		return nil, err
 	}
 	if f.Listen != nil {
 		c.Listen = *f.Listen
@@ -345,6 +379,183 @@ func checkOrthancURL(raw string) error {
 	return nil
 }
 
+// orthancURLWarning is the start-up warning for an Orthanc.Url that sends
+// the tokens in clear over the network: plain http to a host that is not
+// loopback. It stays allowed (Orthanc in another container is common).
+func orthancURLWarning(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.Scheme != "http" || urlrule.IsLoopbackHost(u.Hostname()) {
+		return ""
+	}
+	return fmt.Sprintf("Orthanc.Url %q is plain http to a host that is not loopback: every pushed token crosses the network "+
+		"in clear; use https, or run the agent on the Orthanc host", redactURL(raw))
+}
+
+// checkAllowedHosts validates AllowedDicomWebHosts and returns it
+// normalized (lower case, IPv6 in brackets, ports without leading zeros).
+// nil means the default; a set but empty list is refused.
+func checkAllowedHosts(in []string) ([]string, error) {
+	if in == nil {
+		return slices.Clone(DefaultAllowedDicomWebHosts), nil
+	}
+	if len(in) == 0 {
+		return nil, fieldErr("AllowedDicomWebHosts", "is empty, so no token could ever be pushed; leave it out for the default %q",
+			DefaultAllowedDicomWebHosts)
+	}
+	seen := map[string]bool{}
+	out := make([]string, 0, len(in))
+	for i, e := range in {
+		field := fmt.Sprintf("AllowedDicomWebHosts[%d]", i)
+		host, port, err := parseHostEntry(e)
+		if err != nil {
+			return nil, fieldErr(field, "%q %v", clipEntry(e), err)
+		}
+		norm := joinHostPort(host, port)
+		if seen[norm] {
+			return nil, fieldErr(field, "%q is listed twice", clipEntry(e))
+		}
+		seen[norm] = true
+		out = append(out, norm)
+	}
+	return out, nil
+}
+
+// clipEntry bounds an operator's value quoted in an error message.
+func clipEntry(s string) string { return logtext.Truncate(logtext.Clip(s), 80) }
+
+// parseHostEntry splits an AllowedDicomWebHosts entry, "host" or
+// "host:port" ("[v6]" or "[v6]:port" for IPv6), into a lower-case host
+// and a port ("" when none is given).
+func parseHostEntry(e string) (host, port string, err error) {
+	switch {
+	case e == "":
+		return "", "", fmt.Errorf("is empty")
+	case strings.Contains(e, "*"):
+		return "", "", fmt.Errorf("has a wildcard; list each host (regional and Private Service Connect endpoints by their own name)")
+	case strings.ContainsAny(e, "/?#@") || strings.ContainsFunc(e, func(r rune) bool { return r <= ' ' || r >= 0x7f }):
+		return "", "", fmt.Errorf("is not a host name or host:port (write %q, not a URL)", DefaultAllowedDicomWebHosts[0])
+	}
+	if strings.HasPrefix(e, "[") {
+		end := strings.IndexByte(e, ']')
+		if end < 0 {
+			return "", "", fmt.Errorf("has an unclosed '['")
+		}
+		host, rest := e[1:end], e[end+1:]
+		if ip := net.ParseIP(host); ip == nil || ip.To4() != nil || strings.Contains(host, "%") {
+			return "", "", fmt.Errorf("has brackets around something that is not an IPv6 address")
+		}
+		if rest != "" {
+			p, ok := strings.CutPrefix(rest, ":")
+			if !ok {
+				return "", "", fmt.Errorf("has text after ']' that is not :port")
+			}
+			if port, err = checkPort(p); err != nil {
+				return "", "", err
+			}
+		}
+		return strings.ToLower(net.ParseIP(host).String()), port, nil
+	}
+	if strings.Count(e, ":") > 1 {
+		return "", "", fmt.Errorf("looks like an IPv6 address: put it in brackets, e.g. [::1]:8080")
+	}
+	host, p, hasPort := strings.Cut(e, ":")
+	if hasPort {
+		if port, err = checkPort(p); err != nil {
+			return "", "", err
+		}
+	}
+	host = strings.ToLower(host)
+	if net.ParseIP(host) == nil && !isDNSName(host) {
+		return "", "", fmt.Errorf("is not a valid host name")
+	}
+	return host, port, nil
+}
+
+func checkPort(p string) (string, error) {
+	n, err := strconv.Atoi(p)
+	if err != nil || n < 1 || n > 65535 || strings.HasPrefix(p, "+") {
+		return "", fmt.Errorf("has port %q; want 1-65535", clipEntry(p))
+	}
+	return strconv.Itoa(n), nil
+}
+
+// isDNSName: dot-separated labels of letters, digits and inner hyphens,
+// at most 63 bytes each and 253 in all; no trailing dot.
+func isDNSName(h string) bool {
+	if h == "" || len(h) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(h, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for _, r := range l {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func joinHostPort(host, port string) string {
+	if port != "" {
+		return net.JoinHostPort(host, port)
+	}
+	if strings.Contains(host, ":") {
+		return "[" + host + "]"
+	}
+	return host
+}
+
+// DicomWebHostAllowed reports whether a token may be pushed to Orthanc for
+// the DICOMweb URL raw, under the AllowedDicomWebHosts list allowed. It
+// may if raw is https:// to a listed host (an entry without a port allows
+// only 443), or http:// to a loopback host listed with that very port
+// (http's default 80 included). Host names compare case-insensitively.
+// hostPort is raw's host and effective port, for messages; it never holds
+// anything but the host (no user info, path or query).
+func DicomWebHostAllowed(allowed []string, raw string) (hostPort string, ok bool) {
+	u, err := url.Parse(raw)
+	if err != nil || u.Host == "" {
+		return "(unparseable URL)", false
+	}
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if ip := net.ParseIP(host); ip != nil && strings.Contains(host, ":") {
+		host = ip.String()
+	}
+	var def string
+	switch u.Scheme {
+	case "https":
+		def = "443"
+	case "http":
+		def = "80"
+	default:
+		return joinHostPort(host, port), false
+	}
+	if port == "" {
+		port = def
+	} else if p, err := checkPort(port); err == nil {
+		port = p
+	} else {
+		return joinHostPort(host, port), false
+	}
+	hostPort = joinHostPort(host, port)
+	if u.Scheme == "http" && !urlrule.IsLoopbackHost(host) {
+		return hostPort, false
+	}
+	for _, e := range allowed {
+		eh, ep, err := parseHostEntry(e)
+		if err != nil || eh != host {
+			continue
+		}
+		if ep == port || (ep == "" && u.Scheme == "https" && port == "443") {
+			return hostPort, true
+		}
+	}
+	return hostPort, false
+}
+
 func normalizeRoot(root string) (string, error) {
 	if root == "" {
 		return DefaultDicomWebRoot, nil
@@ -372,8 +583,28 @@ func checkCAFile(path string) error {
 	return nil
 }
 
+// readPassword reads the Orthanc password from path, which must be a
+// regular file that others cannot read or write: group-readable (0640
+// root:orthanc-gcp-agent) is fine, world-readable is refused.
 func readPassword(path string) (string, error) {
-	data, err := os.ReadFile(path)
+	// Stat before opening: opening a FIFO would block.
+	if fi, err := os.Stat(path); err != nil {
+		return "", err
+	} else if err := checkPasswordMode(path, fi); err != nil {
+		return "", err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	// Again on the opened file, so a swap after the first check cannot matter.
+	if fi, err := f.Stat(); err != nil {
+		return "", err
+	} else if err := checkPasswordMode(path, fi); err != nil {
+		return "", err
+	}
+	data, err := io.ReadAll(f)
 	if err != nil {
 		return "", err
 	}
@@ -388,6 +619,17 @@ func readPassword(path string) (string, error) {
 	return pw, nil
 }
 
+func checkPasswordMode(path string, fi os.FileInfo) error {
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
+		return fmt.Errorf("%s has mode %#o; it must not be readable or writable by others "+
+			"(chmod o-rwx; group-readable 0640 with the agent's group is fine)", path, perm)
+	}
+	return nil
+}
+
 func checkAccounts(in []string) ([]string, error) {
 	seen := map[string]bool{}
 	out := make([]string, 0, len(in))
@@ -396,8 +638,9 @@ func checkAccounts(in []string) ([]string, error) {
 		switch {
 		case a == "":
 			return nil, fieldErr(field, "is empty")
-		case strings.ContainsAny(a, "/?#") || strings.ContainsFunc(a, isControl) || a == "." || a == "..":
-			return nil, fieldErr(field, "%q cannot be an Orthanc server name", a)
+		case !brokerclient.ValidStoreName(a):
+			return nil, fieldErr(field, "%q cannot be a store name (the broker's rule, %s; it is also the Orthanc server name)",
+				clipEntry(a), brokerclient.StoreNameRule)
 		case seen[a]:
 			return nil, fieldErr(field, "%q is listed twice", a)
 		}
@@ -440,9 +683,11 @@ func ListenAddress(path string, env LookupEnv) (string, error) {
 		if err != nil {
 			return "", fmt.Errorf("config: %w", err)
 		}
-		if err := strictUnmarshal(data, &f); err != nil {
+		p, err := Parse(data)
+		if err != nil {
 			return "", fmt.Errorf("config %s: %w", path, err)
 		}
+		f = *p
 	}
 	if env == nil {
 		env = os.LookupEnv

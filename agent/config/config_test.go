@@ -140,10 +140,11 @@ func TestValidation(t *testing.T) {
 		raw    string // used instead of the mutated base when set
 		want   string // substring of the error (names the field)
 	}{
-		{"unknown top field", set("RefreshMargn", "5m"), "", `unknown field "RefreshMargn"`},
-		{"unknown nested field", set("Broker.Audience", "x"), "", `unknown field "Audience"`},
+		// The strict decoder names the whole key path.
+		{"unknown top field", set("RefreshMargn", "5m"), "", `RefreshMargn: unknown field`},
+		{"unknown nested field", set("Broker.Audience", "x"), "", `Broker.Audience: unknown field`},
 		{"wrong type", set("Broker.Timeout", 30), "", "Broker.Timeout"},
-		{"trailing data", nil, `{"Broker":{}} {}`, "after the JSON document"},
+		{"trailing data", nil, `{"Broker":{}} {}`, "unexpected data after the JSON value"},
 		{"missing url", set("Broker.Url", ""), "", "Broker.Url: is required"},
 		{"http broker not loopback", set("Broker.Url", "http://broker.example.com"), "", "Broker.Url: must use https"},
 		{"ftp broker", set("Broker.Url", "ftp://b"), "", "Broker.Url"},
@@ -282,6 +283,7 @@ func TestEnvOverridesEveryField(t *testing.T) {
 		"AGENT_REFRESH_MARGIN":               "20m",
 		"AGENT_CHECK_INTERVAL":               "30s",
 		"AGENT_LISTEN":                       "127.0.0.1:0",
+		"AGENT_ALLOWED_DICOMWEB_HOSTS":       " Healthcare.googleapis.com, 127.0.0.1:8080 ,",
 	}
 	if len(env) != len(EnvVars) {
 		t.Fatalf("test covers %d variables, EnvVars has %d", len(env), len(EnvVars))
@@ -292,9 +294,10 @@ func TestEnvOverridesEveryField(t *testing.T) {
 	}
 	got := []any{c.BrokerURL, c.AgentID, c.KeyFile, c.CAFile, c.BrokerTimeout, c.OrthancURL, c.OrthancUsername,
 		c.OrthancPassword, c.DicomWebRoot, strings.Join(c.Accounts, ","), string(c.ServerOptions["HasDelete"]),
-		len(c.ServerOptions), c.RefreshMargin, c.CheckInterval, c.Listen}
+		len(c.ServerOptions), c.RefreshMargin, c.CheckInterval, c.Listen, strings.Join(c.AllowedDicomWebHosts, ",")}
 	want := []any{"https://other.example/", "clinic-b", key2, ca, 5 * time.Second, "https://orthanc.local:8043", "bob",
-		"other", "/dw/", "x,y", "false", 1, 20 * time.Minute, 30 * time.Second, "127.0.0.1:0"}
+		"other", "/dw/", "x,y", "false", 1, 20 * time.Minute, 30 * time.Second, "127.0.0.1:0",
+		"healthcare.googleapis.com,127.0.0.1:8080"}
 	for i := range want {
 		if got[i] != want[i] {
 			t.Errorf("field %d: got %v, want %v", i, got[i], want[i])

@@ -18,10 +18,19 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 )
 
 // maxResponseBytes caps Orthanc's answers (a server list is small).
 const maxResponseBytes = 4 << 20
+
+// ErrBadServerName is returned, without any request being sent, for a
+// server name that cannot stay one path segment: empty, "." or "..", or
+// holding a slash, a backslash or a control character. Orthanc decodes
+// %2F and resolves dot segments, so url.PathEscape alone would let
+// "../../peers/evil" write a peer instead of a DICOMweb server.
+var ErrBadServerName = errors.New("orthanc: not a usable DICOMweb server name")
 
 // ErrNoSuchServer is returned by DeleteServer when Orthanc has no entry of
 // that name (Orthanc answers 400, not 404).
@@ -203,6 +212,9 @@ func (c *Client) ListServers(ctx context.Context) (map[string]Server, error) {
 
 // PutServer creates or replaces the entry name with the whole definition.
 func (c *Client) PutServer(ctx context.Context, name string, d Definition) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
 	op := "PUT " + c.root + "servers/" + name
 	body, err := json.Marshal(d)
 	if err != nil {
@@ -215,6 +227,9 @@ func (c *Client) PutServer(ctx context.Context, name string, d Definition) error
 // DeleteServer removes the entry name. It returns an error wrapping
 // ErrNoSuchServer when Orthanc has no such entry.
 func (c *Client) DeleteServer(ctx context.Context, name string) error {
+	if err := checkName(name); err != nil {
+		return err
+	}
 	op := "DELETE " + c.root + "servers/" + name
 	_, err := c.do(ctx, http.MethodDelete, c.serverURL(name), nil, op)
 	var e *Error
@@ -224,6 +239,17 @@ func (c *Client) DeleteServer(ctx context.Context, name string) error {
 	return err
 }
 
+// checkName refuses a name that cannot be exactly one path segment.
+func checkName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\\") ||
+		strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fmt.Errorf("%w: %q", ErrBadServerName, logtext.Clip(name))
+	}
+	return nil
+}
+
+// serverURL is the entry's URL; the name is path-escaped (checkName has
+// already refused what escaping cannot protect).
 func (c *Client) serverURL(name string) string {
 	return c.base + c.root + "servers/" + url.PathEscape(name)
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -104,6 +106,16 @@ func TestRealOrthanc(t *testing.T) {
 	if !servers["their store"].ManagedBy("clinic-b") {
 		t.Errorf("escaped name entry: %+v", servers["their store"])
 	}
+	// Path escaping is not enough: this Orthanc decodes %2F and resolves
+	// "..", so PUT servers/..%2F..%2Fpeers%2Fevil would create a peer. The
+	// client refuses the name before sending anything.
+	if err := c.PutServer(ctx, "../../peers/evil", def); !errors.Is(err, ErrBadServerName) {
+		t.Errorf("traversal name: %v, want ErrBadServerName", err)
+	}
+	var peers map[string]any
+	if err := inst.Do("GET", "/peers?expand", nil, &peers); err != nil || len(peers) != 0 {
+		t.Errorf("peers after a traversal name: %v %v", peers, err)
+	}
 	raw, _ := json.Marshal(servers)
 	if strings.Contains(string(raw), token) {
 		t.Error("Orthanc listed the token value")
@@ -159,5 +171,51 @@ func TestRealOrthanc(t *testing.T) {
 	inst.Stop()
 	if err := c.Ping(ctx); !Unreachable(err) {
 		t.Errorf("stopped Orthanc: %v, want unreachable", err)
+	}
+}
+
+// TestUnsafeServerNamesNeverSent: a name that cannot stay one path segment
+// is refused before any request (Orthanc decodes %2F and resolves "..",
+// so escaping alone would let "../../peers/evil" write a peer); any other
+// name is path-escaped.
+func TestUnsafeServerNamesNeverSent(t *testing.T) {
+	var got []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got = append(got, r.Method+" "+r.URL.EscapedPath())
+		w.Write([]byte("{}"))
+	}))
+	defer srv.Close()
+	c := New(Options{URL: srv.URL})
+	ctx := context.Background()
+	def := Definition{URL: "https://h/dicomWeb/", Token: "tok", Marker: "m", Expiry: time.Now()}
+	tests := []struct {
+		name string
+		path string // "": refused with ErrBadServerName
+	}{
+		{"", ""}, {".", ""}, {"..", ""}, {"../../peers/evil", ""}, {"a/b", ""}, {`a\b`, ""}, {"a\nb", ""}, {"a\x7f", ""},
+		{"my-google", "/dicom-web/servers/my-google"},
+		{"their store", "/dicom-web/servers/their%20store"},
+		{"a%2Fb", "/dicom-web/servers/a%252Fb"},
+		{"...", "/dicom-web/servers/..."},
+	}
+	for _, tc := range tests {
+		for _, op := range []string{"PUT", "DELETE"} {
+			got = nil
+			var err error
+			if op == "PUT" {
+				err = c.PutServer(ctx, tc.name, def)
+			} else {
+				err = c.DeleteServer(ctx, tc.name)
+			}
+			if tc.path == "" {
+				if !errors.Is(err, ErrBadServerName) || len(got) != 0 {
+					t.Errorf("%s %q: err %v, requests %v; want ErrBadServerName and none", op, tc.name, err, got)
+				}
+				continue
+			}
+			if err != nil || len(got) != 1 || got[0] != op+" "+tc.path {
+				t.Errorf("%s %q: err %v, requests %v; want %s %s", op, tc.name, err, got, op, tc.path)
+			}
+		}
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
@@ -52,6 +53,9 @@ type Settings struct {
 	// StoresInterval is how often the store list is asked for when no
 	// token is due.
 	StoresInterval time.Duration
+	// AllowedDicomWebHosts are the hosts a token may be pushed for
+	// (config.DicomWebHostAllowed); nil means config's default.
+	AllowedDicomWebHosts []string
 }
 
 // Options build a Reconciler.
@@ -92,6 +96,10 @@ type store struct {
 	conflict bool
 	tokenErr string // last broker failure for this store
 	pushErr  string // last Orthanc failure for this store
+	// refused is set while the store's dicomweb_url is not allowed
+	// (AllowedDicomWebHosts): nothing is pushed and nothing deleted for
+	// it, so Orthanc keeps whatever entry it has.
+	refused string
 }
 
 // Reconciler keeps Orthanc's DICOMweb servers in step with the broker.
@@ -109,7 +117,11 @@ type Reconciler struct {
 	metrics Recorder
 	reload  chan Update
 
-	stores     map[string]*store
+	stores map[string]*store
+	// badNames are the store names from the broker that fail the name
+	// rule, mapped to the text shown for them. They are kept apart from
+	// stores, so no Orthanc call can ever see them.
+	badNames   map[string]string
 	synced     bool // the broker has told us the stores at least once
 	brokerUp   bool
 	brokerSeen bool // brokerUp has been set at least once
@@ -132,8 +144,9 @@ func New(o Options) *Reconciler {
 	r := &Reconciler{
 		broker: o.Broker, orth: o.Orthanc, set: configDefaults(o.Settings),
 		metrics: o.Recorder, log: o.Log, now: o.Now, jitter: o.Jitter, after: o.After,
-		stores: map[string]*store{},
-		reload: make(chan Update, 1),
+		stores:   map[string]*store{},
+		badNames: map[string]string{},
+		reload:   make(chan Update, 1),
 	}
 	if r.metrics == nil {
 		r.metrics = nopRecorder{}
@@ -168,6 +181,9 @@ func configDefaults(s Settings) Settings {
 	if s.RefreshMargin <= 0 {
 		s.RefreshMargin = config.DefaultRefreshMargin
 	}
+	if s.AllowedDicomWebHosts == nil {
+		s.AllowedDicomWebHosts = config.DefaultAllowedDicomWebHosts
+	}
 	return s
 }
 
@@ -200,7 +216,7 @@ func (r *Reconciler) apply(u Update) {
 	r.forcePush = true
 	r.nextBroker = r.now()
 	r.retry.reset()
-	r.log.Info("configuration reloaded", "accounts", r.set.Accounts)
+	r.log.Info("configuration reloaded", "accounts", r.set.Accounts, "allowed_dicomweb_hosts", r.set.AllowedDicomWebHosts)
 }
 
 // Run syncs until ctx is cancelled (SIGTERM), then returns nil. Pushed
@@ -285,9 +301,21 @@ func (r *Reconciler) SyncBroker(ctx context.Context) error {
 	}
 	r.applyGrants(granted)
 
+	// Refused stores (host not allowed, bad name) are not failures to
+	// retry: nothing but a change of policy or configuration fixes them.
+	// They show in the status and keep the agent unhealthy instead.
 	var due []string
 	for _, st := range r.sorted() {
-		if st.granted && (st.token == nil || !now.Before(st.refreshAt) || st.token.DicomWebURL != st.url) {
+		if !st.granted {
+			continue
+		}
+		// A store the broker lists with a URL that is not allowed gets no
+		// token asked for: it could not be pushed.
+		if hp, ok := config.DicomWebHostAllowed(r.set.AllowedDicomWebHosts, st.url); !ok {
+			r.refuseHost(st, hp)
+			continue
+		}
+		if st.token == nil || !now.Before(st.refreshAt) || st.token.DicomWebURL != st.url || st.refused != "" {
 			due = append(due, st.name)
 		}
 	}
@@ -334,7 +362,18 @@ func (r *Reconciler) applyGrants(list []brokerclient.Store) {
 		}
 	}
 	keep := map[string]bool{}
+	bad := map[string]string{}
 	for _, name := range wanted {
+		if !brokerclient.ValidStoreName(name) {
+			shown := logtext.Truncate(logtext.Clip(name), 80)
+			if _, known := r.badNames[name]; !known {
+				r.log.Error("store name from the broker refused: it does not match the store name rule, so it can never be an Orthanc server name",
+					"store", shown, "rule", brokerclient.StoreNameRule)
+			}
+			bad[name] = shown
+			r.metrics.Failure(ReasonBadStoreName)
+			continue
+		}
 		keep[name] = true
 		st := r.stores[name]
 		if st == nil {
@@ -363,13 +402,29 @@ func (r *Reconciler) applyGrants(list []brokerclient.Store) {
 			delete(r.stores, name)
 		}
 	}
+	r.badNames = bad
 	r.synced = true
+}
+
+// refuseHost puts st in the error state for a dicomweb_url whose host
+// (hostPort) is not in AllowedDicomWebHosts: no token is pushed for it and
+// its Orthanc entry, if any, is left as it is.
+func (r *Reconciler) refuseHost(st *store, hostPort string) {
+	hostPort = logtext.Truncate(logtext.Clip(hostPort), 200)
+	msg := fmt.Sprintf("%s: dicomweb_url host %q is not in AllowedDicomWebHosts; no token is pushed for this store "+
+		"(an entry pushed before is left as it is)", ReasonHostNotAllowed, hostPort)
+	if msg != st.refused {
+		r.log.Error("store refused: its dicomweb_url host is not in AllowedDicomWebHosts; not pushing its token",
+			"store", st.name, "host", hostPort, "allowed_dicomweb_hosts", r.set.AllowedDicomWebHosts)
+	}
+	st.refused, st.pushed = msg, false
+	r.metrics.Failure(ReasonHostNotAllowed)
 }
 
 // revoke forgets a store's token; CheckOrthanc then deletes its entry.
 func (r *Reconciler) revoke(st *store, why string) {
 	st.granted, st.token, st.pushed, st.conflict = false, nil, false, false
-	st.tokenErr, st.pushErr = why, ""
+	st.tokenErr, st.pushErr, st.refused = why, "", ""
 }
 
 // applyTokens caches the tokens of POST /v1/tokens and records per-store
@@ -387,6 +442,14 @@ func (r *Reconciler) applyTokens(now time.Time, asked []string, res *brokerclien
 			failed, retryable = true, true
 			continue
 		}
+		if hp, ok := config.DicomWebHostAllowed(r.set.AllowedDicomWebHosts, t.DicomWebURL); !ok {
+			r.refuseHost(st, hp) // the token is dropped, not cached
+			continue
+		}
+		if st.refused != "" {
+			r.log.Info("store's dicomweb_url host allowed again", "store", st.name)
+		}
+		st.refused = ""
 		tok := t
 		st.token = &tok
 		st.refreshAt = RefreshAt(now, t.ExpiresAt, r.set.RefreshMargin, r.jitter())
@@ -510,8 +573,8 @@ func (r *Reconciler) deleteRevoked(ctx context.Context, servers map[string]ortha
 	}
 	var firstErr error
 	for _, name := range slices.Sorted(maps.Keys(servers)) {
-		if !servers[name].ManagedBy(r.set.AgentID) {
-			continue
+		if !servers[name].ManagedBy(r.set.AgentID) || !brokerclient.ValidStoreName(name) {
+			continue // not ours, or a name this agent never pushes: leave it alone
 		}
 		if st := r.stores[name]; st != nil && st.granted {
 			continue
@@ -557,9 +620,21 @@ func (r *Reconciler) pushGranted(ctx context.Context, now time.Time, servers map
 			r.log.Info("name conflict resolved", "server", st.name)
 		}
 		st.conflict = false
+		if st.refused != "" {
+			// Leave whatever Orthanc has. Not a failed push: a forced
+			// re-push of the other stores must not stay pending for it.
+			st.pushed = false
+			continue
+		}
 		if st.token == nil || !now.Before(st.token.ExpiresAt) {
 			// Nothing valid to push; leave whatever Orthanc has.
 			st.pushed, st.pushErr = false, ""
+			continue
+		}
+		// The last gate before a token reaches Orthanc (a reload may
+		// have narrowed the list since the token was cached).
+		if hp, ok := config.DicomWebHostAllowed(r.set.AllowedDicomWebHosts, st.token.DicomWebURL); !ok {
+			r.refuseHost(st, hp)
 			continue
 		}
 		why := r.pushReason(st, srv, exists)
@@ -681,7 +756,7 @@ func (r *Reconciler) publish() {
 	for _, st := range r.sorted() {
 		ss := StoreStatus{
 			Store: st.name, Server: st.name, DicomWebURL: st.url, Pushed: st.pushed,
-			LastPush: timePtr(st.lastPush), LastError: joinErr(st.tokenErr, st.pushErr),
+			LastPush: timePtr(st.lastPush), LastError: joinErr(st.refused, joinErr(st.tokenErr, st.pushErr)),
 		}
 		if st.token != nil {
 			ss.TokenExpiresAt = timePtr(st.token.ExpiresAt)
@@ -690,6 +765,8 @@ func (r *Reconciler) publish() {
 		switch {
 		case !st.granted:
 			ss.State = StateNotGranted
+		case st.refused != "":
+			ss.State = StateError
 		case st.conflict:
 			ss.State = StateConflict
 		case st.pushed && st.token != nil:
@@ -702,6 +779,12 @@ func (r *Reconciler) publish() {
 			ss.State = StatePending
 		}
 		s.Stores = append(s.Stores, ss)
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.badNames)) {
+		// No Server: such a name never becomes an Orthanc server.
+		s.Stores = append(s.Stores, StoreStatus{Store: r.badNames[name], State: StateError,
+			LastError: ReasonBadStoreName + ": the broker sent a store name that does not match " + brokerclient.StoreNameRule +
+				"; it is never used in an Orthanc URL"})
 	}
 	r.mu.Lock()
 	r.published = s

@@ -648,6 +648,12 @@ func TestFailureReasons(t *testing.T) {
 		{ReasonNameConflict, func(_ *testing.T, h *harness) {
 			h.orth.Set(func(o *agenttest.Orthanc) { o.Servers["store-a"] = map[string]any{"Url": "https://hand-made.example/"} })
 		}},
+		{ReasonHostNotAllowed, func(_ *testing.T, h *harness) {
+			h.broker.Set(func(b *agenttest.Broker) { b.Grants["store-a"] = "https://evil.example/dicomWeb/" })
+		}},
+		{ReasonBadStoreName, func(_ *testing.T, h *harness) {
+			h.broker.Set(func(b *agenttest.Broker) { b.Grants["../../peers/evil"] = urlA })
+		}},
 	}
 	produced := map[string]bool{}
 	for _, tc := range tests {

@@ -24,13 +24,20 @@ const (
 	ReasonOrthancUnreachable = "orthanc_unreachable"
 	ReasonOrthancError       = "orthanc_error"
 	ReasonNameConflict       = "name_conflict"
+	// ReasonHostNotAllowed: a store's dicomweb_url host is not in
+	// AllowedDicomWebHosts, so its token was not pushed.
+	ReasonHostNotAllowed = "host_not_allowed"
+	// ReasonBadStoreName: the broker named a store outside the store
+	// name rule (brokerclient.StoreNameRule); it was ignored.
+	ReasonBadStoreName = "bad_store_name"
 )
 
 // Reasons lists every reason the loop passes to Recorder.Failure: the
 // broker client's, then the loop's own.
 func Reasons() []string {
 	return append(brokerclient.Reasons(),
-		ReasonStoreError, ReasonOrthancUnreachable, ReasonOrthancError, ReasonNameConflict)
+		ReasonStoreError, ReasonOrthancUnreachable, ReasonOrthancError, ReasonNameConflict,
+		ReasonHostNotAllowed, ReasonBadStoreName)
 }
 
 // nopRecorder is the Recorder of a loop built without one.

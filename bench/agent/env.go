@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
@@ -68,6 +69,10 @@ type env struct {
 	pwPath    string
 	sites     map[int]*site // by number of stores
 	agentEnv  []string      // extra KEY=VALUE for agent processes
+	// allowedHosts is the agents' AllowedDicomWebHosts: the fake DICOMweb
+	// front's loopback host:port (the default allows only
+	// healthcare.googleapis.com).
+	allowedHosts []string
 }
 
 // storeNames returns n account names for agentID.
@@ -141,6 +146,12 @@ func newEnv(ctx context.Context, dir string, counts []int) (e *env, err error) {
 		return nil, err
 	}
 	e.brokerURL = "http://" + lis.Addr().String()
+	front, err := url.Parse(e.cloud.DICOMweb.URL())
+	if err != nil || front.Port() == "" {
+		lis.Close()
+		return nil, fmt.Errorf("bench/agent: the fake DICOMweb URL %q has no port", e.cloud.DICOMweb.URL())
+	}
+	e.allowedHosts = []string{front.Host}
 	pol, err := json.Marshal(map[string]any{
 		"Audience": e.brokerURL,
 		"BaseUrl":  e.cloud.DICOMweb.URL() + "/v1/",
@@ -207,6 +218,8 @@ func (e *env) writeAgentConfig(s *site, checkInterval time.Duration, tag string)
 		"RefreshMargin": "10m",
 		"CheckInterval": checkInterval.String(),
 		"Listen":        listen,
+
+		"AllowedDicomWebHosts": e.allowedHosts,
 	}
 	data, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {

@@ -415,7 +415,7 @@ func newCycleAgent(e *env, s *site) (*cycleAgent, error) {
 	a.rec = reconcile.New(reconcile.Options{
 		Broker: a.tb, Orthanc: a.to, Now: e.clk.Now,
 		Settings: reconcile.Settings{AgentID: s.agentID, ServerOptions: serverOptions,
-			RefreshMargin: 10 * time.Minute, CheckInterval: 10 * time.Second},
+			RefreshMargin: 10 * time.Minute, CheckInterval: 10 * time.Second, AllowedDicomWebHosts: e.allowedHosts},
 	})
 	return a, nil
 }

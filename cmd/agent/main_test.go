@@ -120,6 +120,8 @@ func newSetup(t *testing.T, orthancURL, user, password string, extra map[string]
 		"Accounts":      []string{},
 		"ServerOptions": map[string]any{"HasDelete": true, "ChunkedTransfers": true, "Timeout": 600},
 		"RefreshMargin": "10m", "CheckInterval": "1s", "Listen": "127.0.0.1:0",
+		// "second" is a loopback fake: listed with its port.
+		"AllowedDicomWebHosts": []string{"healthcare.googleapis.com", "127.0.0.1:9"},
 	}
 	for k, v := range extra {
 		doc[k] = v
@@ -381,5 +383,68 @@ func TestBinaryAgainstRealOrthanc(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"msg":"agent stopped"`) {
 		t.Errorf("no clean stop logged:\n%s", logs.String())
+	}
+}
+
+// TestStartAndSyncRefusals: what the agent refuses at start (naming the
+// field) and what "once" refuses to push (naming the host).
+func TestStartAndSyncRefusals(t *testing.T) {
+	orth := agenttest.NewOrthanc(t, "agent", "orthanc-pw")
+	tests := []struct {
+		name   string
+		mutate func(doc map[string]any) // changes the config document
+		raw    func(data []byte) []byte // or rewrites the file's bytes
+		env    map[string]string
+		want   []string // in stderr
+	}{
+		{name: "world-readable password file", mutate: func(doc map[string]any) {
+			os.Chmod(doc["Orthanc"].(map[string]any)["PasswordFile"].(string), 0o644)
+		}, want: []string{"Orthanc.PasswordFile", "others"}},
+		{name: "host entry is a URL", mutate: func(doc map[string]any) {
+			doc["AllowedDicomWebHosts"] = []string{"https://healthcare.googleapis.com/"}
+		}, want: []string{"AllowedDicomWebHosts[0]"}},
+		{name: "duplicate key", raw: func(data []byte) []byte {
+			data = bytes.TrimSpace(data) // ends with the closing brace
+			return append(data[:len(data)-1], []byte(`,"Listen":"127.0.0.1:1"}`)...)
+		}, want: []string{"Listen: duplicate key"}},
+		{name: "loopback store not allowed by the environment's list",
+			env:  map[string]string{"AGENT_ALLOWED_DICOMWEB_HOSTS": "healthcare.googleapis.com"},
+			want: []string{`second: error (host_not_allowed: dicomweb_url host "127.0.0.1:9" is not in AllowedDicomWebHosts`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSetup(t, orth.URL, "agent", "orthanc-pw", nil)
+			data, _ := os.ReadFile(s.cfg)
+			switch {
+			case tc.mutate != nil:
+				doc := map[string]any{}
+				json.Unmarshal(data, &doc)
+				tc.mutate(doc)
+				s.writeConfig(t, doc)
+			case tc.raw != nil:
+				os.WriteFile(s.cfg, tc.raw(data), 0o640)
+			}
+			code, _, errs := runCLI(t, tc.env, "once", "--config", s.cfg)
+			if code != exitFailure {
+				t.Fatalf("exit %d, want %d\n%s", code, exitFailure, errs)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(errs, w) {
+					t.Errorf("stderr lacks %q:\n%s", w, errs)
+				}
+			}
+			if strings.Contains(errs, "orthanc-pw") {
+				t.Error("the Orthanc password is in the output")
+			}
+			_, _, issued := s.broker.Snapshot()
+			for _, tok := range issued {
+				if strings.Contains(errs, tok) {
+					t.Fatal("a token is in the output")
+				}
+			}
+		})
+	}
+	if orth.Entry("second") != nil {
+		t.Error("the refused loopback store was pushed")
 	}
 }

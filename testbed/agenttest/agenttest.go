@@ -42,6 +42,10 @@ type Broker struct {
 	Pub     ed25519.PublicKey
 	// Grants maps store name to dicomweb_url.
 	Grants map[string]string
+	// TokenURLs, when it has a store, is the dicomweb_url of that store's
+	// tokens instead of its Grants URL (a broker whose two answers
+	// disagree).
+	TokenURLs map[string]string
 	// Lifetime of issued tokens; Now is the broker's clock.
 	Lifetime time.Duration
 	Now      func() time.Time
@@ -61,7 +65,7 @@ type Broker struct {
 
 // NewBroker starts a fake broker for agentID with public key pub.
 func NewBroker(t testing.TB, agentID string, pub ed25519.PublicKey) *Broker {
-	b := &Broker{AgentID: agentID, Pub: pub, Grants: map[string]string{}, Lifetime: time.Hour,
+	b := &Broker{AgentID: agentID, Pub: pub, Grants: map[string]string{}, TokenURLs: map[string]string{}, Lifetime: time.Hour,
 		Now: time.Now, StoreErrors: map[string]StoreError{}, seenJTI: map[string]bool{}}
 	b.srv = httptest.NewServer(http.HandlerFunc(b.serve))
 	b.URL = b.srv.URL
@@ -152,6 +156,9 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 				out.Errors = append(out.Errors, wire.StoreError{Store: s, Code: wire.CodeForbidden, Message: "not allowed"})
 				continue
 			}
+			if tu, ok := b.TokenURLs[s]; ok {
+				u = tu
+			}
 			tok := "ya29.fake-" + randHex(24)
 			b.Issued = append(b.Issued, tok)
 			out.Tokens = append(out.Tokens, wire.Token{
@@ -203,6 +210,8 @@ type Orthanc struct {
 	Puts, Deletes map[string]int
 	// Down makes every request fail with 503.
 	Down bool
+	// Requests lists every request as "METHOD escaped-path", in order.
+	Requests []string
 }
 
 // NewOrthanc starts a fake Orthanc with the given servers already
@@ -272,9 +281,17 @@ func (o *Orthanc) Counts(name string) (puts, deletes int) {
 
 const root = "/dicom-web/servers"
 
+// RequestLog returns a copy of Requests.
+func (o *Orthanc) RequestLog() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]string(nil), o.Requests...)
+}
+
 func (o *Orthanc) serve(w http.ResponseWriter, r *http.Request) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.Requests = append(o.Requests, r.Method+" "+r.URL.EscapedPath())
 	if o.Down {
 		http.Error(w, "down", http.StatusServiceUnavailable)
 		return

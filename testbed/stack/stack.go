@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -125,6 +126,10 @@ type Stack struct {
 	AgentID                   string
 	// AgentListen is the agent's health/metrics address.
 	AgentListen string
+	// AgentAllowedDicomWebHosts is the agent's AllowedDicomWebHosts: the
+	// fake Healthcare front's loopback host:port, listed explicitly (the
+	// default allows only healthcare.googleapis.com).
+	AgentAllowedDicomWebHosts []string
 	// AgentPublicKey is the line "agent keygen" printed.
 	AgentPublicKey string
 	// Paths of generated files.
@@ -400,12 +405,13 @@ func (s *Stack) setupBroker() error {
 
 // agentFile is the agent configuration as written (see docs/agent.md).
 type agentFile struct {
-	Broker        map[string]string
-	Orthanc       map[string]string
-	ServerOptions map[string]any
-	RefreshMargin string
-	CheckInterval string
-	Listen        string
+	Broker               map[string]string
+	Orthanc              map[string]string
+	ServerOptions        map[string]any
+	RefreshMargin        string
+	CheckInterval        string
+	Listen               string
+	AllowedDicomWebHosts []string
 }
 
 func (s *Stack) setupAgent() error {
@@ -422,6 +428,11 @@ func (s *Stack) setupAgent() error {
 		return err
 	}
 	s.AgentListen = "127.0.0.1:" + strconv.Itoa(port)
+	front, err := url.Parse(s.Front.URL())
+	if err != nil || front.Port() == "" {
+		return fmt.Errorf("stack: the fake Healthcare front's URL %q has no port", s.Front.URL())
+	}
+	s.AgentAllowedDicomWebHosts = []string{front.Host} // http to loopback: host:port
 	cfg := agentFile{
 		Broker: map[string]string{"Url": s.AgentBrokerURL, "AgentId": AgentID, "KeyFile": s.AgentKeyPath, "Timeout": "10s"},
 		Orthanc: map[string]string{"Url": s.Site.URL, "Username": AgentUser, "PasswordFile": s.AgentPasswordPath,
@@ -430,6 +441,8 @@ func (s *Stack) setupAgent() error {
 		RefreshMargin: s.Opts.RefreshMargin.String(),
 		CheckInterval: s.Opts.CheckInterval.String(),
 		Listen:        s.AgentListen,
+
+		AllowedDicomWebHosts: s.AgentAllowedDicomWebHosts,
 	}
 	data, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
@@ -519,6 +532,16 @@ func (s *Stack) StartAgent() error {
 	}
 	s.logf("stack: agent pid %d, status at %s", s.agent.pid(), s.AgentListen)
 	return nil
+}
+
+// ReloadAgent sends the agent SIGHUP: it re-reads its configuration and
+// syncs with the broker at once.
+func (s *Stack) ReloadAgent() error {
+	pid := s.agent.pid()
+	if pid == 0 {
+		return fmt.Errorf("stack: agent %w", errNotRunning)
+	}
+	return syscall.Kill(pid, syscall.SIGHUP)
 }
 
 // RestartSite restarts the site Orthanc (same ports, same storage); its

@@ -244,6 +244,7 @@ func printSetup(ctx context.Context, w io.Writer, s *stack.Stack, store stack.St
 		{"broker", s.BrokerURL + ", policy " + s.PolicyPath},
 		{"service-account key (made now)", store.Secret},
 		{"agent", "status http://" + s.AgentListen + "/healthz, config " + s.AgentConfigPath},
+		{"agent AllowedDicomWebHosts", strings.Join(s.AgentAllowedDicomWebHosts, ", ") + " (the fake front, listed explicitly)"},
 	}
 	for _, r := range rows {
 		fmt.Fprintf(w, "  %-37s %s\n", r[0], r[1])
