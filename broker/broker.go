@@ -163,7 +163,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 	iam := newLazyIAM(c.IAMCredentialsEndpoint)
 	b.closers = append(b.closers, sm, iam)
 
-	secrets := &secretref.Resolver{SM: sm, TTL: c.Refresh, Now: c.Now}
+	secrets := &secretref.Resolver{SM: sm, TTL: c.Refresh, Now: c.Now, Log: c.Log}
 	watcher, err := policy.NewWatcher(ctx, func(ctx context.Context) ([]byte, error) {
 		return secrets.Fetch(ctx, c.PolicyRef)
 	}, c.Log)

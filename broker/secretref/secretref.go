@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"sync"
@@ -54,6 +55,10 @@ type Resolver struct {
 	TTL time.Duration
 	// Now is the clock (time.Now if nil).
 	Now func() time.Time
+	// Log receives one warning per refresh period while a re-read fails and
+	// the last value is served (nil: discarded). It names the reference,
+	// never a value.
+	Log *slog.Logger
 
 	mu    sync.Mutex
 	cache map[string]entry
@@ -74,7 +79,11 @@ func (r *Resolver) now() time.Time {
 
 // Get returns the secret's value. A fresh cached value is returned without
 // I/O; after TTL it is re-read, and if that read fails the previous value is
-// still returned (an outage must not break a credential that still works).
+// still returned (an outage, or a newest version disabled by mistake, must
+// not break a credential that still works). That failure is logged once and
+// the value served for another TTL before the next try, so a broken
+// secret costs one read and one log line per refresh period, not one per
+// request.
 func (r *Resolver) Get(ctx context.Context, ref string) ([]byte, error) {
 	r.mu.Lock()
 	e, ok := r.cache[ref]
@@ -97,11 +106,29 @@ func (r *Resolver) Get(ctx context.Context, ref string) ([]byte, error) {
 	})
 	if err != nil {
 		if ok {
+			r.keepStale(ref, e, err)
 			return e.data, nil
 		}
 		return nil, err
 	}
 	return v.([]byte), nil
+}
+
+// keepStale serves stale for another TTL and logs why, once per failed
+// re-read (concurrent callers that shared the read do not log again).
+func (r *Resolver) keepStale(ref string, stale entry, err error) {
+	r.mu.Lock()
+	cur, present := r.cache[ref]
+	first := present && cur.fetched.Equal(stale.fetched)
+	if first {
+		cur.fetched = r.now()
+		r.cache[ref] = cur
+	}
+	r.mu.Unlock()
+	if first && r.Log != nil {
+		r.Log.Warn("secret re-read failed; serving the last value read until the next refresh",
+			"secret", ref, "error", err.Error(), "read_at", stale.fetched.UTC().Format(time.RFC3339))
+	}
 }
 
 // Retain forgets every cached secret whose reference is not in keep, so

@@ -3,6 +3,7 @@ package secretref
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
 )
 
 // startSM runs the Secret Manager fake and a real client for it.
@@ -69,6 +71,12 @@ func TestSecretManagerReferences(t *testing.T) {
 	clk.Advance(10 * time.Minute)
 	if got := get("sm://" + secret + "/versions/latest"); got != "v2" {
 		t.Fatalf("stale during outage: %q", got)
+	}
+	// ...and for the rest of that refresh period without another read.
+	reads := sm.Accesses(secret)
+	clk.Advance(4 * time.Minute)
+	if got := get("sm://" + secret + "/versions/latest"); got != "v2" || sm.Accesses(secret) != reads {
+		t.Fatalf("stale within the period: %q after %d more reads", got, sm.Accesses(secret)-reads)
 	}
 	// Invalidated: no stale value to hide behind, and the error says unavailable.
 	r.Invalidate("sm://" + secret + "/versions/latest")
@@ -189,5 +197,57 @@ func TestReasonNamesNoReference(t *testing.T) {
 				t.Errorf("Error() = %q should name the reference for the log", se.Error())
 			}
 		})
+	}
+}
+
+// Google's rule: a disabled newest version makes latest fail. The last value
+// keeps serving, with one warning per refresh period naming the reference
+// and never the value, and a new version heals it at the next refresh.
+func TestDisabledLatestServesLastValueAndLogsOncePerRefresh(t *testing.T) {
+	sm, client := startSM(t)
+	clk := clocktest.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	var logs logcapture.Buffer
+	r := &Resolver{SM: client, TTL: 5 * time.Minute, Now: clk.Now, Log: slog.New(slog.NewJSONHandler(&logs, nil))}
+	const secret = "projects/p/secrets/key"
+	const ref = "sm://" + secret + "/versions/latest"
+	sm.AddVersion(secret, []byte("good-value"))
+	ctx := context.Background()
+	if v, err := r.Get(ctx, ref); err != nil || string(v) != "good-value" {
+		t.Fatalf("%q %v", v, err)
+	}
+	bad := sm.AddVersion(secret, []byte("bad-value"))
+	if err := sm.SetVersionState(bad, secretmanagerpb.SecretVersion_DISABLED); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []struct {
+		advance  time.Duration
+		calls    int
+		wantLogs int
+	}{
+		{5 * time.Minute, 20, 1}, // TTL passed: one failed read, one line, for 20 calls
+		{4 * time.Minute, 20, 1}, // same period: nothing new
+		{2 * time.Minute, 5, 2},  // next period: one more line
+	} {
+		clk.Advance(step.advance)
+		for range step.calls {
+			if v, err := r.Get(ctx, ref); err != nil || string(v) != "good-value" {
+				t.Fatalf("Get = %q, %v; want the last good value", v, err)
+			}
+		}
+		if n := strings.Count(logs.String(), "secret re-read failed"); n != step.wantLogs {
+			t.Fatalf("%d warnings, want %d:\n%s", n, step.wantLogs, logs.String())
+		}
+	}
+	out := logs.String()
+	if !strings.Contains(out, ref) || !strings.Contains(out, "disabled or destroyed") {
+		t.Errorf("warning does not name the reference and the cause: %s", out)
+	}
+	if strings.Contains(out, "good-value") || strings.Contains(out, "bad-value") {
+		t.Errorf("a secret value reached the log: %s", out)
+	}
+	sm.AddVersion(secret, []byte("new-value"))
+	clk.Advance(5 * time.Minute)
+	if v, err := r.Get(ctx, ref); err != nil || string(v) != "new-value" {
+		t.Fatalf("after a new version: %q %v", v, err)
 	}
 }
