@@ -4,7 +4,7 @@ SHELL := /bin/bash
 export PATH := $(PATH):/usr/local/go/bin:$(HOME)/go/bin
 GO ?= go
 FUZZTIME ?= 10s
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v /e2e)
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /testbed/orthancproc)
 
 .PHONY: all build test test-unit test-e2e lint fuzz bench demo deps clean
 
@@ -16,7 +16,7 @@ build:
 
 ## test: lint, unit and integration tests (race detector), end-to-end tests
 ## with real Orthanc, brief fuzzing, and the offline deploy checks
-test: deps lint test-unit test-e2e fuzz deploy-check
+test: deps lint test-unit test-e2e fuzz deploy-check package-check agent-image-check compose-check
 
 ## deps: install Orthanc, its DICOMweb plugin and dcmtk if missing (apt)
 deps:
@@ -32,15 +32,19 @@ lint:
 test-unit:
 	$(GO) test -race -count=1 -timeout 15m $(UNIT_PKGS)
 
-## test-e2e: the whole system with two real Orthancs
+## test-e2e: the whole system with two real Orthancs, on each Orthanc
+## generation (ORTHANC_GENERATIONS, default bookworm trixie sid)
 test-e2e:
-	$(GO) test -count=1 -timeout 15m -v ./e2e/... 2>&1 | tee /tmp/orthanc-gcp-broker-e2e.log | grep -E '^(=== RUN|--- |PASS|FAIL|ok|panic)|e2e:' ; exit $${PIPESTATUS[0]}
+	GO=$(GO) scripts/e2e-matrix.sh
 
 ## fuzz: each fuzz target for FUZZTIME
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./broker/policy
 	$(GO) test -run='^$$' -fuzz='^FuzzTokenRequest$$' -fuzztime=$(FUZZTIME) ./broker/api
 	$(GO) test -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=$(FUZZTIME) ./broker/agentauth
+	$(GO) test -run='^$$' -fuzz='^FuzzParse$$' -fuzztime=$(FUZZTIME) ./agent/config
+	$(GO) test -run='^$$' -fuzz='^FuzzTokens$$' -fuzztime=$(FUZZTIME) ./agent/brokerclient
+	$(GO) test -run='^$$' -fuzz='^FuzzUnmarshal$$' -fuzztime=$(FUZZTIME) ./internal/strictjson
 
 ## bench: load generators and Go benchmarks; figures go to BENCHMARKS.md
 bench:

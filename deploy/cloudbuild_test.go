@@ -222,8 +222,8 @@ func TestCloudBuildStepsAreMakeTargets(t *testing.T) {
 	}
 }
 
-// .ko.yaml builds the broker from a package that exists, statically, on a
-// non-root distroless base by default.
+// .ko.yaml builds the broker and the agent from packages that exist,
+// statically, on a non-root distroless base by default.
 func TestKoConfig(t *testing.T) {
 	root := repoRoot(t)
 	b, err := os.ReadFile(filepath.Join(root, ".ko.yaml"))
@@ -244,15 +244,20 @@ func TestKoConfig(t *testing.T) {
 	if ko.DefaultBaseImage != "gcr.io/distroless/static:nonroot" {
 		t.Errorf("defaultBaseImage %q", ko.DefaultBaseImage)
 	}
-	if len(ko.Builds) != 1 {
-		t.Fatalf("builds: %+v", ko.Builds)
+	want := map[string]string{"broker": "./cmd/broker", "agent": "./cmd/agent"}
+	if len(ko.Builds) != len(want) {
+		t.Fatalf("builds: %+v, want %v", ko.Builds, want)
 	}
-	bd := ko.Builds[0]
-	if fi, err := os.Stat(filepath.Join(root, bd.Main)); err != nil || !fi.IsDir() {
-		t.Errorf("build main %s does not exist", bd.Main)
-	}
-	if !strings.Contains(strings.Join(bd.Env, " "), "CGO_ENABLED=0") {
-		t.Errorf("build env %v lacks CGO_ENABLED=0", bd.Env)
+	for _, bd := range ko.Builds {
+		if want[bd.ID] != bd.Main {
+			t.Errorf("build %q: main %q, want %q", bd.ID, bd.Main, want[bd.ID])
+		}
+		if fi, err := os.Stat(filepath.Join(root, bd.Main)); err != nil || !fi.IsDir() {
+			t.Errorf("build %s: main %s does not exist", bd.ID, bd.Main)
+		}
+		if !strings.Contains(strings.Join(bd.Env, " "), "CGO_ENABLED=0") {
+			t.Errorf("build %s: env %v lacks CGO_ENABLED=0", bd.ID, bd.Env)
+		}
 	}
 }
 

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# agent-image-check.sh - build the agent's container image offline and check
+# what ships, as image-check.sh does for the broker:
+#
+#  1. serve a throwaway registry on 127.0.0.1 (crane registry serve) and push
+#     a base of the shape of gcr.io/distroless/static:nonroot into it:
+#     deploy/mkbase.sh's base plus /home/nonroot (0700, 65532:65532), the
+#     directory deploy/docker-compose.yml keeps the key in (a named volume
+#     takes its owner and mode from the image's directory);
+#  2. ko build --push=false --tarball=bin/image/agent.tar ./cmd/agent (the
+#     "agent" build of .ko.yaml, version from packaging/version.sh);
+#  3. check: user non-root, no shell anywhere, the entrypoint is a static
+#     (CGO_ENABLED=0) Go binary, /home/nonroot belongs to the image user;
+#  4. run that binary as the image user: `version` prints the version,
+#     `keygen` writes the key into (a copy of) /home/nonroot, and `once`
+#     with packaging/agent.json plus the environment docker-compose.yml sets
+#     accepts the configuration (and fails only to reach a broker).
+#
+# Environment: TOOLS_BIN (crane, ko), IMAGE_TARBALL, AGENT_VERSION.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+tools=${TOOLS_BIN:-$root/bin/tools}
+crane=$tools/crane
+ko=$tools/ko
+tarball=${IMAGE_TARBALL:-$root/bin/image/agent.tar}
+version=${AGENT_VERSION:-$("$root/packaging/version.sh")}
+for t in "$crane" "$ko"; do
+	[[ -x $t ]] || { echo "agent-image-check: $t missing; run 'make deploy-tools'" >&2; exit 1; }
+done
+mkdir -p "$(dirname "$tarball")"
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "agent-image-check: FAIL: $*" >&2; exit 1; }
+say() { echo "agent-image-check: $*"; }
+
+# 1. Loopback registry and base.
+"$crane" registry serve --address 127.0.0.1:0 >"$tmp/registry.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 50); do
+	port=$(grep -o 'serving on port [0-9]*' "$tmp/registry.log" | awk '{print $4}' || true)
+	[[ -n ${port:-} ]] && break
+	sleep 0.1
+done
+[[ -n ${port:-} ]] || fail "registry did not start: $(cat "$tmp/registry.log")"
+reg=127.0.0.1:$port
+CRANE=$crane "$root/deploy/mkbase.sh" "$reg/base:nonroot" >/dev/null 2>"$tmp/mkbase.log" || fail "base image: $(cat "$tmp/mkbase.log")"
+mkdir -p "$tmp/home/home/nonroot"
+chmod 0755 "$tmp/home/home"
+chmod 0700 "$tmp/home/home/nonroot"
+tar --sort=name --mtime=@0 --numeric-owner --owner=0 --group=0 -C "$tmp/home" -cf "$tmp/home.tar" --no-recursion home
+tar --sort=name --mtime=@0 --numeric-owner --owner=65532 --group=65532 -C "$tmp/home" -rf "$tmp/home.tar" --no-recursion home/nonroot
+"$crane" append -b "$reg/base:nonroot" -f "$tmp/home.tar" -t "$reg/base:agent" >/dev/null 2>"$tmp/crane.log" || fail "base /home/nonroot layer: $(cat "$tmp/crane.log")"
+
+# 2. Build (.ko.yaml's "agent" build: -trimpath, -s -w, -X main.version).
+say "ko build ./cmd/agent (version $version)"
+(cd "$root" && AGENT_VERSION=$version KO_DEFAULTBASEIMAGE=$reg/base:agent KO_DOCKER_REPO=$reg/orthanc-gcp-agent \
+	"$ko" build --push=false --bare --sbom=none --platform=linux/amd64 --tarball="$tarball" ./cmd/agent >"$tmp/ko.out" 2>"$tmp/ko.log") ||
+	fail "ko build: $(cat "$tmp/ko.log")"
+say "image tarball $tarball ($(du -h "$tarball" | cut -f1))"
+
+# 3. Inspect.
+"$crane" push "$tarball" "$reg/orthanc-gcp-agent:check" >/dev/null 2>"$tmp/crane.log" || fail "crane push: $(cat "$tmp/crane.log")"
+"$crane" config "$reg/orthanc-gcp-agent:check" >"$tmp/config.json"
+user=$(jq -r '.config.User // ""' "$tmp/config.json")
+entry=$(jq -r '.config.Entrypoint[0] // ""' "$tmp/config.json")
+mkdir "$tmp/rootfs"
+"$crane" export "$reg/orthanc-gcp-agent:check" "$tmp/fs.tar" 2>"$tmp/crane.log" || fail "crane export: $(cat "$tmp/crane.log")"
+tar -x -C "$tmp/rootfs" --no-same-owner -f "$tmp/fs.tar" 2>/dev/null
+tar -t -f "$tmp/fs.tar" 2>/dev/null | sed 's|^/||' >"$tmp/files"
+
+uid=${user%%:*}
+gid=${user#*:}
+[[ -n $uid && $uid != 0 && $uid != root && $gid != 0 ]] || fail "image user is '${user}', want non-root"
+say "user $user"
+shells=$(grep -E '(^|/)(bin|sbin)/(sh|bash|dash|ash|busybox)$' "$tmp/files" || true)
+[[ -z $shells ]] || fail "shell in image: $shells"
+say "no shell among $(wc -l <"$tmp/files") paths"
+[[ $entry == /ko-app/agent ]] || fail "entrypoint '$entry', want /ko-app/agent (docker-compose.yml's healthcheck runs it)"
+bin=$tmp/rootfs$entry
+[[ -f $bin ]] || fail "entrypoint $entry not in the filesystem"
+if readelf -l "$bin" | grep -q 'INTERP'; then fail "$entry is dynamically linked"; fi
+go version -m "$bin" | grep -q 'CGO_ENABLED=0' || fail "$entry not built with CGO_ENABLED=0"
+say "$entry is static (no ELF interpreter, CGO_ENABLED=0)"
+home=$(tar -tv --numeric-owner -f "$tmp/fs.tar" 2>/dev/null | awk '$NF == "home/nonroot/" || $NF == "home/nonroot" {print $1, $2}')
+[[ $home == "drwx------ $uid/$gid" ]] || fail "/home/nonroot is '$home', want 'drwx------ $uid/$gid'"
+say "/home/nonroot $home"
+
+# 4. Run the binary as the image user.
+chmod 0755 "$tmp" "$tmp/rootfs"
+run_as() { setpriv --reuid="$uid" --regid="$gid" --clear-groups env -i HOME=/home/nonroot "$@"; }
+v=$(run_as "$bin" version) || fail "version failed"
+[[ $v == "orthanc-gcp-agent $version "* ]] || fail "version printed '$v', want 'orthanc-gcp-agent $version ...'"
+say "version: $v"
+state=$tmp/state # stands in for the named volume on /home/nonroot
+install -d -m 0700 -o "$uid" -g "$gid" "$state"
+pub=$(run_as "$bin" keygen --out "$state/agent.key") || fail "keygen as $user failed"
+[[ $pub == ed25519:* ]] || fail "keygen printed '$pub'"
+say "keygen as $user: $pub"
+sed -e 's|"Url": "",|"Url": "https://127.0.0.1:1",|' -e 's|"AgentId": "",|"AgentId": "image-check",|' \
+	"$root/packaging/agent.json" >"$tmp/agent.json"
+chmod 0644 "$tmp/agent.json"
+if out=$(run_as AGENT_BROKER_KEY_FILE="$state/agent.key" AGENT_LOG_LEVEL=error timeout 60 "$bin" once --config "$tmp/agent.json" 2>&1); then
+	fail "once succeeded without a broker"
+fi
+out=$(grep -v '^{' <<<"$out" || true)
+[[ $out == "agent once:"* ]] || fail "once refused packaging/agent.json in the image: $out"
+say "once with packaging/agent.json (+ AGENT_BROKER_KEY_FILE): configuration accepted, no broker: ${out:0:80}"
+say "OK"
