@@ -29,6 +29,26 @@ locals {
   # policy (which must exist before the first revision starts) can name it.
   audience = coalesce(var.audience, "https://${var.service_name}-${data.google_project.this.number}.${var.region}.run.app")
 
+  # The id each account's Google resources are named with: service account
+  # "<prefix>-<id>", secret "<prefix>-<id>-sa-key" or "-user-token". Account
+  # names follow the broker's rule (up to 63 letters, digits, '_', '.', '-');
+  # service account ids are 6-30 lowercase letters, digits and '-'. A name
+  # this module always accepted (3-20 lowercase letters, digits or '-',
+  # starting with a letter) is its own id, so existing deployments keep their
+  # resources. Any other name becomes its first 11 characters, lowercased,
+  # '_' and '.' as '-', trailing '-' dropped, then '-' and the first 8 hex
+  # digits of the SHA-256 of the name as written: "My.Store" and "my_store"
+  # differ from each other and from an account named "my-store". At most 20
+  # characters, so any resource_prefix gives a valid service account id.
+  # agent/migrate (ResourceID) derives the same ids; tests/naming_vectors.json
+  # holds the cases both are tested against.
+  resource_ids = {
+    for name in keys(var.accounts) : name => (
+      can(regex("^[a-z][a-z0-9-]{1,18}[a-z0-9]$", name)) ? name :
+      "${replace(substr(replace(lower(name), "/[_.]/", "-"), 0, 11), "/-+$/", "")}-${substr(sha256(name), 0, 8)}"
+    )
+  }
+
   store_ids = {
     for name, a in var.accounts : name => "projects/${a.project}/locations/${a.location}/datasets/${a.dataset}/dicomStores/${a.dicom_store}"
   }
@@ -108,7 +128,7 @@ resource "google_service_account" "store" {
   for_each = local.store_accounts
 
   project      = var.project
-  account_id   = "${var.resource_prefix}-${each.key}"
+  account_id   = "${var.resource_prefix}-${local.resource_ids[each.key]}"
   display_name = "DICOM store ${each.key}"
   description  = "Orthanc GCP broker account ${each.key} (${each.value.mode}): DICOMweb on ${local.store_ids[each.key]} only."
 
@@ -162,7 +182,7 @@ resource "google_secret_manager_secret" "credential" {
   for_each = local.secret_accounts
 
   project             = var.project
-  secret_id           = "${var.resource_prefix}-${each.key}-${each.value.mode == "key" ? "sa-key" : "user-token"}"
+  secret_id           = "${var.resource_prefix}-${local.resource_ids[each.key]}-${each.value.mode == "key" ? "sa-key" : "user-token"}"
   labels              = merge(var.labels, { "orthanc-gcp-broker" = "credential" })
   deletion_protection = var.deletion_protection
 
@@ -207,6 +227,12 @@ resource "google_secret_manager_secret_version" "policy" {
     precondition {
       condition     = alltrue(flatten([for ag in values(var.agents) : [for acc in ag.accounts : contains(keys(var.accounts), acc)]]))
       error_message = "Every account an agent lists must be a key of var.accounts."
+    }
+    precondition {
+      # Only an account named like another's derived id (e.g. "my-store-7329d7b8"
+      # next to "My.Store") could collide; Google would refuse the second resource.
+      condition     = length(distinct(values(local.resource_ids))) == length(local.resource_ids)
+      error_message = "Two account names derive the same resource id (see output account_resource_ids); rename one."
     }
   }
 }

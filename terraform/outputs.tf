@@ -41,3 +41,13 @@ output "key_loading_commands" {
     )
   }
 }
+
+output "account_resource_ids" {
+  description = "Per account name, the ids of the Google resources named after it: service_account (impersonate and key accounts) and secret (key and authorized_user accounts), null where the account has none. A name of 3-20 lowercase letters, digits or hyphens starting with a letter is used as it is; other names get a derived id (see local.resource_ids)."
+  value = {
+    for name, a in var.accounts : name => {
+      service_account = a.mode != "authorized_user" ? google_service_account.store[name].account_id : null
+      secret          = a.mode != "impersonate" ? google_secret_manager_secret.credential[name].secret_id : null
+    }
+  }
+}

@@ -40,7 +40,7 @@ variable "image" {
 }
 
 variable "resource_prefix" {
-  description = "Prefix of the per-store service accounts and credential secrets (<prefix>-<account>)."
+  description = "Prefix of the per-store service accounts and credential secrets (<prefix>-<id>, where <id> is the account name when it is 3-20 lowercase letters, digits or hyphens starting with a letter, else derived from it: see output account_resource_ids)."
   type        = string
   default     = "ogb"
 
@@ -53,7 +53,10 @@ variable "resource_prefix" {
 variable "accounts" {
   description = <<-EOT
     DICOM stores the broker hands out tokens for, keyed by account name (the
-    name agents ask for and the Orthanc DICOMweb server name). Each has the
+    name agents ask for and the Orthanc DICOMweb server name: 1-63 letters,
+    digits, '_', '.' or '-', so an old GCP plugin account keeps its name;
+    output account_resource_ids shows the Google resource ids derived from
+    each name). Each has the
     store's project, location, dataset and dicom_store, and a mode:
       impersonate      keyless: the broker impersonates a per-store service
                        account (token_lifetime optional, e.g. "15m", max "1h"
@@ -85,8 +88,11 @@ variable "accounts" {
     error_message = "At least one account is needed."
   }
   validation {
-    condition     = alltrue([for name in keys(var.accounts) : can(regex("^[a-z][a-z0-9-]{1,18}[a-z0-9]$", name))])
-    error_message = "Account names must be 3-20 lowercase letters, digits or hyphens, starting with a letter (they name a service account and a secret)."
+    # The broker policy's rule for account names (the Orthanc DICOMweb server
+    # name, e.g. an old GCP plugin account such as "My.Store"). Service
+    # account and secret ids are derived from it: local.resource_ids.
+    condition     = alltrue([for name in keys(var.accounts) : can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name))])
+    error_message = "Account names must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit (the broker's rule for account names)."
   }
   validation {
     condition     = alltrue([for a in values(var.accounts) : contains(["impersonate", "key", "authorized_user"], a.mode)])

@@ -1,6 +1,9 @@
 # Example root configuration: one keyless store, one key-based store, two
 # agents. Copy this directory, fill example.tfvars, then:
 #   terraform init && terraform apply -var-file=example.tfvars
+# Migrating from Orthanc's old GCP plugin: `orthanc-gcp-agent migrate` writes
+# accounts.auto.tfvars.json; put it here (Terraform loads it by itself) and
+# take `accounts` out of example.tfvars, which would otherwise replace it.
 
 terraform {
   required_version = ">= 1.5.0"

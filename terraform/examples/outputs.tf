@@ -12,3 +12,13 @@ output "store_service_accounts" {
   description = "Per-store service accounts."
   value       = module.broker.store_service_accounts
 }
+
+output "credential_secrets" {
+  description = "Secret Manager references of key and authorized_user accounts (what `orthanc-gcp-agent migrate`'s load-secrets.sh fills)."
+  value       = module.broker.credential_secrets
+}
+
+output "account_resource_ids" {
+  description = "Per account, the service account and secret ids derived from its name."
+  value       = module.broker.account_resource_ids
+}

@@ -19,6 +19,7 @@ variable "accounts" {
 }
 
 variable "agents" {
-  description = "Enrolled agents; passed to the module, which types and validates them (see ../variables.tf)."
+  description = "Enrolled agents; passed to the module, which types and validates them (see ../variables.tf). Empty until the first site is enrolled."
   type        = any
+  default     = {}
 }

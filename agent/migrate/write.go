@@ -1,0 +1,113 @@
+package migrate
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+type outFile struct {
+	name string
+	data []byte
+	perm os.FileMode
+}
+
+// prepareOutDir checks, before anything is read or written, that dir can
+// be created: it does not exist (its parent does) or is an empty directory.
+func prepareOutDir(dir string) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", &Error{Field: "--out", Msg: err.Error()}
+	}
+	fi, err := os.Lstat(abs)
+	switch {
+	case err == nil && !fi.IsDir():
+		return "", &Error{Field: "--out", Msg: abs + " exists and is not a directory"}
+	case err == nil:
+		f, err := os.Open(abs)
+		if err != nil {
+			return "", &Error{Field: "--out", Msg: err.Error()}
+		}
+		_, err = f.Readdirnames(1)
+		f.Close()
+		if err != io.EOF {
+			return "", &Error{Field: "--out", Msg: abs + " exists and is not empty; give a new directory (nothing is ever overwritten)"}
+		}
+	case errors.Is(err, os.ErrNotExist):
+		pfi, err := os.Stat(filepath.Dir(abs))
+		if err != nil || !pfi.IsDir() {
+			return "", &Error{Field: "--out", Msg: "the parent directory " + filepath.Dir(abs) + " does not exist"}
+		}
+	default:
+		return "", &Error{Field: "--out", Msg: err.Error()}
+	}
+	return abs, nil
+}
+
+// writeDir writes files into a new temporary directory next to dir, then
+// renames it to dir: dir appears complete or not at all. The rename fails
+// rather than replace a directory that became non-empty in the meantime.
+func writeDir(dir string, files []outFile) (err error) {
+	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".migrate-*")
+	if err != nil {
+		return &Error{Field: "--out", Msg: err.Error()}
+	}
+	defer func() {
+		if err != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return &Error{Field: "--out", Msg: err.Error()}
+	}
+	for _, f := range files {
+		if err := writeNew(filepath.Join(tmp, f.name), f.data, f.perm); err != nil {
+			return &Error{Field: "--out", Msg: err.Error()}
+		}
+	}
+	if err := syncDir(tmp); err != nil {
+		return &Error{Field: "--out", Msg: err.Error()}
+	}
+	// os.Rename never replaces a directory, not even an empty one: remove
+	// an empty one first (os.Remove refuses a directory that is not empty,
+	// so files someone put there in the meantime stay, and Rename then fails).
+	if fi, err := os.Lstat(dir); err == nil && fi.IsDir() {
+		if err := os.Remove(dir); err != nil {
+			return &Error{Field: "--out", Msg: fmt.Sprintf("cannot replace the empty directory %s: %v", dir, err)}
+		}
+	}
+	if err := os.Rename(tmp, dir); err != nil {
+		return &Error{Field: "--out", Msg: fmt.Sprintf("cannot create %s (it must not exist, or be empty): %v", dir, err)}
+	}
+	_ = syncDir(filepath.Dir(dir))
+	return nil
+}
+
+func writeNew(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm) // the umask may have narrowed it; never widen beyond perm
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
