@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -41,6 +42,9 @@ const (
 	// without waiting for the next refresh.
 	DefaultStoresInterval = time.Minute
 	DefaultListen         = "127.0.0.1:9750"
+	// DefaultResubmitFailedJobs: failed uploads whose token the store
+	// refused are sent again (package resubmit).
+	DefaultResubmitFailedJobs = true
 )
 
 // DefaultAllowedDicomWebHosts is AllowedDicomWebHosts when the file and
@@ -65,6 +69,11 @@ type File struct {
 	// AllowedDicomWebHosts: nil means DefaultAllowedDicomWebHosts; a
 	// list (even an empty one, which is refused) replaces the default.
 	AllowedDicomWebHosts []string `json:"AllowedDicomWebHosts"`
+	StoresInterval       string   `json:"StoresInterval"`
+	// ResubmitFailedJobs: nil means DefaultResubmitFailedJobs.
+	ResubmitFailedJobs *bool `json:"ResubmitFailedJobs"`
+	// StateDirectory: "" means the directory of Broker.KeyFile.
+	StateDirectory string `json:"StateDirectory"`
 }
 
 // BrokerFile is the "Broker" section.
@@ -107,14 +116,19 @@ type Config struct {
 	ServerOptions map[string]json.RawMessage
 	RefreshMargin time.Duration
 	CheckInterval time.Duration
-	// StoresInterval is always DefaultStoresInterval: no file field or
-	// environment variable sets it yet.
+	// StoresInterval is how often the store list is asked for when no
+	// token is due.
 	StoresInterval time.Duration
 	// Listen is the health/metrics address; empty disables the server.
 	Listen string
 	// AllowedDicomWebHosts are the hosts (lower case, "host" or
 	// "host:port") a token may be pushed for; see DicomWebHostAllowed.
 	AllowedDicomWebHosts []string
+	// ResubmitFailedJobs sends failed uploads again (package resubmit).
+	ResubmitFailedJobs bool
+	// StateDirectory holds the agent's state (the record of re-sent
+	// uploads); it defaults to the directory of KeyFile.
+	StateDirectory string
 	// Warnings are problems that do not stop the agent, to be logged
 	// once at start (e.g. a plain-http Orthanc.Url to another host).
 	Warnings []string
@@ -158,6 +172,16 @@ var EnvVars = []EnvVar{
 	{"AGENT_REFRESH_MARGIN", "RefreshMargin", func(f *File, v string) error { f.RefreshMargin = v; return nil }},
 	{"AGENT_CHECK_INTERVAL", "CheckInterval", func(f *File, v string) error { f.CheckInterval = v; return nil }},
 	{"AGENT_LISTEN", "Listen", func(f *File, v string) error { f.Listen = &v; return nil }},
+	{"AGENT_STORES_INTERVAL", "StoresInterval", func(f *File, v string) error { f.StoresInterval = v; return nil }},
+	{"AGENT_RESUBMIT_FAILED_JOBS", "ResubmitFailedJobs", func(f *File, v string) error {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			return fmt.Errorf("must be true or false, got %q", clipEntry(v))
+		}
+		f.ResubmitFailedJobs = &b
+		return nil
+	}},
+	{"AGENT_STATE_DIRECTORY", "StateDirectory", func(f *File, v string) error { f.StateDirectory = v; return nil }},
 	{"AGENT_ALLOWED_DICOMWEB_HOSTS", "AllowedDicomWebHosts", func(f *File, v string) error {
 		f.AllowedDicomWebHosts = []string{} // set, even if empty: Resolve refuses an empty list
 		for _, h := range strings.Split(v, ",") {
@@ -238,7 +262,6 @@ func (f *File) Resolve() (*Config, error) {
 		OrthancUsername: f.Orthanc.Username,
 		DicomWebRoot:    f.Orthanc.DicomWebRoot,
 		ServerOptions:   f.ServerOptions,
-		StoresInterval:  DefaultStoresInterval,
 		Listen:          DefaultListen,
 	}
 	var err error
@@ -309,6 +332,19 @@ func (f *File) Resolve() (*Config, error) {
 	if c.CheckInterval < time.Second {
 		return nil, fieldErr("CheckInterval", "must be at least 1s")
 	}
+	if c.StoresInterval, err = duration("StoresInterval", f.StoresInterval, DefaultStoresInterval); err != nil {
+		return nil, err
+	}
+	if c.StoresInterval < time.Second {
+		return nil, fieldErr("StoresInterval", "must be at least 1s")
+	}
+	c.ResubmitFailedJobs = DefaultResubmitFailedJobs
+	if f.ResubmitFailedJobs != nil {
+		c.ResubmitFailedJobs = *f.ResubmitFailedJobs
+	}
+	if c.StateDirectory, err = stateDirectory(f.StateDirectory, c.KeyFile, c.ResubmitFailedJobs); err != nil {
+		return nil, err
+	}
 	if c.AllowedDicomWebHosts, err = checkAllowedHosts(f.AllowedDicomWebHosts); err != nil {
 		return nil, err
 	}
@@ -324,6 +360,35 @@ func (f *File) Resolve() (*Config, error) {
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// stateDirectory resolves StateDirectory: the directory of the key file
+// unless set. When something will be written there (ResubmitFailedJobs)
+// it must be an existing directory.
+func stateDirectory(dir, keyFile string, used bool) (string, error) {
+	field := "StateDirectory"
+	if dir == "" {
+		dir = filepath.Dir(keyFile)
+		field = "StateDirectory (default: the directory of Broker.KeyFile)"
+	}
+	if strings.ContainsFunc(dir, isControl) {
+		return "", fieldErr("StateDirectory", "must not contain control characters")
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", fieldErr(field, "%v", err)
+	}
+	if !used {
+		return abs, nil
+	}
+	fi, err := os.Stat(abs)
+	if err != nil {
+		return "", fieldErr(field, "%v (ResubmitFailedJobs keeps its record of re-sent uploads there)", err)
+	}
+	if !fi.IsDir() {
+		return "", fieldErr(field, "%s is not a directory", abs)
+	}
+	return abs, nil
+}
 
 func duration(field, s string, def time.Duration) (time.Duration, error) {
 	if s == "" {
@@ -617,17 +682,6 @@ func readPassword(path string) (string, error) {
 		return "", fmt.Errorf("%s must hold the password on one line", path)
 	}
 	return pw, nil
-}
-
-func checkPasswordMode(path string, fi os.FileInfo) error {
-	if !fi.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file", path)
-	}
-	if perm := fi.Mode().Perm(); perm&0o007 != 0 {
-		return fmt.Errorf("%s has mode %#o; it must not be readable or writable by others "+
-			"(chmod o-rwx; group-readable 0640 with the agent's group is fine)", path, perm)
-	}
-	return nil
 }
 
 func checkAccounts(in []string) ([]string, error) {

@@ -35,9 +35,20 @@ commands:
   once    --config FILE              sync once; exit status 1 on any failure
   keygen  --out FILE                 write a new private key (mode 0600, never overwrites)
                                      and print the public key line to register at the broker
+  enrol   --config FILE              make Broker.KeyFile if it is missing (as keygen) and print
+                                     this agent's entry for terraform.tfvars and the broker policy
   status  [--config FILE | --addr HOST:PORT]
                                      print a running agent's state; exit 0 healthy, 1 unhealthy,
                                      3 not answering
+  service install --config FILE      Windows: register the "orthanc-gcp-agent" service
+                                     (automatic start, logs to the Application event log)
+  service uninstall                  Windows: stop and remove it
+  migrate --orthanc-config FILE --out DIR [--broker-url URL] [--agent-id ID]
+                                     turn an old GCP plugin configuration into terraform
+                                     accounts, load-secrets.sh, agent.json and a plan;
+                                     never writes or prints a secret value
+  migrate --orthanc-config FILE --print-credential NAME
+                                     print NAME's inline authorized_user JSON, only to a pipe
   version                            print the version
 
 --config defaults to $AGENT_CONFIG; every field can also be set by an
@@ -54,6 +65,13 @@ type cli struct {
 	now func() time.Time
 	// onListen, if set, receives the health address once bound (tests).
 	onListen func(addr string)
+	// onStarted, if set, is called once "run" has loaded its configuration
+	// and bound its address, just before the loop starts (the Windows
+	// service reports Running then).
+	onStarted func()
+	// isTerminal, if set, says whether stdout is a terminal (tests); nil
+	// checks the real stdout.
+	isTerminal func() bool
 }
 
 func (c *cli) main(ctx context.Context, args []string) int {
@@ -69,6 +87,12 @@ func (c *cli) main(ctx context.Context, args []string) int {
 		return c.runCmd(ctx, rest, true)
 	case "keygen":
 		return c.keygen(rest)
+	case "enrol", "enroll":
+		return c.enrol(rest)
+	case "service":
+		return c.service(rest)
+	case "migrate":
+		return c.migrateCmd(rest)
 	case "status":
 		return c.status(ctx, rest)
 	case "version", "--version", "-version":
@@ -163,6 +187,9 @@ func (c *cli) runCmd(ctx context.Context, args []string, once bool) int {
 	}
 	if addr != nil && c.onListen != nil {
 		c.onListen(addr.String())
+	}
+	if c.onStarted != nil {
+		c.onStarted()
 	}
 	if err := a.Run(ctx, c.reload, load); err != nil {
 		fmt.Fprintf(c.stderr, "agent: %v\n", err)

@@ -5,6 +5,8 @@
 //	agent run     --config FILE   run the daemon
 //	agent once    --config FILE   one sync; non-zero exit on failure
 //	agent keygen  --out FILE      make the agent key, print the public key line
+//	agent enrol   --config FILE   make Broker.KeyFile if missing, print the broker entries
+//	agent service install --config FILE | uninstall   (Windows)
 //	agent status  [--config FILE | --addr host:port]
 //	agent version
 package main
@@ -27,6 +29,11 @@ const defaultMemoryLimit = 10 << 20
 func main() {
 	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
 		debug.SetMemoryLimit(defaultMemoryLimit)
+	}
+	if isWindowsService() {
+		// Started by the Windows service control manager: no console,
+		// no signals; see service_windows.go.
+		os.Exit(serviceMain(os.Args[1:]))
 	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }

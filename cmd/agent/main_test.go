@@ -1,3 +1,8 @@
+//go:build !windows
+
+// The end-to-end tests start Orthanc and send Unix signals (testbed/proc is
+// Unix only); the Windows build is vetted and built, not run.
+
 package main
 
 import (

@@ -79,7 +79,8 @@ func ParsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
 }
 
 // WriteNew generates a key pair and writes the private key to path with mode
-// 0600. It never overwrites an existing file.
+// 0600 (on Windows: a protected DACL granting only SYSTEM, Administrators
+// and the current user). It never overwrites an existing file.
 func WriteNew(path string) (ed25519.PublicKey, error) {
 	pub, priv, err := Generate()
 	if err != nil {
@@ -89,7 +90,7 @@ func WriteNew(path string) (ed25519.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	f, err := createPrivate(path)
 	if err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("%s already exists; refusing to overwrite a key", path)
@@ -109,14 +110,17 @@ func WriteNew(path string) (ed25519.PublicKey, error) {
 }
 
 // ReadFile loads a private key, refusing a file that group or others can
-// read: a readable agent key lets anyone on the host act as the agent.
+// read: a readable agent key lets anyone on the host act as the agent. On
+// Unix that is any mode bit for group or others; on Windows, an ACL entry
+// that lets Everyone, Authenticated Users, BUILTIN\Users (or a similar
+// group, see CheckDACL) read or change the file.
 func ReadFile(path string) (ed25519.PrivateKey, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
-	if fi.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s has mode %#o; it must not be readable by group or others (chmod 600)", path, fi.Mode().Perm())
+	if err := checkPrivate(path, fi); err != nil {
+		return nil, err
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+)
+
+// The broker policy's rule for agent ids (broker/policy) and the stricter
+// one of terraform's agents variable (terraform/variables.tf).
+var (
+	brokerAgentIDRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$`)
+	terraformAgentIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+)
+
+// placeholderIDs are AgentId values that a template or an example left
+// behind, compared lower case with everything but letters and digits dropped.
+var placeholderIDs = map[string]bool{
+	"agentid": true, "youragentid": true, "myagentid": true, "changeme": true, "replaceme": true,
+	"placeholder": true, "todo": true, "fixme": true, "tbd": true, "xxx": true, "example": true,
+	"none": true, "null": true,
+}
+
+// checkEnrolAgentID refuses an empty or placeholder Broker.AgentId, and
+// one the broker's policy could not hold. The message is the field's.
+func checkEnrolAgentID(id string) error {
+	norm := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + ('a' - 'A')
+		}
+		return -1
+	}, id)
+	switch {
+	case strings.TrimSpace(id) == "":
+		return errors.New("is empty: set it to this site's agent id, the name the broker's policy will know it by (e.g. \"clinic-a\")")
+	case strings.ContainsAny(id, "<>{}$") || placeholderIDs[norm]:
+		return fmt.Errorf("%q is a placeholder: set it to this site's agent id (e.g. \"clinic-a\")", clip(id))
+	case !brokerAgentIDRE.MatchString(id):
+		return fmt.Errorf("%q cannot be an agent id: the broker accepts 1-128 letters, digits, '.', '_', '@' or '-', starting with a letter or digit", clip(id))
+	}
+	return nil
+}
+
+// oneLine keeps s on one comment line.
+func oneLine(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+func clip(s string) string {
+	if len(s) > 64 {
+		s = s[:64] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
+// enrolFields reads, without validating anything else, the two fields
+// enrol needs before the full load: the agent id and the key file, from
+// the file and their AGENT_* overrides.
+func (c *cli) enrolFields(path string) (id, keyFile string, err error) {
+	var f config.File
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return "", "", fmt.Errorf("config: %w", err)
+		}
+		p, err := config.Parse(data)
+		if err != nil {
+			return "", "", fmt.Errorf("config %s: %w", path, err)
+		}
+		f = *p
+	}
+	id, keyFile = f.Broker.AgentId, f.Broker.KeyFile
+	for _, ev := range config.EnvVars {
+		v, ok := c.env(ev.Name)
+		if !ok {
+			continue
+		}
+		switch ev.Field {
+		case "Broker.AgentId":
+			id = v
+		case "Broker.KeyFile":
+			keyFile = v
+		}
+	}
+	return id, keyFile, nil
+}
+
+// enrol makes the agent's key if it is missing, exactly as keygen does,
+// loads the whole configuration as "run" would, and prints this agent's
+// entry for terraform.tfvars and for a hand-written broker policy. Run
+// again, it reuses the key and prints the same entries.
+func (c *cli) enrol(args []string) int {
+	fs := c.flags("enrol")
+	cfgFlag := fs.String("config", "", "agent configuration file (JSON); default $AGENT_CONFIG")
+	if !c.parse(fs, args) {
+		return exitUsage
+	}
+	path := c.configPath(*cfgFlag)
+	id, keyFile, err := c.enrolFields(path)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "agent enrol: %v\n", err)
+		return exitFailure
+	}
+	if err := checkEnrolAgentID(id); err != nil {
+		fmt.Fprintf(c.stderr, "agent enrol: config: Broker.AgentId: %v\n", err)
+		return exitFailure
+	}
+	if keyFile == "" {
+		fmt.Fprintln(c.stderr, "agent enrol: config: Broker.KeyFile: is required (where the agent's private key is kept, e.g. /var/lib/orthanc-gcp-agent/agent.key)")
+		return exitFailure
+	}
+	created, err := ensureKey(keyFile)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "agent enrol: config: Broker.KeyFile: %v\n", err)
+		return exitFailure
+	}
+	if created {
+		fmt.Fprintf(c.stderr, "agent enrol: created the agent key %s\n", keyFile)
+	}
+	cfg, err := config.Load(path, c.env)
+	if err != nil {
+		fmt.Fprintf(c.stderr, "agent enrol: %v\n", err)
+		if created {
+			fmt.Fprintln(c.stderr, "agent enrol: the new key is kept; fix the configuration and run enrol again")
+		}
+		return exitFailure
+	}
+	pub, ok := cfg.Key.Public().(ed25519.PublicKey)
+	if !ok {
+		fmt.Fprintln(c.stderr, "agent enrol: the key is not Ed25519")
+		return exitFailure
+	}
+	if err := writeEnrolment(c.stdout, cfg.AgentID, agentkey.FormatPublicKey(pub), cfg.Accounts, keyFile, created); err != nil {
+		return exitFailure
+	}
+	return exitOK
+}
+
+// ensureKey creates the key at path with keygen's code (agentkey.WriteNew:
+// mode 0600, or a private DACL on Windows; never overwriting) unless
+// something already has that name, in which case the full load checks it.
+func ensureKey(path string) (created bool, err error) {
+	if _, err := os.Lstat(path); err == nil {
+		return false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return false, err
+	}
+	if _, err := agentkey.WriteNew(path); err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
+// writeEnrolment prints the terraform agents entry and the broker policy
+// member for one agent. Only the public key line appears, never the key.
+// id and accounts have passed the broker's rules, so they need no escaping
+// in HCL or JSON beyond the quotes.
+func writeEnrolment(w io.Writer, id, pubLine string, accounts []string, keyFile string, created bool) error {
+	state := "already there, reused"
+	if created {
+		state = "created now"
+	}
+	q := make([]string, len(accounts))
+	for i, a := range accounts {
+		q[i] = strconv.Quote(a)
+	}
+	list := "[" + strings.Join(q, ", ") + "]"
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Agent %s, key %s (%s).\n", strconv.Quote(id), oneLine(keyFile), state)
+	fmt.Fprintf(&b, "# Public key: %s\n", pubLine)
+	b.WriteString("# Register it at the broker in one of two ways.\n")
+	b.WriteString("#\n")
+	b.WriteString("# 1. terraform: add this entry inside agents = { ... } in terraform.tfvars, then terraform apply.\n")
+	if !terraformAgentIDRE.MatchString(id) {
+		b.WriteString("#    terraform's agents variable accepts only ids of 1-63 letters, digits, '.', '_' or '-':\n")
+		b.WriteString("#    use way 2, or change Broker.AgentId and run enrol again.\n")
+	}
+	if len(accounts) == 0 {
+		b.WriteString("#    Accounts is empty in the agent's configuration, so the agent asks for every store it is\n")
+		b.WriteString("#    granted. terraform requires the list: replace [] with the account names this agent may use.\n")
+	}
+	// Indented as terraform fmt has it inside agents = { ... }.
+	fmt.Fprintf(&b, "  %s = {\n", strconv.Quote(id))
+	fmt.Fprintf(&b, "    public_key = %s\n", strconv.Quote(pubLine))
+	fmt.Fprintf(&b, "    accounts   = %s\n", list)
+	b.WriteString("  }\n\n")
+	b.WriteString("# 2. Without terraform: add this member inside \"Agents\": { ... } of the broker policy (BROKER_CONFIG).\n")
+	if len(accounts) == 0 {
+		b.WriteString("#    With \"Accounts\": [] the broker grants this agent nothing: list the account names.\n")
+	}
+	fmt.Fprintf(&b, "%s: {\"PublicKey\": %s, \"Accounts\": %s}\n", strconv.Quote(id), strconv.Quote(pubLine), list)
+	_, err := io.WriteString(w, b.String())
+	return err
+}

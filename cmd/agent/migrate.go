@@ -1,0 +1,59 @@
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/migrate"
+)
+
+// migrateCmd turns an old GCP plugin configuration into this project's
+// (agent/migrate), or prints one inline credential to a pipe.
+func (c *cli) migrateCmd(args []string) int {
+	fs := c.flags("migrate")
+	orthancConfig := fs.String("orthanc-config", "", "the Orthanc configuration file (or directory) holding the GoogleCloudPlatform section")
+	out := fs.String("out", "", "directory to create with accounts.auto.tfvars.json, load-secrets.sh and agent.json (must not exist or be empty)")
+	brokerURL := fs.String("broker-url", "", "the broker's URL for agent.json (else a placeholder)")
+	agentID := fs.String("agent-id", "", "this site's agent id for agent.json (else a placeholder)")
+	printCred := fs.String("print-credential", "", "print account NAME's inline authorized_user JSON to a pipe (for load-secrets.sh)")
+	if !c.parse(fs, args) {
+		return exitUsage
+	}
+	if *orthancConfig == "" {
+		fmt.Fprintln(c.stderr, "agent migrate: --orthanc-config is required")
+		return exitUsage
+	}
+	var err error
+	switch {
+	case *printCred != "" && *out != "":
+		fmt.Fprintln(c.stderr, "agent migrate: --print-credential and --out do not go together")
+		return exitUsage
+	case *printCred != "":
+		err = migrate.PrintCredential(*orthancConfig, *printCred, c.stdout, c.stdoutIsTerminal())
+	case *out == "":
+		fmt.Fprintln(c.stderr, "agent migrate: --out is required")
+		return exitUsage
+	default:
+		cmd := "orthanc-gcp-agent"
+		if exe, e := os.Executable(); e == nil && c.isTerminal == nil {
+			cmd = exe
+		}
+		err = migrate.Run(migrate.Options{OrthancConfig: *orthancConfig, OutDir: *out,
+			BrokerURL: *brokerURL, AgentID: *agentID, AgentCommand: cmd}, c.stdout)
+	}
+	if err != nil {
+		fmt.Fprintln(c.stderr, "agent migrate:", err)
+		return exitFailure
+	}
+	return exitOK
+}
+
+// stdoutIsTerminal reports whether stdout is a terminal (a credential is
+// never printed there).
+func (c *cli) stdoutIsTerminal() bool {
+	if c.isTerminal != nil {
+		return c.isTerminal()
+	}
+	f, ok := c.stdout.(*os.File)
+	return !ok || migrate.IsTerminal(f)
+}
