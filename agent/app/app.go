@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path/filepath"
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
@@ -16,6 +17,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/reconcile"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/resubmit"
 )
 
 // Agent is one configured agent.
@@ -62,7 +64,18 @@ func update(cfg *config.Config, now func() time.Time) (reconcile.Update, error) 
 		AgentID: cfg.AgentID, Accounts: cfg.Accounts, ServerOptions: cfg.ServerOptions,
 		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval, StoresInterval: cfg.StoresInterval,
 		AllowedDicomWebHosts: cfg.AllowedDicomWebHosts,
+		ResubmitFailedJobs:   cfg.ResubmitFailedJobs, ResubmitStatePath: StatePath(cfg),
 	}}, nil
+}
+
+// StatePath is the file in which the agent records the failed uploads it
+// sent again: StateDirectory/resubmitted-jobs.json ("" without a
+// StateDirectory, which config.Resolve always sets).
+func StatePath(cfg *config.Config) string {
+	if cfg.StateDirectory == "" {
+		return ""
+	}
+	return filepath.Join(cfg.StateDirectory, resubmit.StateFileName)
 }
 
 // logWarnings logs each of the configuration's warnings once.
@@ -143,7 +156,8 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (*c
 		}
 	}()
 
-	a.log.Info("agent started", "agent_id", a.cfg.AgentID, "broker", a.cfg.BrokerURL, "orthanc", a.cfg.OrthancURL)
+	a.log.Info("agent started", "agent_id", a.cfg.AgentID, "broker", a.cfg.BrokerURL, "orthanc", a.cfg.OrthancURL,
+		"resubmit_failed_jobs", a.cfg.ResubmitFailedJobs, "state_file", StatePath(a.cfg))
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.rec.Run(loopCtx) }()
 	var err error

@@ -105,6 +105,9 @@ func TestDefaults(t *testing.T) {
 	if c.OrthancUsername != "" || c.OrthancPassword != "" {
 		t.Error("no credentials expected")
 	}
+	if c.ResubmitFailedJobs != DefaultResubmitFailedJobs || !c.ResubmitFailedJobs || c.StateDirectory != f.dir {
+		t.Errorf("ResubmitFailedJobs %v (want true), StateDirectory %q (want the key's directory %q)", c.ResubmitFailedJobs, c.StateDirectory, f.dir)
+	}
 }
 
 func TestValidation(t *testing.T) {
@@ -183,6 +186,14 @@ func TestValidation(t *testing.T) {
 		{"bad interval", set("CheckInterval", "10"), "", "CheckInterval"},
 		{"tiny interval", set("CheckInterval", "100ms"), "", "CheckInterval"},
 		{"bad listen", set("Listen", "9750"), "", "Listen"},
+		{"bad stores interval", set("StoresInterval", "1"), "", "StoresInterval"},
+		{"zero stores interval", set("StoresInterval", "0s"), "", "StoresInterval: must be positive"},
+		{"negative stores interval", set("StoresInterval", "-1m"), "", "StoresInterval: must be positive"},
+		{"tiny stores interval", set("StoresInterval", "10ms"), "", "StoresInterval: must be at least 1s"},
+		{"resubmit not a bool", set("ResubmitFailedJobs", "yes"), "", "ResubmitFailedJobs"},
+		{"missing state directory", set("StateDirectory", filepath.Join(f.dir, "nope")), "", "StateDirectory"},
+		{"state directory is a file", set("StateDirectory", f.pw), "", "StateDirectory: " + f.pw + " is not a directory"},
+		{"state directory control char", set("StateDirectory", "/var/lib/x\n"), "", "StateDirectory"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -241,10 +252,34 @@ func TestAccepted(t *testing.T) {
 				t.Errorf("accounts %v", c.Accounts)
 			}
 		}},
+		{"stores interval", "StoresInterval", "90s", func(t *testing.T, c *Config) {
+			if c.StoresInterval != 90*time.Second {
+				t.Errorf("StoresInterval %v", c.StoresInterval)
+			}
+		}},
+		{"stores interval default", "StoresInterval", "", func(t *testing.T, c *Config) {
+			if c.StoresInterval != DefaultStoresInterval || DefaultStoresInterval != time.Minute {
+				t.Errorf("StoresInterval %v, want 1m", c.StoresInterval)
+			}
+		}},
+		{"resubmit off", "ResubmitFailedJobs", false, func(t *testing.T, c *Config) {
+			if c.ResubmitFailedJobs {
+				t.Error("ResubmitFailedJobs still on")
+			}
+		}},
+		{"resubmit off: state directory not checked", "StateDirectory", "/nonexistent/state", func(t *testing.T, c *Config) {}},
+		{"state directory set", "StateDirectory", os.TempDir(), func(t *testing.T, c *Config) {
+			if c.StateDirectory != filepath.Clean(os.TempDir()) {
+				t.Errorf("StateDirectory %q", c.StateDirectory)
+			}
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			m := f.base()
+			if strings.HasPrefix(tc.name, "resubmit off") {
+				m["ResubmitFailedJobs"] = false
+			}
 			parts := strings.Split(tc.key, ".")
 			if len(parts) == 2 {
 				m[parts[0]].(map[string]any)[parts[1]] = tc.value
@@ -268,6 +303,7 @@ func TestEnvOverridesEveryField(t *testing.T) {
 	os.WriteFile(pw2, []byte("other"), 0o600)
 	ca := filepath.Join(f.dir, "ca.pem")
 	os.WriteFile(ca, []byte("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"), 0o644)
+	stateDir := t.TempDir()
 	env := map[string]string{
 		"AGENT_BROKER_URL":                   "https://other.example/",
 		"AGENT_BROKER_AGENT_ID":              "clinic-b",
@@ -284,6 +320,9 @@ func TestEnvOverridesEveryField(t *testing.T) {
 		"AGENT_CHECK_INTERVAL":               "30s",
 		"AGENT_LISTEN":                       "127.0.0.1:0",
 		"AGENT_ALLOWED_DICOMWEB_HOSTS":       " Healthcare.googleapis.com, 127.0.0.1:8080 ,",
+		"AGENT_STORES_INTERVAL":              "5m",
+		"AGENT_RESUBMIT_FAILED_JOBS":         "false",
+		"AGENT_STATE_DIRECTORY":              stateDir,
 	}
 	if len(env) != len(EnvVars) {
 		t.Fatalf("test covers %d variables, EnvVars has %d", len(env), len(EnvVars))
@@ -303,6 +342,9 @@ func TestEnvOverridesEveryField(t *testing.T) {
 			t.Errorf("field %d: got %v, want %v", i, got[i], want[i])
 		}
 	}
+	if c.StoresInterval != 5*time.Minute || c.ResubmitFailedJobs || c.StateDirectory != stateDir {
+		t.Errorf("StoresInterval %v, ResubmitFailedJobs %v, StateDirectory %q", c.StoresInterval, c.ResubmitFailedJobs, c.StateDirectory)
+	}
 }
 
 func TestEnvOnlyAndEnvErrors(t *testing.T) {
@@ -314,9 +356,12 @@ func TestEnvOnlyAndEnvErrors(t *testing.T) {
 		t.Fatalf("env-only config: %v %+v", err, c)
 	}
 	tests := map[string]string{
-		"AGENT_REFRESH_MARGIN": "soon",
-		"AGENT_SERVER_OPTIONS": `[1]`,
-		"AGENT_BROKER_URL":     "http://10.0.0.1",
+		"AGENT_REFRESH_MARGIN":       "soon",
+		"AGENT_SERVER_OPTIONS":       `[1]`,
+		"AGENT_BROKER_URL":           "http://10.0.0.1",
+		"AGENT_STORES_INTERVAL":      "0s",
+		"AGENT_RESUBMIT_FAILED_JOBS": "maybe",
+		"AGENT_STATE_DIRECTORY":      "/nonexistent/state",
 	}
 	for k, v := range tests {
 		_, err := Load(f.write(t, f.base()), envMap(map[string]string{k: v}))

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"sort"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -35,6 +36,7 @@ type Metrics struct {
 	Registry *prometheus.Registry
 
 	pushes, deletes prometheus.Counter
+	resubmitted     prometheus.Counter
 	failures        *prometheus.CounterVec
 	brokerSuccess   prometheus.Gauge
 	orthancUp       prometheus.Gauge
@@ -55,6 +57,10 @@ func NewMetrics() *Metrics {
 			Name: "orthanc_gcp_agent_deletes_total",
 			Help: "Managed DICOMweb server entries deleted from Orthanc (store no longer granted).",
 		}),
+		resubmitted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "orthanc_gcp_agent_jobs_resubmitted_total",
+			Help: "Failed DICOMweb STOW-RS uploads (the store refused the token) sent again as new Orthanc jobs.",
+		}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "orthanc_gcp_agent_failures_total",
 			Help: "Failed broker or Orthanc operations, by reason.",
@@ -73,7 +79,7 @@ func NewMetrics() *Metrics {
 		m.known[r] = true
 		m.failures.WithLabelValues(r) // export zeros so rate() works from the start
 	}
-	m.Registry.MustRegister(m.pushes, m.deletes, m.failures, m.brokerSuccess, m.orthancUp,
+	m.Registry.MustRegister(m.pushes, m.deletes, m.resubmitted, m.failures, m.brokerSuccess, m.orthancUp,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -83,6 +89,9 @@ func (m *Metrics) Push() { m.pushes.Inc() }
 
 // Delete counts one deleted entry.
 func (m *Metrics) Delete() { m.deletes.Inc() }
+
+// Resubmitted counts one failed upload sent again.
+func (m *Metrics) Resubmitted() { m.resubmitted.Inc() }
 
 // Failure counts one failure; an unknown reason is counted as ReasonOther.
 func (m *Metrics) Failure(reason string) {
@@ -220,6 +229,9 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 	if s.Orthanc.LastError != "" {
 		fmt.Fprintf(w, "Orthanc error: %s\n", s.Orthanc.LastError)
 	}
+	if line := ResubmitLine(s); line != "" {
+		fmt.Fprintln(w, line)
+	}
 	stores := append([]reconcile.StoreStatus(nil), s.Stores...)
 	sort.Slice(stores, func(i, j int) bool { return stores[i].Store < stores[j].Store })
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -245,6 +257,25 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", st.Store, st.Server, st.State, exp, push, errText)
 	}
 	return tw.Flush()
+}
+
+// ResubmitLine is the status table's line about failed uploads sent
+// again, e.g. "failed uploads: resubmit enabled (DICOMweb 1.20);
+// resubmitted 2, waiting 0, given up 0" or "failed uploads: resubmit
+// unavailable: DICOMweb 1.7 < 1.18". It is "" for an agent that does not
+// report it.
+func ResubmitLine(s *Status) string {
+	if s.Resubmit == "" {
+		return ""
+	}
+	line := "failed uploads: resubmit " + s.Resubmit
+	if strings.HasPrefix(s.Resubmit, "enabled") || s.Resubmitted > 0 || s.ResubmitGivenUp > 0 {
+		line += fmt.Sprintf("; resubmitted %d, waiting %d, given up %d", s.Resubmitted, s.ResubmitWaiting, s.ResubmitGivenUp)
+	}
+	if s.ResubmitError != "" && !strings.HasSuffix(s.Resubmit, s.ResubmitError) {
+		line += "; last error: " + s.ResubmitError
+	}
+	return line
 }
 
 func ago(now, t time.Time) string {

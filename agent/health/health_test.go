@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -162,5 +163,65 @@ func TestFetchAndTable(t *testing.T) {
 	ln.Close()
 	if _, err := Fetch(context.Background(), addr); err == nil {
 		t.Error("fetch from a closed port succeeded")
+	}
+}
+
+// TestResubmitMetricAndStatus: the counter of failed uploads sent again,
+// the snapshot's resubmit fields and the status table's line.
+func TestResubmitMetricAndStatus(t *testing.T) {
+	m := NewMetrics()
+	if v := testutil.ToFloat64(m.resubmitted); v != 0 {
+		t.Fatalf("resubmitted starts at %v", v)
+	}
+	m.Resubmitted()
+	m.Resubmitted()
+	status := Status{AgentID: "clinic-a", Broker: reconcile.BrokerStatus{Synced: true, Up: true},
+		Resubmit: "enabled (DICOMweb 1.20)", Resubmitted: 2, ResubmitWaiting: 1,
+		Stores: []reconcile.StoreStatus{{Store: "a", Server: "a", State: reconcile.StateOK, Pushed: true, TokenExpiresAt: at(time.Hour)}}}
+	srv := httptest.NewServer(Handler(func() Status { return status }, m, func() time.Time { return t0 }))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "orthanc_gcp_agent_jobs_resubmitted_total 2") {
+		t.Error("metrics lack orthanc_gcp_agent_jobs_resubmitted_total 2")
+	}
+	s, err := Fetch(context.Background(), strings.TrimPrefix(srv.URL, "http://"))
+	if err != nil || s.Resubmit != status.Resubmit || s.Resubmitted != 2 || s.ResubmitWaiting != 1 {
+		t.Fatalf("fetched %+v (%v)", s, err)
+	}
+
+	tests := []struct {
+		name string
+		s    Status
+		want string
+	}{
+		{"enabled", Status{Resubmit: "enabled (DICOMweb 1.20)", Resubmitted: 2, ResubmitWaiting: 1},
+			"failed uploads: resubmit enabled (DICOMweb 1.20); resubmitted 2, waiting 1, given up 0"},
+		{"enabled with an error", Status{Resubmit: "enabled (DICOMweb 1.24)", ResubmitError: "orthanc GET /jobs?expand: timeout"},
+			"failed uploads: resubmit enabled (DICOMweb 1.24); resubmitted 0, waiting 0, given up 0; last error: orthanc GET /jobs?expand: timeout"},
+		{"unavailable", Status{Resubmit: "unavailable: DICOMweb 1.7 < 1.18"}, "failed uploads: resubmit unavailable: DICOMweb 1.7 < 1.18"},
+		{"disabled", Status{Resubmit: "disabled (ResubmitFailedJobs is false)"}, "failed uploads: resubmit disabled (ResubmitFailedJobs is false)"},
+		{"paused", Status{Resubmit: "error: state file x: bad", ResubmitError: "state file x: bad"}, "failed uploads: resubmit error: state file x: bad"},
+		{"older agent", Status{}, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := ResubmitLine(&tc.s); got != tc.want {
+				t.Errorf("line %q\nwant %q", got, tc.want)
+			}
+			var buf bytes.Buffer
+			WriteTable(&buf, &tc.s, t0)
+			lines := strings.Split(buf.String(), "\n")
+			if tc.want != "" && !slices.Contains(lines, tc.want) {
+				t.Errorf("table lacks the line:\n%s", buf.String())
+			}
+			if tc.want == "" && strings.Contains(buf.String(), "resubmit") {
+				t.Errorf("table of an older agent mentions resubmit:\n%s", buf.String())
+			}
+		})
 	}
 }

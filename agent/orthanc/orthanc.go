@@ -1,6 +1,8 @@
 // Package orthanc is where the agent pushes tokens: a small client for
 // Orthanc's DICOMweb plugin REST API that creates, lists and deletes the
-// DICOMweb server entries ({root}servers/{name}) the agent manages.
+// DICOMweb server entries ({root}servers/{name}) the agent manages, and
+// that reads Orthanc's jobs and starts STOW-RS jobs to send failed
+// uploads again (jobs.go).
 //
 // Orthanc answers PUT by replacing the whole entry, shows user properties
 // (with bools as "1"/"0") but hides header values in GET servers?expand,
@@ -271,15 +273,7 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, op strin
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		msg := "unreachable"
-		var ue *url.Error
-		if errors.As(err, &ue) {
-			msg = ue.Err.Error() // without the URL and its escaped name
-		}
-		if errors.Is(err, context.DeadlineExceeded) {
-			msg = "timeout"
-		}
-		return nil, &Error{Op: op, Msg: msg}
+		return nil, transportError(op, err)
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponseBytes))
@@ -287,16 +281,34 @@ func (c *Client) do(ctx context.Context, method, u string, body []byte, op strin
 		return nil, &Error{Op: op, Msg: "reading answer failed"}
 	}
 	if resp.StatusCode/100 != 2 {
-		e := &Error{Op: op, Status: resp.StatusCode}
-		var oe struct{ Message string }
-		// Only the short Message: Details can quote the request.
-		if json.Unmarshal(data, &oe) == nil && len(oe.Message) <= 200 {
-			e.Msg = oe.Message
-		}
-		if resp.StatusCode == http.StatusUnauthorized {
-			e.Msg = "Orthanc refused the agent's user name or password"
-		}
-		return nil, e
+		return nil, statusError(op, resp.StatusCode, data)
 	}
 	return data, nil
+}
+
+// transportError is the Error of a request that got no answer.
+func transportError(op string, err error) *Error {
+	msg := "unreachable"
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		msg = ue.Err.Error() // without the URL and its escaped name
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		msg = "timeout"
+	}
+	return &Error{Op: op, Msg: msg}
+}
+
+// statusError is the Error of a non-2xx answer with body data.
+func statusError(op string, status int, data []byte) *Error {
+	e := &Error{Op: op, Status: status}
+	var oe struct{ Message string }
+	// Only the short Message: Details can quote the request.
+	if json.Unmarshal(data, &oe) == nil && len(oe.Message) <= 200 {
+		e.Msg = oe.Message
+	}
+	if status == http.StatusUnauthorized {
+		e.Msg = "Orthanc refused the agent's user name or password"
+	}
+	return e
 }

@@ -3,7 +3,9 @@
 // Orthanc, re-pushes entries that Orthanc lost or that are stale from the
 // cached token without calling the broker, and deletes entries of stores
 // the broker no longer grants. Entries without this agent's marker are
-// never touched.
+// never touched. After each check of Orthanc it lets the resubmit package
+// send failed uploads of managed servers again once a fresh token is
+// pushed (ResubmitFailedJobs).
 package reconcile
 
 import (
@@ -23,6 +25,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/resubmit"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
@@ -33,7 +36,10 @@ type Broker interface {
 	Tokens(ctx context.Context, names []string) (*brokerclient.Tokens, error)
 }
 
-// Orthanc is what the loop needs from Orthanc (orthanc.Client).
+// Orthanc is what the loop needs from Orthanc (orthanc.Client). Re-sending
+// failed uploads also needs Orthanc's jobs: an Orthanc that implements
+// resubmit.Orthanc too (orthanc.Client does) gets them watched when
+// Settings.ResubmitFailedJobs is set.
 type Orthanc interface {
 	ListServers(ctx context.Context) (map[string]orthanc.Server, error)
 	PutServer(ctx context.Context, name string, d orthanc.Definition) error
@@ -56,6 +62,11 @@ type Settings struct {
 	// AllowedDicomWebHosts are the hosts a token may be pushed for
 	// (config.DicomWebHostAllowed); nil means config's default.
 	AllowedDicomWebHosts []string
+	// ResubmitFailedJobs turns on re-sending failed uploads (package
+	// resubmit); ResubmitStatePath is its state file. A hand-built
+	// Settings leaves it off.
+	ResubmitFailedJobs bool
+	ResubmitStatePath  string
 }
 
 // Options build a Reconciler.
@@ -100,6 +111,13 @@ type store struct {
 	// (AllowedDicomWebHosts): nothing is pushed and nothing deleted for
 	// it, so Orthanc keeps whatever entry it has.
 	refused string
+	// freshSince is when Orthanc was first seen holding the token whose
+	// fingerprint is freshFP (pushed then, or found already there): an
+	// upload that failed on a job created before it was refused an older
+	// token and may be sent again. A re-push of the same token (Orthanc
+	// restarted) does not move it.
+	freshSince time.Time
+	freshFP    string
 }
 
 // Reconciler keeps Orthanc's DICOMweb servers in step with the broker.
@@ -116,6 +134,7 @@ type Reconciler struct {
 	retry   *retry
 	metrics Recorder
 	reload  chan Update
+	resub   *resubmit.Watcher
 
 	stores map[string]*store
 	// badNames are the store names from the broker that fail the name
@@ -164,6 +183,7 @@ func New(o Options) *Reconciler {
 		r.after = func(d time.Duration) <-chan time.Time { return time.NewTimer(d).C }
 	}
 	r.retry = newRetry(r.jitter)
+	r.resub = resubmit.New(resubmit.Options{Log: r.log, Now: r.now, Resubmitted: func() { r.metrics.Resubmitted() }})
 	r.publish()
 	return r
 }
@@ -216,7 +236,8 @@ func (r *Reconciler) apply(u Update) {
 	r.forcePush = true
 	r.nextBroker = r.now()
 	r.retry.reset()
-	r.log.Info("configuration reloaded", "accounts", r.set.Accounts, "allowed_dicomweb_hosts", r.set.AllowedDicomWebHosts)
+	r.log.Info("configuration reloaded", "accounts", r.set.Accounts, "allowed_dicomweb_hosts", r.set.AllowedDicomWebHosts,
+		"resubmit_failed_jobs", r.set.ResubmitFailedJobs)
 }
 
 // Run syncs until ctx is cancelled (SIGTERM), then returns nil. Pushed
@@ -558,10 +579,45 @@ func (r *Reconciler) CheckOrthanc(ctx context.Context) error {
 	r.orthancOK()
 	delErr := r.deleteRevoked(ctx, servers)
 	pushErr := r.pushGranted(ctx, now, servers)
+	if !orthanc.Unreachable(delErr) && !orthanc.Unreachable(pushErr) {
+		r.checkJobs(ctx, now)
+	}
 	if delErr != nil {
 		return delErr
 	}
 	return pushErr
+}
+
+// checkJobs lets the resubmit Watcher look at Orthanc's jobs. It is told
+// every managed server (granted, not in conflict with an entry the agent
+// does not own) and, for those with a usable pushed token, since when
+// Orthanc holds it. Its failures are counted but do not fail the check:
+// the tokens are what the check is for.
+func (r *Reconciler) checkJobs(ctx context.Context, now time.Time) {
+	servers := map[string]time.Time{}
+	for _, st := range r.stores {
+		if !st.granted || st.conflict {
+			continue
+		}
+		var fresh time.Time
+		if st.pushed && st.refused == "" && st.token != nil && now.Before(st.token.ExpiresAt) {
+			fresh = st.freshSince
+		}
+		servers[st.name] = fresh
+	}
+	jobs, _ := r.orth.(resubmit.Orthanc)
+	cfg := resubmit.Config{Enabled: r.set.ResubmitFailedJobs, StatePath: r.set.ResubmitStatePath}
+	if err := r.resub.Check(ctx, jobs, cfg, servers); err != nil && ctx.Err() == nil {
+		r.metrics.Failure(orthancReason(err))
+	}
+}
+
+// markFresh records that Orthanc holds st's cached token from now on,
+// unless it already did.
+func (r *Reconciler) markFresh(now time.Time, st *store) {
+	if fp := wire.Fingerprint(string(st.token.AccessToken)); fp != st.freshFP {
+		st.freshFP, st.freshSince = fp, now
+	}
 }
 
 // deleteRevoked deletes the entries this agent manages whose store is no
@@ -640,6 +696,7 @@ func (r *Reconciler) pushGranted(ctx context.Context, now time.Time, servers map
 		why := r.pushReason(st, srv, exists)
 		if why == "" {
 			st.pushed = true
+			r.markFresh(now, st)
 			continue
 		}
 		if err := r.push(ctx, now, st, why); err != nil {
@@ -691,6 +748,7 @@ func (r *Reconciler) push(ctx context.Context, now time.Time, st *store, why str
 	}
 	r.metrics.Push()
 	st.pushed, st.pushErr, st.lastPush = true, "", now
+	r.markFresh(now, st)
 	r.log.Info("pushed token to Orthanc", "server", st.name, "reason", why,
 		"expires_at", st.token.ExpiresAt.UTC(), wire.FingerprintKey, wire.Fingerprint(string(st.token.AccessToken)))
 	return nil
@@ -753,6 +811,9 @@ func (r *Reconciler) publish() {
 		Orthanc: OrthancStatus{Reachable: r.orthUp, LastCheck: timePtr(r.lastCheck), LastError: r.orthErr},
 		Stores:  []StoreStatus{},
 	}
+	js := r.resub.Status()
+	s.Resubmit, s.ResubmitError = js.State, r.redact(js.LastError)
+	s.Resubmitted, s.ResubmitWaiting, s.ResubmitGivenUp = js.Resubmitted, js.Waiting, js.GivenUp
 	for _, st := range r.sorted() {
 		ss := StoreStatus{
 			Store: st.name, Server: st.name, DicomWebURL: st.url, Pushed: st.pushed,

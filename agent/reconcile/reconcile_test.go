@@ -50,6 +50,7 @@ type recorder struct {
 	t               *testing.T
 	mu              sync.Mutex
 	pushes, deletes int
+	resubmitted     int
 	failures        map[string]int
 }
 
@@ -57,6 +58,7 @@ func (r *recorder) Push()                   { r.mu.Lock(); r.pushes++; r.mu.Unlo
 func (r *recorder) Delete()                 { r.mu.Lock(); r.deletes++; r.mu.Unlock() }
 func (r *recorder) BrokerSuccess(time.Time) {}
 func (r *recorder) OrthancReachable(bool)   {}
+func (r *recorder) Resubmitted()            { r.mu.Lock(); r.resubmitted++; r.mu.Unlock() }
 
 func (r *recorder) Failure(reason string) {
 	if !slices.Contains(Reasons(), reason) {

@@ -15,6 +15,8 @@ type Recorder interface {
 	Failure(reason string)
 	BrokerSuccess(t time.Time)
 	OrthancReachable(ok bool)
+	// Resubmitted counts one failed upload sent again as a new STOW job.
+	Resubmitted()
 }
 
 // Failure reasons of the loop itself; broker call failures are recorded
@@ -48,3 +50,4 @@ func (nopRecorder) Delete()                 {}
 func (nopRecorder) Failure(string)          {}
 func (nopRecorder) BrokerSuccess(time.Time) {}
 func (nopRecorder) OrthancReachable(bool)   {}
+func (nopRecorder) Resubmitted()            {}

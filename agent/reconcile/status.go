@@ -26,6 +26,21 @@ type Status struct {
 	Broker  BrokerStatus  `json:"broker"`
 	Orthanc OrthancStatus `json:"orthanc"`
 	Stores  []StoreStatus `json:"stores"`
+
+	// Resubmit says whether failed uploads are sent again: "enabled
+	// (DICOMweb 1.20)", "unavailable: DICOMweb 1.7 < 1.18", "disabled
+	// (ResubmitFailedJobs is false)", "unknown: …" or "error: …"
+	// (resubmit.Status.State). Empty from an agent that predates it.
+	Resubmit string `json:"resubmit,omitempty"`
+	// ResubmitError is the last failure of an enabled watcher.
+	ResubmitError string `json:"resubmit_error,omitempty"`
+	// Resubmitted counts the failed uploads sent again since the agent
+	// started (the orthanc_gcp_agent_jobs_resubmitted_total counter), and
+	// ResubmitGivenUp those given up; ResubmitWaiting is how many wait for
+	// a fresh token now.
+	Resubmitted     int `json:"resubmitted"`
+	ResubmitWaiting int `json:"resubmit_waiting"`
+	ResubmitGivenUp int `json:"resubmit_given_up"`
 }
 
 // BrokerStatus describes the agent's view of the broker.

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"time"
 
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
 
@@ -55,6 +57,47 @@ func Stow(ctx context.Context, o *orthancproc.Instance, server string, resources
 		return fmt.Errorf("stow to %s: %w", server, err)
 	}
 	return nil
+}
+
+// StowAsync starts an asynchronous STOW job of resources to server
+// ("Synchronous": false) and returns the job id. Whether it worked shows
+// in the job (Jobs): a refused token fails it with FunctionErrorCode 29.
+func StowAsync(ctx context.Context, o *orthancproc.Instance, server string, resources []string) (string, error) {
+	body := map[string]any{"Resources": resources, "Synchronous": false}
+	var ans struct{ ID string }
+	if err := o.DoContext(ctx, http.MethodPost, serverPath(server, "stow"), body, &ans); err != nil {
+		return "", fmt.Errorf("stow to %s: %w", server, err)
+	}
+	if ans.ID == "" {
+		return "", fmt.Errorf("stow to %s: Orthanc answered no job id", server)
+	}
+	return ans.ID, nil
+}
+
+// Jobs returns o's jobs (GET /jobs?expand) as the agent reads them.
+func Jobs(ctx context.Context, o *orthancproc.Instance) ([]orthanc.Job, error) {
+	user, pass := o.User()
+	c := orthanc.New(orthanc.Options{URL: o.URL, DicomWebRoot: orthancproc.DICOMwebRoot, Username: user, Password: pass, Timeout: 10 * time.Second})
+	return c.ListJobs(ctx)
+}
+
+// QIDOLocal asks o's own DICOMweb server (GET {root}studies, QIDO-RS) for
+// the study with this StudyInstanceUID, e.g. on the cloud Orthanc that
+// plays the Healthcare store, and reports whether it is there.
+func QIDOLocal(ctx context.Context, o *orthancproc.Instance, studyUID string) (bool, error) {
+	// Standard DICOM JSON: Value is an array (of objects for person names).
+	var ans []map[string]struct{ Value json.RawMessage }
+	path := orthancproc.DICOMwebRoot + "studies?StudyInstanceUID=" + url.QueryEscape(studyUID)
+	if err := o.DoContext(ctx, http.MethodGet, path, nil, &ans); err != nil {
+		return false, fmt.Errorf("qido at %s: %w", o.URL, err)
+	}
+	for _, study := range ans {
+		var v []string
+		if json.Unmarshal(study["0020000D"].Value, &v) == nil && len(v) == 1 && v[0] == studyUID {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // QIDOStudy asks server for the study with this StudyInstanceUID and reports

@@ -31,6 +31,7 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/resubmit"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
@@ -135,6 +136,10 @@ type Stack struct {
 	// Paths of generated files.
 	PolicyPath, AgentConfigPath, AgentKeyPath, AgentPasswordPath string
 	BrokerLogPath, AgentLogPath                                  string
+	// AgentStatePath is the agent's record of re-sent uploads (in its
+	// StateDirectory, by default the key's directory); it exists once the
+	// agent has sent a failed upload again.
+	AgentStatePath string
 
 	stores []Store
 	broker *process
@@ -326,6 +331,7 @@ func (s *Stack) provisionStores() error {
 
 func (s *Stack) keygen(ctx context.Context) error {
 	s.AgentKeyPath = filepath.Join(s.Dir, "agent", "agent.key")
+	s.AgentStatePath = filepath.Join(filepath.Dir(s.AgentKeyPath), resubmit.StateFileName)
 	cmd := exec.CommandContext(ctx, s.Bin.Agent, "keygen", "--out", s.AgentKeyPath)
 	cmd.Env = s.baseEnv(filepath.Join(s.Dir, "agent-home"))
 	var stdout, stderr bytes.Buffer
@@ -532,6 +538,15 @@ func (s *Stack) StartAgent() error {
 	}
 	s.logf("stack: agent pid %d, status at %s", s.agent.pid(), s.AgentListen)
 	return nil
+}
+
+// StopAgent stops the agent as systemd does (SIGTERM) and waits until it
+// has exited; the entries it pushed stay in Orthanc. StartAgent starts it
+// again.
+func (s *Stack) StopAgent() error {
+	err := s.agent.stop(syscall.SIGTERM, 5*time.Second)
+	s.logf("stack: agent stopped")
+	return err
 }
 
 // ReloadAgent sends the agent SIGHUP: it re-reads its configuration and
