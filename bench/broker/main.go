@@ -1,13 +1,15 @@
 // Command broker is the broker's loopback load generator. It runs the
 // cmd/broker binary as its own process against the Google fakes (served by
 // this process), measures cached token issuance at 1, 16 and 64 concurrent
-// agents, the bare ed25519.Verify
-// throughput of this machine in the same run (the physical bound of a
-// design that verifies one assertion per request), and the time from
-// starting the cmd/broker binary to its first token. It writes the figures
-// to a section of BENCHMARKS.md.
+// agents, the bare ed25519.Verify throughput and CPU cost of this machine
+// next to each run (the physical bound of a design that verifies one
+// assertion per request), and the time from starting the cmd/broker binary
+// to its first token. It writes the figures to a section of BENCHMARKS.md.
 //
 //	go run ./bench/broker -broker-bin bin/broker -out BENCHMARKS.md
+//
+// With -broker-bin a,b the binaries are measured in alternation in the same
+// run, for before/after comparisons on a noisy machine.
 package main
 
 import (
@@ -30,6 +32,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/bench/report"
@@ -40,30 +43,24 @@ import (
 
 func main() {
 	out := flag.String("out", "", "BENCHMARKS.md to update (empty: print only)")
-	bin := flag.String("broker-bin", "", "built cmd/broker binary, for the start-to-first-token figure")
-	requests := flag.Int("requests", 20000, "requests per concurrency level")
+	bins := flag.String("broker-bin", "", "built cmd/broker binary; several, comma-separated, are measured in alternation (A/B comparisons in one run)")
+	requests := flag.Int("requests", 20000, "requests per concurrency level (a quarter at 1 agent); each broker process accepts at most 10,000 per agent and 100,000 in all within 6 min (its replay cache)")
+	runs := flag.Int("runs", 3, "repetitions; each starts a fresh broker process and re-measures the verify bound next to it")
 	starts := flag.Int("starts", 7, "broker process starts to time")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the load phase")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the load generator")
+	levelList := flag.String("levels", "1,16,64", "concurrency levels (agents, at most 64)")
 	flag.Parse()
 	log.SetFlags(0)
 
-	if *bin == "" {
+	if *bins == "" {
 		log.Fatal("-broker-bin is required: go build -o bin/broker ./cmd/broker")
 	}
-	s, err := setup(*bin, 64)
+	binList := strings.Split(*bins, ",")
+	s, err := setup(64)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer s.close()
-
-	var b strings.Builder
-	fmt.Fprintf(&b, "## Broker: cached token issuance on loopback\n\n")
-	fmt.Fprintf(&b, "Command: `%s` (via `make bench`), %s, GOMAXPROCS=%d, %s.\n\n", "go run ./bench/broker "+strings.Join(os.Args[1:], " "), runtime.Version(), runtime.GOMAXPROCS(0), time.Now().UTC().Format("2006-01-02"))
-	fmt.Fprintf(&b, "The broker is the `cmd/broker` binary in its own process (file policy, audit lines to a pipe); the load generator is a second process on the same 2 cores, with one keep-alive connection per agent and assertions signed before timing starts (agents sign on their own hosts).\n\n")
-
-	verify := verifyBound(2 * time.Second)
-	fmt.Fprintf(&b, "| concurrent agents | requests | tokens/s | p50 | p99 | vs verify-only bound | broker CPU per token |\n|---|---|---|---|---|---|---|\n")
-	var at64 result
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
@@ -72,33 +69,116 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	for _, c := range []int{1, 16, 64} {
-		n := *requests
-		if c == 1 {
-			n = *requests / 4
-		}
-		r, err := s.run(c, n)
-		if err != nil {
-			log.Fatal(err)
-		}
-		if c == 64 {
-			at64 = r
-		}
-		fmt.Fprintf(&b, "| %d | %d | %.0f | %s | %s | %.0f %% | %.0f µs |\n", c, n, r.rate, ms(r.p50), ms(r.p99), 100*r.rate/verify, float64(r.brokerCPU)/1e3)
-		log.Printf("c=%d: %.0f tokens/s p50 %s p99 %s", c, r.rate, ms(r.p50), ms(r.p99))
-	}
-	fmt.Fprintf(&b, "\nBare `ed25519.Verify` of one message on %d goroutines, same run: **%.0f verifies/s** (the bound), i.e. %.0f µs of CPU per verify.\n", runtime.GOMAXPROCS(0), verify, float64(runtime.GOMAXPROCS(0))*1e6/verify)
-	fmt.Fprintf(&b, "At 64 concurrent agents the broker reached **%.0f %%** of that bound (target ≥ 50 %%) with p99 **%s** (target < 5 ms).\n", 100*at64.rate/verify, ms(at64.p99))
-	fmt.Fprintf(&b, "Upstream mints during the whole load: %d (all requests after the first were answered from the cache).\n", s.cloud.Tokens.MintedByKey(s.keyID))
 
-	{
-		d, err := startToFirstToken(*bin, s, *starts)
+	var levels []int
+	for _, f := range strings.Split(*levelList, ",") {
+		var c int
+		if _, err := fmt.Sscan(f, &c); err != nil || c < 1 || c > 64 {
+			log.Fatalf("-levels: %q is not a number of agents from 1 to 64", f)
+		}
+		levels = append(levels, c)
+	}
+	// results[bin][level] holds one result per run; bounds one per run.
+	results := make([][][]result, len(binList))
+	for i := range results {
+		results[i] = make([][]result, len(levels))
+	}
+	var bounds []bound
+	for run := range *runs {
+		for bi, bin := range binList {
+			// The bound is measured right before and right after this
+			// broker's run, and the two averaged, so that a load change
+			// on the machine during the run shifts both sides alike.
+			before := verifyBound(time.Second)
+			if err := s.startBroker(bin); err != nil {
+				log.Fatal(err)
+			}
+			var rs []result
+			for _, c := range levels {
+				n := *requests
+				if c == 1 {
+					n = *requests / 4
+				}
+				r, err := s.run(c, n)
+				if err != nil {
+					s.stopBroker()
+					log.Fatal(err)
+				}
+				rs = append(rs, r)
+			}
+			s.stopBroker()
+			after := verifyBound(time.Second)
+			bd := bound{rate: (before.rate + after.rate) / 2, cpu: (before.cpu + after.cpu) / 2}
+			bounds = append(bounds, bd)
+			for li, r := range rs {
+				r.verifyCPU = bd.cpu
+				results[bi][li] = append(results[bi][li], r)
+				log.Printf("run %d %s c=%d: %.0f tokens/s p50 %s p99 %s, broker %.0f µs CPU/token (%.0f system) = %.2f × verify (%.1f µs: %.1f before, %.1f after)",
+					run+1, filepath.Base(bin), levels[li], r.rate, ms(r.p50), ms(r.p99), us(r.brokerCPU), us(r.brokerSys), r.ratio(), us(bd.cpu), us(before.cpu), us(after.cpu))
+			}
+		}
+	}
+
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Broker: cached token issuance on loopback\n\n")
+	via := " (via `make bench`)"
+	if len(binList) > 1 {
+		via = ""
+	}
+	fmt.Fprintf(&b, "Command: `%s`%s, %s, GOMAXPROCS=%d, %s.\n\n", "go run ./bench/broker "+strings.Join(os.Args[1:], " "), via, runtime.Version(), runtime.GOMAXPROCS(0), time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "The broker is the `cmd/broker` binary in its own process (file policy, audit lines to a pipe); the load generator is a second process on the same 2 cores, with one keep-alive connection per agent and assertions signed before timing starts (agents sign on their own hosts). ")
+	fmt.Fprintf(&b, "%d runs; each starts a fresh broker and measures the bare `ed25519.Verify` bound (1 s) just before and just after it, taking the mean of the two. Figures are the median of the runs with the range in brackets. ", *runs)
+	fmt.Fprintf(&b, "*Broker CPU per token* is the broker process's user+system time (`/proc`) over the requests; *verify CPU* is this process's CPU time (`getrusage`) per bare `ed25519.Verify` on %d goroutines, so the ratio of the two does not depend on how busy the machine was; tokens/s and the share of the bound are wall-clock figures and do.\n\n", runtime.GOMAXPROCS(0))
+	for bi, bin := range binList {
+		if len(binList) > 1 {
+			fmt.Fprintf(&b, "`%s`:\n\n", bin)
+		}
+		fmt.Fprintf(&b, "| concurrent agents | requests | tokens/s | p50 | p99 | vs verify-only bound | broker CPU per token | ÷ verify CPU |\n|---|---|---|---|---|---|---|---|\n")
+		for li, c := range levels {
+			rs := results[bi][li]
+			n := *requests
+			if c == 1 {
+				n = *requests / 4
+			}
+			share := make([]float64, len(rs))
+			for i, r := range rs {
+				share[i] = 100 * r.rate / bounds[i*len(binList)+bi].rate
+			}
+			fmt.Fprintf(&b, "| %d | %d | %s | %s | %s | %s | %s | **%s** |\n", c, n,
+				spread(rs, func(r result) float64 { return r.rate }, "%.0f", ""),
+				spread(rs, func(r result) float64 { return float64(r.p50) / 1e6 }, "%.2f", " ms"),
+				spread(rs, func(r result) float64 { return float64(r.p99) / 1e6 }, "%.2f", " ms"),
+				spreadOf(share, "%.0f", " %%"),
+				spread(rs, func(r result) float64 { return us(r.brokerCPU) }, "%.0f", " µs"),
+				spread(rs, result.ratio, "%.2f", " ×"))
+		}
+		fmt.Fprintf(&b, "\n")
+	}
+	rates, cpus := make([]float64, len(bounds)), make([]float64, len(bounds))
+	for i, bd := range bounds {
+		rates[i], cpus[i] = bd.rate, us(bd.cpu)
+	}
+	fmt.Fprintf(&b, "Bare `ed25519.Verify` of one message on %d goroutines, same runs: **%s verifies/s** (the bound), **%s of CPU per verify**.\n",
+		runtime.GOMAXPROCS(0), spreadOf(rates, "%.0f", ""), spreadOf(cpus, "%.1f", " µs"))
+	last := results[len(binList)-1][len(levels)-1]
+	lastShare := make([]float64, len(last))
+	for i, r := range last {
+		lastShare[i] = 100 * r.rate / bounds[i*len(binList)+len(binList)-1].rate
+	}
+	fmt.Fprintf(&b, "At %d concurrent agents the broker (`%s`) spent **%s** the CPU of a bare verify per token (target ≤ 2 ×, i.e. ≥ 50 %% of the bound in CPU terms), reached **%s** of the bound in tokens/s (target ≥ 50 %%), with p99 **%s** (target < 5 ms).\n",
+		levels[len(levels)-1], filepath.Base(binList[len(binList)-1]), spread(last, result.ratio, "%.2f", " ×"), spreadOf(lastShare, "%.0f", " %%"),
+		spread(last, func(r result) float64 { return float64(r.p99) / 1e6 }, "%.2f", " ms"))
+	fmt.Fprintf(&b, "Upstream mints during the whole load: %d (one per broker start; every other request was answered from the cache).\n", s.cloud.Tokens.MintedByKey(s.keyID))
+
+	if *starts > 0 {
+		bin := binList[len(binList)-1]
+		d, err := startToFirstToken(bin, s, *starts)
 		if err != nil {
 			log.Fatal(err)
 		}
 		slices.Sort(d)
 		fmt.Fprintf(&b, "\n### Broker start → first token\n\n`%s` started as a process with a file policy, the key in a file, the fakes' token endpoint; timed from exec to the first `POST /v1/tokens` answered 200 (polling every 2 ms), %d starts: min %s, **median %s**, max %s (target < 150 ms). The first token includes one RSA-2048 JWT-bearer mint.\n",
-			filepath.Base(*bin), len(d), ms(d[0]), ms(d[len(d)/2]), ms(d[len(d)-1]))
+			filepath.Base(bin), len(d), ms(d[0]), ms(d[len(d)/2]), ms(d[len(d)-1]))
 		log.Printf("start to first token: median %s", ms(d[len(d)/2]))
 	}
 	fmt.Print(b.String())
@@ -107,6 +187,30 @@ func main() {
 			log.Fatal(err)
 		}
 	}
+}
+
+func us(d time.Duration) float64 { return float64(d) / 1e3 }
+
+// spread formats the median of f over rs with the range: "123 [110–130]".
+func spread(rs []result, f func(result) float64, format, unit string) string {
+	v := make([]float64, len(rs))
+	for i, r := range rs {
+		v[i] = f(r)
+	}
+	return spreadOf(v, format, unit)
+}
+
+func spreadOf(v []float64, format, unit string) string {
+	v = slices.Clone(v)
+	slices.Sort(v)
+	med := v[len(v)/2]
+	if len(v)%2 == 0 {
+		med = (v[len(v)/2-1] + v[len(v)/2]) / 2
+	}
+	if len(v) == 1 {
+		return fmt.Sprintf(format+unit, med)
+	}
+	return fmt.Sprintf(format+unit+" ["+format+"–"+format+"]", med, v[0], v[len(v)-1])
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/1e6) }
@@ -118,19 +222,18 @@ type setupState struct {
 	policyPath string
 	keys       []ed25519.PrivateKey
 	url        string
+	port       int
 	proc       *exec.Cmd
 }
 
 func (s *setupState) close() {
-	if s.proc != nil {
-		s.proc.Process.Kill()
-		s.proc.Wait()
-	}
+	s.stopBroker()
 	s.cloud.Close()
 	os.RemoveAll(s.dir)
 }
 
-func setup(bin string, agents int) (*setupState, error) {
+// setup starts the Google fakes and writes a policy for agents agents.
+func setup(agents int) (*setupState, error) {
 	cloud, err := fakegcp.StartCloud("broker@bench.iam.gserviceaccount.com", "bench")
 	if err != nil {
 		return nil, err
@@ -154,6 +257,8 @@ func setup(bin string, agents int) (*setupState, error) {
 		return nil, err
 	}
 	s.url = "http://" + lis.Addr().String()
+	s.port = lis.Addr().(*net.TCPAddr).Port
+	lis.Close()
 	ag := map[string]any{}
 	for i := range agents {
 		pub, priv, _ := agentkey.Generate()
@@ -170,19 +275,25 @@ func setup(bin string, agents int) (*setupState, error) {
 	if err := os.WriteFile(s.policyPath, pol, 0o600); err != nil {
 		return nil, err
 	}
-	port := lis.Addr().(*net.TCPAddr).Port
-	lis.Close()
+	return s, nil
+}
+
+// startBroker starts bin as the broker under test on s.url and warms its
+// token cache. A fresh process per run also starts a fresh replay cache
+// (agentauth caps it at 100,000 jtis).
+func (s *setupState) startBroker(bin string) error {
 	// The broker as deployed: its own process, audit lines to a pipe (Cloud
 	// Run reads stdout the same way), rate limiting off for the load.
 	s.proc = exec.Command(bin)
-	s.proc.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", port), "BROKER_LISTEN_HOST=127.0.0.1",
+	s.proc.Env = append(os.Environ(), fmt.Sprintf("PORT=%d", s.port), "BROKER_LISTEN_HOST=127.0.0.1",
 		"BROKER_CONFIG="+s.policyPath, "BROKER_RATE_LIMIT=0", "HOME="+s.dir)
 	if v := os.Getenv("BENCH_BROKER_GOMAXPROCS"); v != "" {
 		s.proc.Env = append(s.proc.Env, "GOMAXPROCS="+v)
 	}
 	s.proc.Stdout, s.proc.Stderr = io.Discard, os.Stderr
 	if err := s.proc.Start(); err != nil {
-		return nil, err
+		s.proc = nil
+		return err
 	}
 	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		resp, err := http.Get(s.url + "/healthz")
@@ -191,35 +302,52 @@ func setup(bin string, agents int) (*setupState, error) {
 			break
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("broker did not start: %v", err)
+			s.stopBroker()
+			return fmt.Errorf("broker did not start: %v", err)
 		}
 	}
 	if _, err := s.run(1, 1); err != nil { // warm the token cache
-		return nil, err
+		s.stopBroker()
+		return err
 	}
-	return s, nil
+	return nil
+}
+
+func (s *setupState) stopBroker() {
+	if s.proc != nil {
+		s.proc.Process.Kill()
+		s.proc.Wait()
+		s.proc = nil
+	}
 }
 
 type result struct {
 	rate     float64
 	p50, p99 time.Duration
-	// brokerCPU is the broker process's user+system CPU per request.
-	brokerCPU time.Duration
+	// brokerCPU is the broker process's user+system CPU per request,
+	// brokerSys the system part of it.
+	brokerCPU, brokerSys time.Duration
+	// verifyCPU is the CPU of one bare ed25519.Verify measured just
+	// before this broker process ran.
+	verifyCPU time.Duration
 }
 
-// cpuTime reads a process's user+system CPU time from /proc (clock ticks
-// of 10 ms: use it over many requests only).
-func cpuTime(pid int) (time.Duration, error) {
+// ratio is broker CPU per token over bare verify CPU.
+func (r result) ratio() float64 { return float64(r.brokerCPU) / float64(r.verifyCPU) }
+
+// cpuTimes reads a process's user and system CPU time from /proc (clock
+// ticks of 10 ms: use it over many requests only).
+func cpuTimes(pid int) (user, sys time.Duration, err error) {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	// Fields after the command name, which is in parentheses.
 	f := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+2:]))
 	var utime, stime int64
 	fmt.Sscan(f[11], &utime)
 	fmt.Sscan(f[12], &stime)
-	return time.Duration(utime+stime) * 10 * time.Millisecond, nil
+	return time.Duration(utime) * 10 * time.Millisecond, time.Duration(stime) * 10 * time.Millisecond, nil
 }
 
 // run sends n POST /v1/tokens from c agents, each on its own keep-alive
@@ -239,8 +367,13 @@ func (s *setupState) run(c, n int) (result, error) {
 	}
 	lat := make([][]time.Duration, c)
 	var failed atomic.Int64
+	var firstErr atomic.Value // string: what the first failure was
+	fail := func(what string) {
+		failed.Add(1)
+		firstErr.CompareAndSwap(nil, what)
+	}
 	var wg sync.WaitGroup
-	cpu0, _ := cpuTime(s.proc.Process.Pid)
+	user0, sys0, _ := cpuTimes(s.proc.Process.Pid)
 	start := time.Now()
 	host := strings.TrimPrefix(s.url, "http://")
 	for w := range c {
@@ -263,19 +396,19 @@ func (s *setupState) run(c, n int) (result, error) {
 				req = fmt.Appendf(req[:0], "POST /v1/tokens HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", host, tok, len(body), body)
 				t0 := time.Now()
 				if _, err := conn.Write(req); err != nil {
-					failed.Add(1)
+					fail(err.Error())
 					return
 				}
 				resp, err := http.ReadResponse(br, nil)
 				if err != nil {
-					failed.Add(1)
+					fail(err.Error())
 					return
 				}
-				io.Copy(io.Discard, resp.Body)
+				rb, _ := io.ReadAll(resp.Body)
 				resp.Body.Close()
 				lat[w] = append(lat[w], time.Since(t0))
 				if resp.StatusCode != 200 {
-					failed.Add(1)
+					fail(fmt.Sprintf("%s: %.200s", resp.Status, rb))
 				}
 			}
 		}()
@@ -283,26 +416,35 @@ func (s *setupState) run(c, n int) (result, error) {
 	wg.Wait()
 	elapsed := time.Since(start)
 	if f := failed.Load(); f > 0 {
-		return result{}, fmt.Errorf("%d of %d requests failed at concurrency %d", f, per*c, c)
+		return result{}, fmt.Errorf("%d of %d requests failed at concurrency %d; the first: %v", f, per*c, c, firstErr.Load())
 	}
-	cpu1, _ := cpuTime(s.proc.Process.Pid)
+	user1, sys1, _ := cpuTimes(s.proc.Process.Pid)
 	all := slices.Concat(lat...)
 	slices.Sort(all)
 	return result{
 		rate:      float64(len(all)) / elapsed.Seconds(),
 		p50:       all[len(all)/2],
 		p99:       all[len(all)*99/100],
-		brokerCPU: (cpu1 - cpu0) / time.Duration(len(all)),
+		brokerCPU: (user1 + sys1 - user0 - sys0) / time.Duration(len(all)),
+		brokerSys: (sys1 - sys0) / time.Duration(len(all)),
 	}, nil
 }
 
-// verifyBound is ed25519.Verify throughput on all cores.
-func verifyBound(d time.Duration) float64 {
+// bound is bare ed25519.Verify on all cores: throughput (wall clock) and
+// CPU time per verify (getrusage of this process, which does nothing else
+// meanwhile).
+type bound struct {
+	rate float64
+	cpu  time.Duration
+}
+
+func verifyBound(d time.Duration) bound {
 	pub, priv, _ := ed25519.GenerateKey(nil)
 	msg := []byte("eyJhbGciOiJFZERTQSJ9.eyJpc3MiOiJhZ2VudC0wIn0")
 	sig := ed25519.Sign(priv, msg)
 	var total atomic.Int64
 	var wg sync.WaitGroup
+	cpu0 := selfCPU()
 	deadline := time.Now().Add(d)
 	start := time.Now()
 	for range runtime.GOMAXPROCS(0) {
@@ -322,7 +464,18 @@ func verifyBound(d time.Duration) float64 {
 		}()
 	}
 	wg.Wait()
-	return float64(total.Load()) / time.Since(start).Seconds()
+	elapsed := time.Since(start)
+	cpu := selfCPU() - cpu0
+	return bound{rate: float64(total.Load()) / elapsed.Seconds(), cpu: cpu / time.Duration(total.Load())}
+}
+
+// selfCPU is this process's user+system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		log.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // startToFirstToken execs the broker binary and times until it serves a

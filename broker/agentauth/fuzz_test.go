@@ -101,3 +101,91 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// FuzzMatchesLibrary signs arbitrary header and claims JSON and checks that
+// Verify decides exactly as golang-jwt's parser did (refVerify), except
+// where Verify is stricter on purpose: a member given twice, or a claim
+// name that only case-insensitively matches a registered one.
+func FuzzMatchesLibrary(f *testing.F) {
+	a := fuzzAgent("clinic-a", 1)
+	now := t0
+	base, _ := json.Marshal(a.baseClaims(now))
+	for _, s := range []struct{ h, c string }{
+		{`{"alg":"EdDSA","typ":"JWT"}`, string(base)},
+		{`{"alg":"EdDSA"}`, string(base)},
+		{` { "alg" : "Ed\u0044SA" , "typ":"jwt"} `, string(base)},
+		{`{"alg":"EdDSA","typ":5}`, string(base)},
+		{`{"alg":"EdDSA","crit":null}`, string(base)},
+		{`{"alg":"none"}`, string(base)},
+		{`{"alg":null}`, string(base)},
+		{`null`, string(base)},
+		{`{"alg":"EdDSA"}`, `null`},
+		{`{"alg":"EdDSA"}`, `[]`},
+		{`{"alg":"EdDSA","alg":"EdDSA"}`, string(base)},
+		{`{"alg":"EdDSA"}`, `{"iss":"clinic-a","iss":"clinic-a"}`},
+		{`{"alg":"EdDSA"}`, `{"ISS":"clinic-a","sub":"clinic-a"}`},
+		{`{"alg":"EdDSA"}`, `{"iss":"clinic-a","sub":"clinic-a","aud":"https://broker.example.test","iat":1893553445,"exp":1893553505.9,"jti":"j\u0031","x":{"y":[1,"]}"]}}`},
+		{`{"alg":"EdDSA"}`, `{"iss":"clinic-a","sub":"clinic-a","aud":["a","https://broker.example.test/"],"iat":"1893553445","exp":1893553505,"jti":"j","nbf":null}`},
+		{`{"alg":"EdDSA"}`, `{"iss":"clinic-a","exp":1e300,"iat":-1e300,"jti":7}`},
+		{`{"alg":"EdDSA"}`, `{"iss":"cl\xffinic","aud":{"a":1}}`},
+	} {
+		f.Add(s.h, s.c, false)
+	}
+	f.Fuzz(func(t *testing.T, hdr, cl string, badSig bool) {
+		input := b64(hdr) + "." + b64(cl)
+		sig := ed25519.Sign(a.priv, []byte(input))
+		if badSig {
+			sig[0] ^= 1
+		}
+		header := "Bearer " + input + "." + base64.RawURLEncoding.EncodeToString(sig)
+		opts := Options{Now: func() time.Time { return now }, ReplayCapacity: 4}
+		id, err := NewVerifier(opts).Verify(newDir(a), header)
+		refID, refErr := NewVerifier(opts).refVerify(newDir(a), header)
+		got, want := outcome(id, err), outcome(refID, refErr)
+		if got == want {
+			return
+		}
+		if err != nil && (stricterOn(hdr, nil) || stricterOn(cl, claimNames[:])) {
+			return
+		}
+		t.Fatalf("header %q claims %q: Verify %s, library %s", hdr, cl, got, want)
+	})
+}
+
+func outcome(id string, err error) string {
+	if err != nil {
+		return "refused: " + err.(*Error).Reason
+	}
+	return "accepted as " + id
+}
+
+// stricterOn reports whether the JSON object doc has a member twice, or a
+// member whose name case-insensitively equals one of names but differs.
+func stricterOn(doc string, names []string) bool {
+	dec := json.NewDecoder(strings.NewReader(doc))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return false
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		key, ok := tok.(string)
+		if err != nil || !ok {
+			return false
+		}
+		var skip json.RawMessage
+		if dec.Decode(&skip) != nil {
+			return false
+		}
+		if seen[key] {
+			return true
+		}
+		seen[key] = true
+		for _, n := range names {
+			if strings.EqualFold(key, n) && key != n {
+				return true
+			}
+		}
+	}
+	return false
+}

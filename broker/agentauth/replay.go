@@ -1,7 +1,6 @@
 package agentauth
 
 import (
-	"container/heap"
 	"sync"
 	"time"
 )
@@ -20,18 +19,45 @@ type replayEntry struct {
 }
 
 // expiryHeap is a min-heap of entries by expiry, so sweeping touches only
-// expired entries.
+// expired entries. It is typed (not container/heap, whose interface boxes
+// every entry pushed: one allocation per accepted token).
 type expiryHeap []replayEntry
 
-func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].expires.Before(h[j].expires) }
-func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
-func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(replayEntry)) }
-func (h *expiryHeap) Pop() any {
-	old := *h
-	e := old[len(old)-1]
-	old[len(old)-1] = replayEntry{} // drop the strings for the GC
-	*h = old[:len(old)-1]
+func (h *expiryHeap) push(e replayEntry) {
+	*h = append(*h, e)
+	s := *h
+	for i := len(s) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !s[i].expires.Before(s[p].expires) {
+			break
+		}
+		s[i], s[p] = s[p], s[i]
+		i = p
+	}
+}
+
+func (h *expiryHeap) pop() replayEntry {
+	s := *h
+	e := s[0]
+	n := len(s) - 1
+	s[0] = s[n]
+	s[n] = replayEntry{} // drop the strings for the GC
+	s = s[:n]
+	for i := 0; ; {
+		l, m := 2*i+1, i
+		if l < n && s[l].expires.Before(s[m].expires) {
+			m = l
+		}
+		if r := l + 1; r < n && s[r].expires.Before(s[m].expires) {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		s[i], s[m] = s[m], s[i]
+		i = m
+	}
+	*h = s
 	return e
 }
 
@@ -72,7 +98,7 @@ func (r *replayCache) add(agent, jti string, expires, now time.Time) string {
 	}
 	r.seen[k] = struct{}{}
 	r.perAgent[agent]++
-	heap.Push(&r.order, replayEntry{key: k, expires: expires})
+	r.order.push(replayEntry{key: k, expires: expires})
 	if len(r.seen) > r.peak {
 		r.peak = len(r.seen)
 	}
@@ -90,7 +116,7 @@ func (r *replayCache) len(now time.Time) int {
 // sweepLocked drops every entry whose expiry is not after now.
 func (r *replayCache) sweepLocked(now time.Time) {
 	for len(r.order) > 0 && !r.order[0].expires.After(now) {
-		e := heap.Pop(&r.order).(replayEntry)
+		e := r.order.pop()
 		delete(r.seen, e.key)
 		if n := r.perAgent[e.key.agent] - 1; n > 0 {
 			r.perAgent[e.key.agent] = n

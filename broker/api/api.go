@@ -13,8 +13,8 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/agentauth"
@@ -22,6 +22,8 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/mint"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/tokencache"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // MaxBodySize caps request bodies; larger ones get 413.
@@ -57,25 +59,26 @@ type Server struct {
 
 // ServeHTTP routes a request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("X-Content-Type-Options", "nosniff")
+	h := w.Header()
+	h["Cache-Control"] = hdrNoStore
+	h["X-Content-Type-Options"] = hdrNoSniff
 	switch r.URL.Path {
-	case "/healthz":
+	case wire.PathHealthz:
 		s.healthz(w, r)
-	case "/v1/stores":
+	case wire.PathStores:
 		if r.Method != http.MethodGet {
 			methodNotAllowed(w, http.MethodGet)
 			return
 		}
 		s.authenticated(w, r, s.stores)
-	case "/v1/tokens":
+	case wire.PathTokens:
 		if r.Method != http.MethodPost {
 			methodNotAllowed(w, http.MethodPost)
 			return
 		}
 		s.authenticated(w, r, s.tokens)
 	default:
-		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+		writeError(w, wire.CodeNotFound, "no such endpoint")
 	}
 }
 
@@ -85,7 +88,7 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.Policy() == nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "policy not loaded")
+		writeError(w, wire.CodeUnavailable, "policy not loaded")
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
@@ -105,7 +108,7 @@ func (d directory) AgentKey(id string) (ed25519.PublicKey, bool) {
 func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request, *policy.Policy, string)) {
 	p := s.Policy()
 	if p == nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "policy not loaded")
+		writeError(w, wire.CodeUnavailable, "policy not loaded")
 		return
 	}
 	agent, err := s.Auth.Verify(directory{p}, r.Header.Get("Authorization"))
@@ -117,63 +120,34 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, h func(ht
 		}
 		s.Log.Warn("agent authentication failed", attrs...)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="orthanc-gcp-broker"`)
-		writeError(w, http.StatusUnauthorized, "unauthenticated", "missing or invalid agent assertion")
+		writeError(w, wire.CodeUnauthenticated, "missing or invalid agent assertion")
 		return
 	}
 	if !s.Limiter.Allow(agent) {
 		s.Log.Warn("agent rate limited", "agent", agent, "client", r.RemoteAddr)
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many requests; slow down")
+		writeError(w, wire.CodeRateLimited, "too many requests; slow down")
 		return
 	}
 	h(w, r, p, agent)
 }
 
-type storeJSON struct {
-	Name        string `json:"name"`
-	DICOMwebURL string `json:"dicomweb_url"`
-}
-
 func (s *Server) stores(w http.ResponseWriter, r *http.Request, p *policy.Policy, agent string) {
-	out := []storeJSON{}
+	out := wire.StoresResponse{Stores: []wire.Store{}}
 	for _, a := range p.Grants(agent) {
-		out = append(out, storeJSON{Name: a.Name(), DICOMwebURL: a.DICOMwebURL()})
+		out.Stores = append(out.Stores, wire.Store{Name: a.Name(), DicomWebURL: a.DICOMwebURL()})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"stores": out})
-}
-
-type tokenRequest struct {
-	Stores []string `json:"stores"`
-}
-
-type tokenJSON struct {
-	Store       string `json:"store"`
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresAt   string `json:"expires_at"`
-	DICOMwebURL string `json:"dicomweb_url"`
-}
-
-type itemError struct {
-	Store   string `json:"store"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-type tokenResponse struct {
-	Error  *errorBody  `json:"error,omitempty"`
-	Tokens []tokenJSON `json:"tokens"`
-	Errors []itemError `json:"errors"`
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) tokens(w http.ResponseWriter, r *http.Request, p *policy.Policy, agent string) {
 	req, status, err := decodeTokenRequest(w, r)
 	if err != nil {
-		code := "bad_request"
+		code := wire.CodeBadRequest
 		if status == http.StatusRequestEntityTooLarge {
-			code = "too_large"
+			code = wire.CodeTooLarge
 		}
-		writeError(w, status, code, err.Error())
+		writeError(w, code, err.Error())
 		return
 	}
 	names := req.Stores
@@ -182,60 +156,88 @@ func (s *Server) tokens(w http.ResponseWriter, r *http.Request, p *policy.Policy
 			names = append(names, a.Name())
 		}
 	}
-	resp := tokenResponse{Tokens: []tokenJSON{}, Errors: []itemError{}}
-	seen := map[string]bool{}
+	// Room for the common single-store request without allocating.
+	var tokBuf [1]wire.Token
+	var recBuf [1]audit.Record
+	resp := wire.TokenResponse{Tokens: tokBuf[:0], Errors: []wire.StoreError{}}
+	recs := recBuf[:0]
+	var seen map[string]bool
+	if len(names) > 1 {
+		seen = make(map[string]bool, len(names))
+	}
 	for _, name := range names {
-		if seen[name] {
-			continue
+		if seen != nil {
+			if seen[name] {
+				continue
+			}
+			seen[name] = true
 		}
-		seen[name] = true
 		a, ok := p.Allowed(agent, name)
 		if !ok {
-			resp.Errors = append(resp.Errors, itemError{Store: name, Code: "forbidden", Message: "this agent may not use this store"})
+			resp.Errors = append(resp.Errors, wire.StoreError{Store: name, Code: wire.CodeForbidden, Message: "this agent may not use this store"})
 			continue
 		}
 		res, err := s.Tokens.Token(r.Context(), a)
 		if err != nil {
 			code, msg := mintFailure(err)
 			s.Log.Error("token mint failed", "agent", agent, "account", name, "code", code, "error", msg)
-			resp.Errors = append(resp.Errors, itemError{Store: name, Code: code, Message: msg})
+			resp.Errors = append(resp.Errors, wire.StoreError{Store: name, Code: code, Message: msg})
 			continue
 		}
+		expires := res.Token.Expiry.UTC().Format(time.RFC3339)
 		if res.Fallback {
-			s.Log.Warn("mint failed; served a cached token that is still valid", "agent", agent, "account", name, "expires_at", res.Token.Expiry.UTC().Format(time.RFC3339))
+			s.Log.Warn("mint failed; served a cached token that is still valid", "agent", agent, "account", name, "expires_at", expires)
 		}
-		resp.Tokens = append(resp.Tokens, tokenJSON{
+		resp.Tokens = append(resp.Tokens, wire.Token{
 			Store:       name,
 			AccessToken: res.Token.AccessToken,
-			TokenType:   "Bearer",
-			ExpiresAt:   res.Token.Expiry.UTC().Format(time.RFC3339),
-			DICOMwebURL: a.DICOMwebURL(),
+			TokenType:   wire.TokenType,
+			ExpiresAt:   expires,
+			DicomWebURL: a.DICOMwebURL(),
 		})
-		s.Audit.Issued(r.Context(), audit.Record{
+		recs = append(recs, audit.Record{
 			Agent: agent, Account: name, ExpiresAt: res.Token.Expiry, Token: res.Token.AccessToken,
 			Client: r.RemoteAddr, Forwarded: r.Header.Get("X-Forwarded-For"), Cached: res.Cached,
 		})
+	}
+	// The audit lines are written (together with concurrent requests'
+	// lines) before any token leaves: a token is never handed out without
+	// its line, and one whose line could not be written is not handed out.
+	if err := s.Audit.Issued(r.Context(), recs...); err != nil {
+		s.Log.Error("audit line not written; no token handed out", "agent", agent, "tokens", len(recs), "error", logtext.Clip(err.Error()))
+		writeError(w, wire.CodeUnavailable, "the issuance could not be recorded; no token was issued")
+		return
 	}
 	status = http.StatusOK
 	if len(resp.Tokens) == 0 && len(resp.Errors) > 0 {
 		// Nothing issued: the status tells plain HTTP clients what happened.
 		first := resp.Errors[0]
-		status = statusFor(first.Code)
+		status = wire.Status(first.Code)
 		for _, e := range resp.Errors {
-			if statusFor(e.Code) != status {
-				status = http.StatusBadGateway
-				first = itemError{Code: "upstream", Message: "no token could be issued; see errors"}
+			if wire.Status(e.Code) != status {
+				status = wire.Status(wire.CodeUpstream)
+				first = wire.StoreError{Code: wire.CodeUpstream, Message: "no token could be issued; see errors"}
 				break
 			}
 		}
-		resp.Error = &errorBody{Code: first.Code, Message: first.Message}
+		resp.Error = &wire.ErrorBody{Code: first.Code, Message: first.Message}
 	}
-	writeJSON(w, status, resp)
+	writeTokenResponse(w, status, &resp)
 }
 
-func decodeTokenRequest(w http.ResponseWriter, r *http.Request) (tokenRequest, int, error) {
-	var req tokenRequest
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodySize))
+func decodeTokenRequest(w http.ResponseWriter, r *http.Request) (wire.TokenRequest, int, error) {
+	var req wire.TokenRequest
+	bp := bodyPool.Get().(*[]byte)
+	defer putBody(bp)
+	var src io.Reader = r.Body
+	if r.ContentLength < 0 || r.ContentLength > MaxBodySize {
+		// Unknown or too large: MaxBytesReader cuts the read off (and the
+		// connection) at the cap. A declared length within the cap is
+		// enforced by the server's body reader already.
+		src = http.MaxBytesReader(w, r.Body, MaxBodySize)
+	}
+	body, err := readBody(src, (*bp)[:0])
+	*bp = body
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -246,8 +248,14 @@ func decodeTokenRequest(w http.ResponseWriter, r *http.Request) (tokenRequest, i
 	if len(body) == 0 {
 		return req, 0, nil
 	}
-	if err := decodeStrict(body, &req); err != nil {
-		return req, http.StatusBadRequest, err
+	if stores, ok := parseTokenRequestFast(body); ok {
+		req.Stores = stores
+	} else {
+		var slow wire.TokenRequest // escapes (decodeStrict takes any): only here
+		if err := decodeStrict(body, &slow, "stores"); err != nil {
+			return req, http.StatusBadRequest, err
+		}
+		req = slow
 	}
 	if len(req.Stores) > MaxStoresPerRequest {
 		return req, http.StatusBadRequest, fmt.Errorf("at most %d stores per request", MaxStoresPerRequest)
@@ -260,8 +268,75 @@ func decodeTokenRequest(w http.ResponseWriter, r *http.Request) (tokenRequest, i
 	return req, 0, nil
 }
 
-// decodeStrict parses exactly one JSON object with no unknown fields.
-func decodeStrict(body []byte, v any) error {
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
+
+func putBody(bp *[]byte) {
+	if cap(*bp) <= 4<<10 {
+		bodyPool.Put(bp)
+	}
+}
+
+// readBody is io.ReadAll into buf.
+func readBody(r io.Reader, buf []byte) ([]byte, error) {
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil {
+			if err == io.EOF {
+				return buf, nil
+			}
+			return buf, err
+		}
+	}
+}
+
+// parseTokenRequestFast parses the one body shape agents send,
+// {"stores":["a","b"]} (also {"stores":[]}, {"stores":null} and {}), with
+// no white space and names of printable ASCII without escapes. It yields
+// exactly what decodeStrict would; anything else is left to decodeStrict
+// (ok false).
+func parseTokenRequestFast(b []byte) (stores []string, ok bool) {
+	switch string(b) {
+	case `{}`, `{"stores":null}`:
+		return nil, true
+	case `{"stores":[]}`:
+		return []string{}, true
+	}
+	const head, tail = `{"stores":["`, `"]}`
+	if len(b) < len(head)+len(tail) || string(b[:len(head)]) != head || string(b[len(b)-len(tail):]) != tail {
+		return nil, false
+	}
+	rest := b[len(head) : len(b)-len(tail)+1] // names, each followed by '"'
+	for {
+		i := 0
+		for i < len(rest) && rest[i] != '"' {
+			if c := rest[i]; c < 0x20 || c > 0x7e || c == '\\' {
+				return nil, false
+			}
+			i++
+		}
+		if i == len(rest) {
+			return nil, false
+		}
+		stores = append(stores, string(rest[:i]))
+		rest = rest[i+1:]
+		if len(rest) == 0 {
+			return stores, true
+		}
+		if len(rest) < 2 || rest[0] != ',' || rest[1] != '"' {
+			return nil, false
+		}
+		rest = rest[2:]
+	}
+}
+
+// decodeStrict parses exactly one JSON object into v, refusing unknown
+// fields and, since encoding/json would accept them, a field given twice or
+// spelt with other letter case than fields (v's JSON names).
+func decodeStrict(body []byte, v any, fields ...string) error {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -273,12 +348,45 @@ func decodeStrict(body []byte, v any) error {
 		case errors.As(err, &typ):
 			return fmt.Errorf("field %q has the wrong type", typ.Field)
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return fmt.Errorf("unknown field %s", truncate(strings.TrimPrefix(err.Error(), "json: unknown field "), 80))
+			return fmt.Errorf("unknown field %s", logtext.Truncate(strings.TrimPrefix(err.Error(), "json: unknown field "), 80))
 		}
 		return errors.New("invalid JSON body")
 	}
 	if dec.More() {
 		return errors.New("unexpected data after the JSON object")
+	}
+	return checkKeys(body, fields)
+}
+
+// checkKeys refuses a top-level key of the (valid) JSON object body that
+// is not exactly one of fields, or that appears twice.
+func checkKeys(body []byte, fields []string) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.Token(); err != nil { // '{'
+		return errors.New("invalid JSON body")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		key, ok := tok.(string)
+		if err != nil || !ok {
+			return errors.New("invalid JSON body")
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return errors.New("invalid JSON body")
+		}
+		known := false
+		for _, f := range fields {
+			known = known || f == key
+		}
+		switch {
+		case !known:
+			return fmt.Errorf("unknown field %s", logtext.Truncate(fmt.Sprintf("%q", key), 80))
+		case seen[key]:
+			return fmt.Errorf("field %q appears twice", key)
+		}
+		seen[key] = true
 	}
 	return nil
 }
@@ -291,39 +399,31 @@ func mintFailure(err error) (code, msg string) {
 	return "upstream", "could not obtain a Google token"
 }
 
-func statusFor(code string) int {
-	switch code {
-	case "forbidden":
-		return http.StatusForbidden
-	case "unavailable":
-		return http.StatusServiceUnavailable
-	}
-	return http.StatusBadGateway
+// writeError answers with the error word's status (wire.Status).
+func writeError(w http.ResponseWriter, code, msg string) {
+	writeErrorStatus(w, wire.Status(code), code, msg)
 }
 
-type errorBody struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	writeJSON(w, status, map[string]errorBody{"error": {Code: code, Message: msg}})
+func writeErrorStatus(w http.ResponseWriter, status int, code, msg string) {
+	writeJSON(w, status, wire.ErrorResponse{Error: wire.ErrorBody{Code: code, Message: msg}})
 }
 
 func methodNotAllowed(w http.ResponseWriter, allow string) {
 	w.Header().Set("Allow", allow)
-	writeError(w, http.StatusMethodNotAllowed, "bad_request", "method not allowed")
+	writeErrorStatus(w, http.StatusMethodNotAllowed, wire.CodeBadRequest, "method not allowed")
 }
+
+// Header values every answer carries, shared rather than allocated per
+// answer (Header.Set would): net/http only reads them, and copies the
+// header when the status is written. Keys are in canonical form.
+var (
+	hdrNoStore = []string{"no-store"}
+	hdrNoSniff = []string{"nosniff"}
+	hdrJSON    = []string{"application/json"}
+)
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	w.Header()["Content-Type"] = hdrJSON
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
-}
-
-func truncate(s string, n int) string {
-	if len(s) > n {
-		return s[:n]
-	}
-	return s
 }

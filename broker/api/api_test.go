@@ -27,6 +27,11 @@ func TestDecodeTokenRequest(t *testing.T) {
 		{"empty name", `{"stores":[""]}`, 400, nil},
 		{"too many", `{"stores":[` + strings.Repeat(`"a",`, MaxStoresPerRequest) + `"a"]}`, 400, nil},
 		{"too large", `{"stores":["` + strings.Repeat("a", MaxBodySize) + `"]}`, 413, nil},
+		{"white space", " {\n \"stores\" : [ \"a\" , \"b\" ] }\n", 0, []string{"a", "b"}},
+		{"escaped name", `{"stores":["a\u0062"]}`, 0, []string{"ab"}},
+		{"duplicate key", `{"stores":["a"],"stores":["b"]}`, 400, nil},
+		{"case-only key match", `{"Stores":["a"]}`, 400, nil},
+		{"escaped key", `{"st\u006fres":["a"]}`, 0, []string{"a"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
