@@ -182,7 +182,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 
 	b.handler = &api.Server{
 		Policy:  watcher.Current,
-		Auth:    agentauth.NewVerifier(agentauth.Options{Now: c.Now}),
+		Auth:    agentauth.NewVerifier(agentauth.Options{Now: c.Now, AgentRate: c.RateLimit, AgentBurst: c.RateBurst}),
 		Limiter: ratelimit.New(c.RateLimit, c.RateBurst, c.Now),
 		Tokens:  accountTokens{cache: b.tokens, mint: minter},
 		Audit:   audit.New(c.Log),

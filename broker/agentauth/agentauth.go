@@ -12,6 +12,7 @@ package agentauth
 
 import (
 	"crypto/ed25519"
+	"math"
 	"strings"
 	"time"
 
@@ -103,7 +104,19 @@ type Options struct {
 	// the others out. Default DefaultPerAgentReplayCapacity, and never more
 	// than ReplayCapacity.
 	PerAgentReplayCapacity int
+	// AgentRate and AgentBurst are the caller's per-agent rate limit
+	// (requests per second, burst). When PerAgentReplayCapacity is zero and
+	// AgentRate is set, the per-agent cap is what that limit lets through
+	// while one assertion can live (rate × (MaxLifetime + 2 × ClockSkew) +
+	// burst), bounded to [MinPerAgentReplayCapacity,
+	// DefaultPerAgentReplayCapacity]: a rate-limited agent never reaches it.
+	AgentRate  float64
+	AgentBurst int
 }
+
+// MinPerAgentReplayCapacity is the smallest per-agent cap derived from
+// Options.AgentRate.
+const MinPerAgentReplayCapacity = 64
 
 // Verifier checks agent assertions. It is safe for concurrent use.
 type Verifier struct {
@@ -128,7 +141,7 @@ func NewVerifier(o Options) *Verifier {
 		o.ReplayCapacity = DefaultReplayCapacity
 	}
 	if o.PerAgentReplayCapacity <= 0 {
-		o.PerAgentReplayCapacity = DefaultPerAgentReplayCapacity
+		o.PerAgentReplayCapacity = perAgentCapacity(o.AgentRate, o.AgentBurst, o.MaxLifetime+2*o.ClockSkew)
 	}
 	if o.PerAgentReplayCapacity > o.ReplayCapacity {
 		o.PerAgentReplayCapacity = o.ReplayCapacity
@@ -139,6 +152,20 @@ func NewVerifier(o Options) *Verifier {
 		maxLifetime: o.MaxLifetime,
 		replay:      newReplayCache(o.ReplayCapacity, o.PerAgentReplayCapacity),
 	}
+}
+
+// perAgentCapacity is how many jtis an agent limited to rate per second
+// (bursts of burst) can have accepted within window, bounded; the default
+// when rate is not a positive finite number.
+func perAgentCapacity(rate float64, burst int, window time.Duration) int {
+	if !(rate > 0) || math.IsInf(rate, 1) {
+		return DefaultPerAgentReplayCapacity
+	}
+	n := rate*window.Seconds() + float64(max(burst, 0))
+	if n >= DefaultPerAgentReplayCapacity {
+		return DefaultPerAgentReplayCapacity
+	}
+	return max(int(math.Ceil(n)), MinPerAgentReplayCapacity)
 }
 
 // ReplayLen reports how many jtis the replay cache holds, after dropping
@@ -155,25 +182,58 @@ type claims struct {
 	hasExp, hasIat, hasNbf         bool
 }
 
-// Verify checks an Authorization header value and returns the
-// authenticated agent id. Every failure is an *Error.
+// Verify checks an Authorization header value, records its jti and
+// returns the authenticated agent id: Check followed by Record. Every
+// failure is an *Error. A caller that rate-limits agents uses Check, then
+// its limit, then Record, so refused requests never reach the replay cache.
 func (v *Verifier) Verify(dir Directory, authorizationHeader string) (agentID string, err error) {
+	a, err := v.Check(dir, authorizationHeader)
+	if err != nil {
+		return "", err
+	}
+	if err := v.Record(a); err != nil {
+		return "", err
+	}
+	return a.Agent, nil
+}
+
+// Verified is an assertion that passed every check but the replay check,
+// for Record.
+type Verified struct {
+	Agent   string // the authenticated agent id
+	jti     string
+	expires time.Time // exp + skew
+	agents  int       // agents in the policy; 0 when the Directory does not say
+}
+
+// AgentCounter is an optional Directory method: the number of agents in the
+// policy. When the Directory has it, the replay cache is one partition of
+// PerAgentReplayCapacity per agent (total cap per-agent cap × agents), so
+// one agent filling its share never refuses another agent's fresh jti.
+type AgentCounter interface {
+	AgentCount() int
+}
+
+// Check verifies an Authorization header value — signature, agent and
+// claims — without recording its jti. Every failure is an *Error. The jti
+// is recorded (and a replay refused) by Record.
+func (v *Verifier) Check(dir Directory, authorizationHeader string) (Verified, error) {
 	if authorizationHeader == "" {
-		return "", &Error{Reason: ReasonMissing}
+		return Verified{}, &Error{Reason: ReasonMissing}
 	}
 	// Cap before any work, so a huge header costs nothing.
 	if len(authorizationHeader) > MaxHeaderBytes {
-		return "", &Error{Reason: ReasonMalformed}
+		return Verified{}, &Error{Reason: ReasonMalformed}
 	}
 	tok, ok := bearerToken(authorizationHeader)
 	if !ok {
-		return "", &Error{Reason: ReasonMalformed}
+		return Verified{}, &Error{Reason: ReasonMalformed}
 	}
 	if !compactShape(tok) {
-		return "", &Error{Reason: ReasonMalformed}
+		return Verified{}, &Error{Reason: ReasonMalformed}
 	}
 	if dir == nil {
-		return "", &Error{Reason: ReasonUnknownAgent}
+		return Verified{}, &Error{Reason: ReasonUnknownAgent}
 	}
 
 	// The signature is checked first (right after the key lookup) so that
@@ -183,20 +243,33 @@ func (v *Verifier) Verify(dir Directory, authorizationHeader string) (agentID st
 	// CPU against an attacker, who can always make unsigned claims pass them.
 	var c claims
 	if reason := verifySignature(dir, tok, &c); reason != "" {
-		return "", &Error{Reason: reason, AgentID: reportableID(c.Issuer)}
+		return Verified{}, &Error{Reason: reason, AgentID: reportableID(c.Issuer)}
 	}
-	claimed := reportableID(c.Issuer)
 
 	if reason := v.checkClaims(dir, &c); reason != "" {
-		return "", &Error{Reason: reason, AgentID: claimed}
+		return Verified{}, &Error{Reason: reason, AgentID: reportableID(c.Issuer)}
 	}
+	a := Verified{Agent: c.Issuer, jti: c.ID, expires: c.ExpiresAt.Add(v.skew)}
+	if ac, ok := dir.(AgentCounter); ok {
+		a.agents = ac.AgentCount()
+	}
+	return a, nil
+}
 
-	// Record the jti only now, after the signature and every other check,
-	// so that forged or invalid tokens can never fill the replay cache.
-	if reason := v.replay.add(c.Issuer, c.ID, c.ExpiresAt.Add(v.skew), v.now()); reason != "" {
-		return "", &Error{Reason: reason, AgentID: claimed}
+// Record remembers a's jti until its token expires. It fails with
+// ReasonReplayed when the jti is already remembered (atomically: of two
+// concurrent Records of one jti exactly one succeeds), or
+// ReasonReplayCacheFull when the agent's share is full. Call it only after
+// Check and the caller's rate limit, so forged, invalid or refused tokens
+// never fill the cache.
+func (v *Verifier) Record(a Verified) error {
+	if a.Agent == "" || a.jti == "" {
+		return &Error{Reason: ReasonBadClaims}
 	}
-	return c.Issuer, nil
+	if reason := v.replay.add(a.Agent, a.jti, a.expires, v.now(), a.agents); reason != "" {
+		return &Error{Reason: reason, AgentID: reportableID(a.Agent)}
+	}
+	return nil
 }
 
 // checkClaims applies the claim rules to a signed claim set and returns a

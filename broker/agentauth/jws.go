@@ -3,11 +3,13 @@ package agentauth
 import (
 	"bytes"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 )
 
@@ -99,6 +101,9 @@ func verifySignature(dir Directory, tok string, c *claims) string {
 	}
 	key, ok := dir.AgentKey(c.Issuer)
 	if !ok || len(key) != ed25519.PublicKeySize {
+		// Unknown, disabled or unusable: do the same signature work as for
+		// a known agent, so response time does not tell which ids exist.
+		dummyVerify(raw[:dot2], sig)
 		return ReasonUnknownAgent
 	}
 	if !ed25519.Verify(key, raw[:dot2], sig) {
@@ -108,6 +113,27 @@ func verifySignature(dir Directory, tok string, c *claims) string {
 }
 
 const algEdDSA = "EdDSA"
+
+// dummyKey is a valid Ed25519 public key (of a random private key that is
+// thrown away at start-up, so it is of prime order and nobody can sign for
+// it) used for the unknown and disabled agent ids.
+var dummyKey = func() ed25519.PublicKey {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic("agentauth: cannot generate the dummy key: " + err.Error())
+	}
+	return pub
+}()
+
+// dummyVerifications counts dummyVerify calls, for tests.
+var dummyVerifications atomic.Uint64
+
+// dummyVerify checks sig against dummyKey and ignores the result: it only
+// spends the time a real verification would.
+func dummyVerify(msg, sig []byte) {
+	dummyVerifications.Add(1)
+	_ = ed25519.Verify(dummyKey, msg, sig)
+}
 
 // header is what Verify reads of the JOSE header.
 type header struct {

@@ -74,7 +74,7 @@ func (v *Verifier) refVerify(dir Directory, authorizationHeader string) (string,
 	if reason := v.checkClaims(dir, &cc); reason != "" {
 		return "", &Error{Reason: reason, AgentID: claimed}
 	}
-	if reason := v.replay.add(cc.Issuer, cc.ID, cc.ExpiresAt.Add(v.skew), v.now()); reason != "" {
+	if reason := v.replay.add(cc.Issuer, cc.ID, cc.ExpiresAt.Add(v.skew), v.now(), 0); reason != "" {
 		return "", &Error{Reason: reason, AgentID: claimed}
 	}
 	return cc.Issuer, nil

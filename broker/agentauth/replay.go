@@ -84,8 +84,12 @@ func newReplayCache(capTotal, capAgent int) *replayCache {
 }
 
 // add records agent's jti until expires and returns "" — or a Reason when
-// the jti is already recorded or a cap is reached.
-func (r *replayCache) add(agent, jti string, expires, now time.Time) string {
+// the jti is already recorded or a cap is reached. agents > 0 is the number
+// of agents in the policy: the cache is then one partition of capAgent per
+// agent (in all at most capAgent × agents, plus what agents removed by a
+// reload left until it expires), and only the agent's own share can be
+// full. agents == 0 keeps the fixed total capTotal as well.
+func (r *replayCache) add(agent, jti string, expires, now time.Time, agents int) string {
 	k := replayKey{agent, jti}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -93,7 +97,7 @@ func (r *replayCache) add(agent, jti string, expires, now time.Time) string {
 	if _, dup := r.seen[k]; dup {
 		return ReasonReplayed
 	}
-	if len(r.seen) >= r.capTotal || r.perAgent[agent] >= r.capAgent {
+	if (agents <= 0 && len(r.seen) >= r.capTotal) || r.perAgent[agent] >= r.capAgent {
 		return ReasonReplayCacheFull
 	}
 	r.seen[k] = struct{}{}

@@ -4,7 +4,6 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -13,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -23,6 +21,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/tokencache"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/strictjson"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
@@ -37,9 +36,13 @@ type Tokens interface {
 	Token(ctx context.Context, a *policy.Account) (tokencache.Result, error)
 }
 
-// Authenticator checks an agent's Authorization header (broker/agentauth).
+// Authenticator checks an agent's Authorization header (broker/agentauth's
+// Verifier). Check verifies without recording the jti; Record records it
+// (refusing a replay atomically). The server applies its rate limit in
+// between, so requests refused with 429 never fill the replay cache.
 type Authenticator interface {
-	Verify(dir agentauth.Directory, header string) (string, error)
+	Check(dir agentauth.Directory, header string) (agentauth.Verified, error)
+	Record(a agentauth.Verified) error
 }
 
 // Limiter says whether an agent may make one more request now.
@@ -102,6 +105,9 @@ func (d directory) AgentKey(id string) (ed25519.PublicKey, bool) {
 	return d.p.AgentKey(id)
 }
 
+// AgentCount sizes the replay cache: one share per agent in the policy.
+func (d directory) AgentCount() int { return len(d.p.Agents) }
+
 // authenticated runs h for a verified, rate-limited agent. Every
 // authentication failure gets the same answer, so nobody can learn which
 // agent ids exist; the reason goes to the server log only.
@@ -111,25 +117,38 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, h func(ht
 		writeError(w, wire.CodeUnavailable, "policy not loaded")
 		return
 	}
-	agent, err := s.Auth.Verify(directory{p}, r.Header.Get("Authorization"))
+	v, err := s.Auth.Check(directory{p}, r.Header.Get("Authorization"))
 	if err != nil {
-		attrs := []any{"client", r.RemoteAddr, "path", r.URL.Path}
-		var ae *agentauth.Error
-		if errors.As(err, &ae) {
-			attrs = append(attrs, "reason", ae.Reason, "claimed_agent", ae.AgentID) // agentauth keeps it short and printable
-		}
-		s.Log.Warn("agent authentication failed", attrs...)
-		w.Header().Set("WWW-Authenticate", `Bearer realm="orthanc-gcp-broker"`)
-		writeError(w, wire.CodeUnauthenticated, "missing or invalid agent assertion")
+		s.authFailed(w, r, err)
 		return
 	}
-	if !s.Limiter.Allow(agent) {
-		s.Log.Warn("agent rate limited", "agent", agent, "client", r.RemoteAddr)
+	// The limit comes after the signature check (only a real agent spends
+	// its own budget) and before the jti is recorded, so refused requests
+	// cannot fill the replay cache.
+	if !s.Limiter.Allow(v.Agent) {
+		s.Log.Warn("agent rate limited", "agent", v.Agent, "client", r.RemoteAddr)
 		w.Header().Set("Retry-After", "1")
 		writeError(w, wire.CodeRateLimited, "too many requests; slow down")
 		return
 	}
-	h(w, r, p, agent)
+	if err := s.Auth.Record(v); err != nil {
+		s.authFailed(w, r, err)
+		return
+	}
+	h(w, r, p, v.Agent)
+}
+
+// authFailed answers every authentication failure the same way; the reason
+// goes to the server log only.
+func (s *Server) authFailed(w http.ResponseWriter, r *http.Request, err error) {
+	attrs := []any{"client", r.RemoteAddr, "path", r.URL.Path}
+	var ae *agentauth.Error
+	if errors.As(err, &ae) {
+		attrs = append(attrs, "reason", ae.Reason, "claimed_agent", ae.AgentID) // agentauth keeps it short and printable
+	}
+	s.Log.Warn("agent authentication failed", attrs...)
+	w.Header().Set("WWW-Authenticate", `Bearer realm="orthanc-gcp-broker"`)
+	writeError(w, wire.CodeUnauthenticated, "missing or invalid agent assertion")
 }
 
 func (s *Server) stores(w http.ResponseWriter, r *http.Request, p *policy.Policy, agent string) {
@@ -179,8 +198,8 @@ func (s *Server) tokens(w http.ResponseWriter, r *http.Request, p *policy.Policy
 		}
 		res, err := s.Tokens.Token(r.Context(), a)
 		if err != nil {
-			code, msg := mintFailure(err)
-			s.Log.Error("token mint failed", "agent", agent, "account", name, "code", code, "error", msg)
+			code, msg, detail := mintFailure(err)
+			s.Log.Error("token mint failed", "agent", agent, "account", name, "code", code, "error", detail)
 			resp.Errors = append(resp.Errors, wire.StoreError{Store: name, Code: code, Message: msg})
 			continue
 		}
@@ -251,8 +270,8 @@ func decodeTokenRequest(w http.ResponseWriter, r *http.Request) (wire.TokenReque
 	if stores, ok := parseTokenRequestFast(body); ok {
 		req.Stores = stores
 	} else {
-		var slow wire.TokenRequest // escapes (decodeStrict takes any): only here
-		if err := decodeStrict(body, &slow, "stores"); err != nil {
+		var slow wire.TokenRequest // escapes (Unmarshal takes any): only here
+		if err := strictjson.Unmarshal(body, &slow); err != nil {
 			return req, http.StatusBadRequest, err
 		}
 		req = slow
@@ -296,8 +315,8 @@ func readBody(r io.Reader, buf []byte) ([]byte, error) {
 // parseTokenRequestFast parses the one body shape agents send,
 // {"stores":["a","b"]} (also {"stores":[]}, {"stores":null} and {}), with
 // no white space and names of printable ASCII without escapes. It yields
-// exactly what decodeStrict would; anything else is left to decodeStrict
-// (ok false).
+// exactly what strictjson.Unmarshal would (FuzzFastPath); anything else is
+// left to it (ok false).
 func parseTokenRequestFast(b []byte) (stores []string, ok bool) {
 	switch string(b) {
 	case `{}`, `{"stores":null}`:
@@ -333,70 +352,20 @@ func parseTokenRequestFast(b []byte) (stores []string, ok bool) {
 	}
 }
 
-// decodeStrict parses exactly one JSON object into v, refusing unknown
-// fields and, since encoding/json would accept them, a field given twice or
-// spelt with other letter case than fields (v's JSON names).
-func decodeStrict(body []byte, v any, fields ...string) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		var syn *json.SyntaxError
-		var typ *json.UnmarshalTypeError
-		switch {
-		case errors.As(err, &syn):
-			return fmt.Errorf("invalid JSON at byte %d", syn.Offset)
-		case errors.As(err, &typ):
-			return fmt.Errorf("field %q has the wrong type", typ.Field)
-		case strings.HasPrefix(err.Error(), "json: unknown field "):
-			return fmt.Errorf("unknown field %s", logtext.Truncate(strings.TrimPrefix(err.Error(), "json: unknown field "), 80))
-		}
-		return errors.New("invalid JSON body")
-	}
-	if dec.More() {
-		return errors.New("unexpected data after the JSON object")
-	}
-	return checkKeys(body, fields)
-}
-
-// checkKeys refuses a top-level key of the (valid) JSON object body that
-// is not exactly one of fields, or that appears twice.
-func checkKeys(body []byte, fields []string) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if _, err := dec.Token(); err != nil { // '{'
-		return errors.New("invalid JSON body")
-	}
-	seen := map[string]bool{}
-	for dec.More() {
-		tok, err := dec.Token()
-		key, ok := tok.(string)
-		if err != nil || !ok {
-			return errors.New("invalid JSON body")
-		}
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return errors.New("invalid JSON body")
-		}
-		known := false
-		for _, f := range fields {
-			known = known || f == key
-		}
-		switch {
-		case !known:
-			return fmt.Errorf("unknown field %s", logtext.Truncate(fmt.Sprintf("%q", key), 80))
-		case seen[key]:
-			return fmt.Errorf("field %q appears twice", key)
-		}
-		seen[key] = true
-	}
-	return nil
-}
-
-func mintFailure(err error) (code, msg string) {
+// mintFailure returns the error word and agent-safe message for a failed
+// mint, and the detail for the broker's log. Only mint.Error's Error() is
+// agent-safe: any other error (which may name a secret, project, service
+// account or file) gets a generic message, its text going to the log only.
+func mintFailure(err error) (code, msg, detail string) {
 	var me *mint.Error
 	if errors.As(err, &me) {
-		return me.Code, me.Error()
+		code = me.Code
+		if code == "" {
+			code = wire.CodeUpstream
+		}
+		return code, me.Error(), logtext.Clip(me.Detail())
 	}
-	return "upstream", "could not obtain a Google token"
+	return wire.CodeUpstream, "could not obtain a Google token", logtext.Clip(err.Error())
 }
 
 // writeError answers with the error word's status (wire.Status).

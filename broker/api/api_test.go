@@ -20,6 +20,8 @@ func TestDecodeTokenRequest(t *testing.T) {
 		{"absent field means all", `{}`, 0, nil},
 		{"two stores", `{"stores":["a","b"]}`, 0, []string{"a", "b"}},
 		{"unknown field", `{"stores":["a"],"x":1}`, 400, nil},
+		{"trailing bracket", `{"stores":["a"]}]`, 400, nil},
+		{"trailing brace", `{"stores":["a"]}}`, 400, nil},
 		{"wrong type", `{"stores":"a"}`, 400, nil},
 		{"not an object", `["a"]`, 400, nil},
 		{"trailing object", `{} {}`, 400, nil},

@@ -47,7 +47,11 @@ func (allowAll) Allow(string) bool { return true }
 // stubAuth accepts any header as agent "clinic-a".
 type stubAuth struct{}
 
-func (stubAuth) Verify(agentauth.Directory, string) (string, error) { return "clinic-a", nil }
+func (stubAuth) Check(agentauth.Directory, string) (agentauth.Verified, error) {
+	return agentauth.Verified{Agent: "clinic-a"}, nil
+}
+
+func (stubAuth) Record(agentauth.Verified) error { return nil }
 
 // failingWriter fails every write.
 type failingWriter struct{}

@@ -11,11 +11,11 @@ package audit
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/cloudlog"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
@@ -36,8 +36,25 @@ const (
 	Event   = "token_issued"
 )
 
-// maxForwarded bounds the logged X-Forwarded-For.
-const maxForwarded = 200
+// maxForwarded bounds the logged X-Forwarded-For. The chain is cut from
+// the left: on Cloud Run the rightmost entry is the real client (appended by
+// Google's front end), and the left ones are whatever the client sent.
+const maxForwarded = 512
+
+// forwardedTail is the rightmost part of an X-Forwarded-For chain of at
+// most maxForwarded bytes, starting on an entry boundary (after a comma)
+// when there is one; a single entry longer than that keeps its last bytes.
+// Escaping is left to the JSON encoder, so no character can end the line.
+func forwardedTail(s string) string {
+	if len(s) <= maxForwarded {
+		return s
+	}
+	tail := s[len(s)-maxForwarded:]
+	if i := strings.IndexByte(tail, ','); i >= 0 && i+1 < len(tail) {
+		tail = tail[i+1:]
+	}
+	return strings.TrimLeft(tail, " \t")
+}
 
 // Logger writes audit lines.
 type Logger struct {
@@ -101,7 +118,7 @@ func appendLine(b []byte, t time.Time, r *Record) []byte {
 	}
 	if r.Forwarded != "" {
 		b = append(b, `,"forwarded_for":`...)
-		b = cloudlog.AppendString(b, logtext.Truncate(r.Forwarded, maxForwarded))
+		b = cloudlog.AppendString(b, forwardedTail(r.Forwarded))
 	}
 	return append(b, '}', '\n')
 }
@@ -118,7 +135,7 @@ func attrs(r *Record) []slog.Attr {
 		slog.Bool("cached", r.Cached),
 	}
 	if r.Forwarded != "" {
-		as = append(as, slog.String("forwarded_for", logtext.Truncate(r.Forwarded, maxForwarded)))
+		as = append(as, slog.String("forwarded_for", forwardedTail(r.Forwarded)))
 	}
 	return as
 }

@@ -92,3 +92,56 @@ func TestLevelAndEmpty(t *testing.T) {
 		t.Errorf("no records: %v", err)
 	}
 }
+
+// A long X-Forwarded-For chain is cut from the left, on an entry boundary:
+// the rightmost entries (the real client on Cloud Run) survive, the line is
+// valid JSON, and control characters cannot forge a line.
+func TestForwardedChainKeepsRightmost(t *testing.T) {
+	var long []string
+	for i := range 100 {
+		long = append(long, "10.0.0."+strings.Repeat("9", i%3+1))
+	}
+	chain := strings.Join(long, ", ") + ", 203.0.113.7, 198.51.100.1"
+	forged := strings.Repeat("x", 600) + "\n{\"severity\":\"INFO\",\"event\":\"token_issued\"}\r\n, 198.51.100.2"
+	tests := []struct {
+		name, forwarded string
+		suffix          string
+	}{
+		{"short", "1.2.3.4, 5.6.7.8", "1.2.3.4, 5.6.7.8"},
+		{"long chain", chain, "203.0.113.7, 198.51.100.1"},
+		{"forged line", forged, "198.51.100.2"},
+		{"one huge entry", strings.Repeat("y", 2000) + "z", "yz"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for name, mk := range map[string]func(*bytes.Buffer) *slog.Logger{
+				"sink": func(b *bytes.Buffer) *slog.Logger { return cloudlog.New(b, slog.LevelInfo) },
+				"slog": func(b *bytes.Buffer) *slog.Logger {
+					return slog.New(cloudlog.New(b, slog.LevelInfo).Handler().WithAttrs(nil))
+				},
+			} {
+				var buf bytes.Buffer
+				rec := Record{Agent: "clinic-a", Account: "store-a", ExpiresAt: at, Token: secretToken, Client: "10.1.1.1:443", Forwarded: tt.forwarded}
+				if err := New(mk(&buf)).Issued(t.Context(), rec); err != nil {
+					t.Fatal(err)
+				}
+				out := buf.String()
+				if strings.Count(out, "\n") != 1 || !strings.HasSuffix(out, "\n") {
+					t.Fatalf("%s: not one line: %q", name, out)
+				}
+				var m map[string]any
+				if err := json.Unmarshal([]byte(out), &m); err != nil {
+					t.Fatalf("%s: not JSON: %v", name, err)
+				}
+				fwd, _ := m["forwarded_for"].(string)
+				if !strings.HasSuffix(fwd, tt.suffix) || len(fwd) > maxForwarded || m["client"] != "10.1.1.1:443" {
+					t.Errorf("%s: forwarded_for %q (%d bytes), client %v", name, fwd, len(fwd), m["client"])
+				}
+				if len(tt.forwarded) > maxForwarded && strings.Contains(tt.forwarded, ",") && !strings.HasPrefix(tt.forwarded, fwd) &&
+					!strings.Contains(tt.forwarded, ", "+fwd) && !strings.Contains(tt.forwarded, ","+fwd) {
+					t.Errorf("%s: not cut on an entry boundary: %q", name, fwd)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,152 @@
+package agentauth
+
+import (
+	"crypto/ed25519"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// countingDir is a testDir that reports its agent count (AgentCounter).
+type countingDir struct{ *testDir }
+
+func (d countingDir) AgentCount() int { return len(d.keys) }
+
+// Unknown and disabled ids go through the same signature work as a known
+// id with a bad signature (a verification against the dummy key), and fail
+// as unknown_agent.
+func TestUnknownAgentVerifiesDummyKey(t *testing.T) {
+	a := newAgent(t, "clinic-a")
+	off := newAgent(t, "clinic-off")
+	stranger := newAgent(t, "stranger")
+	forger := newAgent(t, "clinic-a")
+	dir := newDir(a, off)
+	dir.disabled[off.id] = true
+	dir.keys["short-key"] = ed25519.PublicKey{1, 2, 3}
+	clock := newClock()
+	v := NewVerifier(Options{Now: clock.Now})
+	tests := []struct {
+		name   string
+		header string
+		reason string
+		dummy  uint64
+	}{
+		{"unknown id", "Bearer " + stranger.sign(t, clock.Now()), ReasonUnknownAgent, 1},
+		{"disabled id", "Bearer " + off.sign(t, clock.Now()), ReasonUnknownAgent, 1},
+		{"unusable key", "Bearer " + signWith(t, jwt.SigningMethodEdDSA, a.priv, withIss(a.baseClaims(clock.Now()), "short-key"), nil), ReasonUnknownAgent, 1},
+		{"known id, bad signature", "Bearer " + forger.sign(t, clock.Now()), ReasonBadSignature, 0},
+		{"known id, good signature", "Bearer " + a.sign(t, clock.Now()), "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := dummyVerifications.Load()
+			_, err := v.Verify(dir, tt.header)
+			got := ""
+			if err != nil {
+				got = reasonOf(t, err)
+			}
+			if got != tt.reason {
+				t.Fatalf("reason %q, want %q", got, tt.reason)
+			}
+			if n := dummyVerifications.Load() - before; n != tt.dummy {
+				t.Fatalf("%d dummy verifications, want %d", n, tt.dummy)
+			}
+		})
+	}
+	if len(dummyKey) != ed25519.PublicKeySize {
+		t.Fatalf("dummy key of %d bytes", len(dummyKey))
+	}
+}
+
+// Check does not record; Record does, atomically, once.
+func TestCheckThenRecord(t *testing.T) {
+	a := newAgent(t, "clinic-a")
+	dir := newDir(a)
+	clock := newClock()
+	v := NewVerifier(Options{Now: clock.Now})
+	h := "Bearer " + a.sign(t, clock.Now())
+	tests := []struct {
+		name   string
+		record bool
+		reason string
+		len    int
+	}{
+		{"check only", false, "", 0},
+		{"check again", false, "", 0},
+		{"record", true, "", 1},
+		{"record again", true, ReasonReplayed, 1},
+	}
+	for _, tt := range tests {
+		ver, err := v.Check(dir, h)
+		if err != nil {
+			t.Fatalf("%s: check: %v", tt.name, err)
+		}
+		if tt.record {
+			err = v.Record(ver)
+		}
+		got := ""
+		if err != nil {
+			got = reasonOf(t, err)
+		}
+		if got != tt.reason || v.ReplayLen() != tt.len {
+			t.Fatalf("%s: reason %q (want %q), cache %d (want %d)", tt.name, got, tt.reason, v.ReplayLen(), tt.len)
+		}
+	}
+}
+
+// With a Directory that counts its agents, each agent has its own share:
+// one agent at its cap (even well past the configured total) never makes
+// another agent's fresh jti fail.
+func TestReplayPartitionPerAgent(t *testing.T) {
+	a := newAgent(t, "clinic-a")
+	b := newAgent(t, "clinic-b")
+	c := newAgent(t, "clinic-c")
+	dir := countingDir{newDir(a, b, c)}
+	clock := newClock()
+	v := NewVerifier(Options{Now: clock.Now, ReplayCapacity: 4, PerAgentReplayCapacity: 3})
+	steps := []struct {
+		who    agent
+		reason string
+	}{
+		{a, ""}, {a, ""}, {a, ""},
+		{a, ReasonReplayCacheFull}, // clinic-a's share is full
+		{b, ""}, {b, ""}, {b, ""},  // past ReplayCapacity: b is not locked out by a
+		{b, ReasonReplayCacheFull},
+		{c, ""},
+	}
+	for i, s := range steps {
+		_, err := v.Verify(dir, "Bearer "+s.who.sign(t, clock.Now()))
+		got := ""
+		if err != nil {
+			got = reasonOf(t, err)
+		}
+		if got != s.reason {
+			t.Fatalf("step %d (%s): reason %q, want %q", i, s.who.id, got, s.reason)
+		}
+	}
+}
+
+func TestPerAgentCapacityFromRate(t *testing.T) {
+	window := 5*time.Minute + 2*DefaultClockSkew
+	tests := []struct {
+		rate  float64
+		burst int
+		want  int
+	}{
+		{0, 0, DefaultPerAgentReplayCapacity},
+		{-1, 5, DefaultPerAgentReplayCapacity},
+		{10, 20, 10*420 + 20},
+		{0.01, 1, MinPerAgentReplayCapacity},
+		{1000, 20, DefaultPerAgentReplayCapacity},
+	}
+	for _, tt := range tests {
+		if got := perAgentCapacity(tt.rate, tt.burst, window); got != tt.want {
+			t.Errorf("rate %v burst %d: %d, want %d", tt.rate, tt.burst, got, tt.want)
+		}
+	}
+	v := NewVerifier(Options{AgentRate: 10, AgentBurst: 20})
+	if v.replay.capAgent != 10*420+20 {
+		t.Errorf("per-agent cap %d", v.replay.capAgent)
+	}
+}
