@@ -5,7 +5,8 @@ import (
 	"errors"
 	"io"
 	"sync"
-	"unicode/utf8"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/jsonenc"
 )
 
 // chunkSize bounds one write(2) of a batch: PIPE_BUF, the size up to which
@@ -143,51 +144,5 @@ func writeChunks(w io.Writer, buf []byte) error {
 // writes it: quotes, backslashes and control characters escaped (\n, \r,
 // \t, else \u00XX), invalid UTF-8 as \ufffd, U+2028 and U+2029 escaped.
 func AppendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i++
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
+	return jsonenc.AppendString(b, s, jsonenc.Slog)
 }
-
-const hexDigits = "0123456789abcdef"
