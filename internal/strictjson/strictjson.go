@@ -129,12 +129,12 @@ func (w *walker) value(t reflect.Type, path string, depth int) error {
 }
 
 func (w *walker) object(t reflect.Type, path string, depth int) error {
-	var fields map[string]string // exact JSON name -> itself, for structs
+	var known map[string]reflect.Type // exact JSON name -> type, for structs
 	var elem reflect.Type
 	switch {
 	case t == nil:
 	case t.Kind() == reflect.Struct:
-		fields = fieldNames(t)
+		known = fields(t)
 	case t.Kind() == reflect.Map:
 		elem = t.Elem()
 	}
@@ -152,9 +152,9 @@ func (w *walker) object(t reflect.Type, path string, depth int) error {
 		seen[key] = true
 		var next reflect.Type
 		if t != nil && t.Kind() == reflect.Struct {
-			ft, ok := structField(t, key)
+			ft, ok := known[key]
 			if !ok {
-				if name, ci := caseMatch(fields, key); ci {
+				if name, ci := caseMatch(known, key); ci {
 					return &Error{Path: kpath, Msg: fmt.Sprintf("key matches field %q only case-insensitively; write %q", name, name)}
 				}
 				return &Error{Path: kpath, Msg: "unknown field"}
@@ -179,9 +179,10 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-// fieldNames lists the JSON names of t's fields, embedded structs flattened.
-func fieldNames(t reflect.Type) map[string]string {
-	out := map[string]string{}
+// fields maps the JSON names of t's fields to their types, embedded
+// structs flattened (an outer field wins over an embedded one).
+func fields(t reflect.Type) map[string]reflect.Type {
+	out := map[string]reflect.Type{}
 	for i := range t.NumField() {
 		f := t.Field(i)
 		name, ok := jsonName(f)
@@ -194,49 +195,20 @@ func fieldNames(t reflect.Type) map[string]string {
 				ft = ft.Elem()
 			}
 			if ft.Kind() == reflect.Struct {
-				for k, v := range fieldNames(ft) {
-					out[k] = v
+				for k, v := range fields(ft) {
+					if _, taken := out[k]; !taken {
+						out[k] = v
+					}
 				}
 				continue
 			}
-			name = f.Name
 		}
 		if name == "" {
 			name = f.Name
 		}
-		out[name] = name
+		out[name] = f.Type
 	}
 	return out
-}
-
-// structField finds the field whose JSON name is exactly key.
-func structField(t reflect.Type, key string) (reflect.Type, bool) {
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, ok := jsonName(f)
-		if !ok {
-			continue
-		}
-		if f.Anonymous && name == "" {
-			ft := f.Type
-			if ft.Kind() == reflect.Pointer {
-				ft = ft.Elem()
-			}
-			if ft.Kind() == reflect.Struct {
-				if typ, ok := structField(ft, key); ok {
-					return typ, true
-				}
-				continue
-			}
-		}
-		if name == "" {
-			name = f.Name
-		}
-		if name == key {
-			return f.Type, true
-		}
-	}
-	return nil, false
 }
 
 // jsonName is the field's JSON name ("" = the Go name), false if the field
@@ -253,7 +225,7 @@ func jsonName(f reflect.StructField) (string, bool) {
 	return name, true
 }
 
-func caseMatch(fields map[string]string, key string) (string, bool) {
+func caseMatch(fields map[string]reflect.Type, key string) (string, bool) {
 	for name := range fields {
 		if strings.EqualFold(name, key) {
 			return name, true
