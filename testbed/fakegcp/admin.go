@@ -58,6 +58,8 @@ func (a *Admin) State() State {
 // Counters is GET /counters.
 type Counters struct {
 	TokenRequests         int
+	TokenInjectedFailures int // answers failed by FailNext (POST /token/fail-next)
+	TokenSlowedAnswers    int // answers delayed by SlowNext (POST /token/slow-next)
 	Minted                map[string]int
 	MintedByKey           map[string]int
 	SecretAccesses        map[string]int
@@ -71,6 +73,8 @@ func (a *Admin) Counters() Counters {
 	c := a.cloud
 	return Counters{
 		TokenRequests:         c.Tokens.Requests(),
+		TokenInjectedFailures: c.Tokens.InjectedFailures(),
+		TokenSlowedAnswers:    c.Tokens.SlowedAnswers(),
 		Minted:                c.Tokens.MintedCounts(),
 		MintedByKey:           c.Tokens.MintedByKeyCounts(),
 		SecretAccesses:        c.SecretManager.AccessCounts(),
@@ -186,6 +190,20 @@ func (a *Admin) Handler() http.Handler {
 	}))
 	mux.Handle("POST /token/fail-next", handle(func(in struct{ Count, Status int }) (any, error) {
 		c.Tokens.FailNext(in.Count, in.Status)
+		return nil, nil
+	}))
+	mux.Handle("POST /token/slow-next", handle(func(in struct {
+		Count int
+		Delay string
+	}) (any, error) {
+		d, err := time.ParseDuration(in.Delay)
+		if in.Count == 0 {
+			d, err = 0, nil // a reset needs no delay
+		}
+		if err != nil || d < 0 {
+			return nil, badRequest("Delay %q: want a Go duration", in.Delay)
+		}
+		c.Tokens.SlowNext(in.Count, d)
 		return nil, nil
 	}))
 	mux.Handle("POST /token/latency", handle(func(in struct{ Latency string }) (any, error) {

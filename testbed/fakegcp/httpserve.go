@@ -202,3 +202,20 @@ func (f *failer) take() (int, bool) {
 	}
 	return st, true
 }
+
+// slower delays the next n answers by d (n < 0: until reset).
+type slower struct {
+	n int
+	d time.Duration
+}
+
+// take reports whether this answer must be delayed, and by how much.
+func (w *slower) take() (time.Duration, bool) {
+	if w.n == 0 || w.d <= 0 {
+		return 0, false
+	}
+	if w.n > 0 {
+		w.n--
+	}
+	return w.d, true
+}

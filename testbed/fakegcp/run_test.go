@@ -414,3 +414,41 @@ func TestRunLogsNoSecrets(t *testing.T) {
 		}
 	}
 }
+
+func TestRunAdminTokenSlowNext(t *testing.T) {
+	st, _ := startRun(t, `{}`, "--quiet")
+	if code := adminCall(t, st, "POST", "/token/slow-next", map[string]any{"Count": 1, "Delay": "300ms"}, nil); code != 200 {
+		t.Fatalf("slow-next: %d", code)
+	}
+	start := time.Now()
+	resp, err := http.Post(st.TokenURL, "application/x-www-form-urlencoded", strings.NewReader("grant_type=refresh_token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if took := time.Since(start); took < 300*time.Millisecond {
+		t.Errorf("slowed answer took %v", took)
+	}
+	adminCall(t, st, "POST", "/token/fail-next", map[string]int{"Count": 1, "Status": 502}, nil)
+	resp, err = http.Post(st.TokenURL, "application/x-www-form-urlencoded", strings.NewReader("grant_type=refresh_token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("fail-next 502: got %d", resp.StatusCode)
+	}
+	var ctr Counters
+	adminCall(t, st, "GET", "/counters", nil, &ctr)
+	if ctr.TokenSlowedAnswers != 1 || ctr.TokenInjectedFailures != 1 || ctr.TokenRequests != 2 {
+		t.Errorf("counters %+v", ctr)
+	}
+	for _, bad := range []map[string]any{{"Count": 2, "Delay": "soon"}, {"Count": 2, "Delay": "-1s"}} {
+		if code := adminCall(t, st, "POST", "/token/slow-next", bad, nil); code != 400 {
+			t.Errorf("slow-next %v: %d, want 400", bad, code)
+		}
+	}
+	if code := adminCall(t, st, "POST", "/token/slow-next", map[string]any{"Count": 0}, nil); code != 200 {
+		t.Errorf("slow-next reset: %d", code)
+	}
+}

@@ -74,8 +74,12 @@ type TokenServer struct {
 	mu           sync.Mutex
 	now          func() time.Time
 	lifetime     time.Duration
+	lifetimes    map[string]time.Duration // SetLifetimeFor, by principal
 	latency      time.Duration
 	fail         failer
+	slow         slower
+	injected     int               // answers failed by FailNext
+	slowed       int               // answers delayed by SlowNext
 	keys         map[string]*saKey // by private_key_id
 	clientID     string
 	clientSecret string
@@ -92,6 +96,7 @@ func NewTokenServer() *TokenServer {
 	return &TokenServer{
 		now:          time.Now,
 		lifetime:     time.Hour,
+		lifetimes:    map[string]time.Duration{},
 		keys:         map[string]*saKey{},
 		clientID:     fmt.Sprintf("%s-fake%s.apps.googleusercontent.com", randomDigits(12), strings.ToLower(randomToken(6))),
 		clientSecret: "GOCSPX-" + randomToken(21),
@@ -139,6 +144,20 @@ func (s *TokenServer) SetLifetime(d time.Duration) {
 	s.lifetime = d
 }
 
+// SetLifetimeFor sets the lifetime of the tokens minted for one principal
+// (a service account's email or an authorized user) by /token, and by Issue
+// without a lifetime, overriding SetLifetime; d <= 0 removes the override. Tests use it to give stores
+// different refresh schedules.
+func (s *TokenServer) SetLifetimeFor(principal string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d <= 0 {
+		delete(s.lifetimes, principal)
+		return
+	}
+	s.lifetimes[principal] = d
+}
+
 // Lifetime is the lifetime of tokens minted by /token.
 func (s *TokenServer) Lifetime() time.Duration {
 	s.mu.Lock()
@@ -166,6 +185,33 @@ func (s *TokenServer) FailNext(n int, status int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.fail = failer{n: n, status: status}
+}
+
+// SlowNext delays each of the next n token answers by d (real time), on top
+// of SetLatency, whatever the answer (an injected failure is delayed too); n < 0:
+// every answer until SlowNext(0, 0). The caller's context ending cuts the wait
+// short, as a client that gives up would see it.
+func (s *TokenServer) SlowNext(n int, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d < 0 {
+		d = 0
+	}
+	s.slow = slower{n: n, d: d}
+}
+
+// InjectedFailures counts the token answers that FailNext made fail.
+func (s *TokenServer) InjectedFailures() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.injected
+}
+
+// SlowedAnswers counts the token answers that SlowNext delayed.
+func (s *TokenServer) SlowedAnswers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.slowed
 }
 
 // NewServiceAccountKey makes an RSA-2048 key for email, registers its public half, and
@@ -343,6 +389,9 @@ func (s *TokenServer) Issue(principal string, scopes []string, lifetime time.Dur
 func (s *TokenServer) issueLocked(principal string, scopes []string, lifetime time.Duration, keyID string) (string, time.Time) {
 	if lifetime <= 0 {
 		lifetime = s.lifetime
+		if d, ok := s.lifetimes[principal]; ok {
+			lifetime = d
+		}
 	}
 	tok := "ya29.fake-" + randomToken(32)
 	exp := s.now().Add(lifetime)
@@ -420,7 +469,14 @@ func (s *TokenServer) serveToken(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	s.requests++
 	latency := s.latency
+	if extra, ok := s.slow.take(); ok {
+		latency += extra
+		s.slowed++
+	}
 	st, failing := s.fail.take()
+	if failing {
+		s.injected++
+	}
 	log := s.log
 	s.mu.Unlock()
 	sleepCtx(r.Context(), latency)

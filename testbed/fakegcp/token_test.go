@@ -463,3 +463,108 @@ func TestIssueAndTokenInfo(t *testing.T) {
 		t.Error("Issue not counted")
 	}
 }
+
+func TestSlowNext(t *testing.T) {
+	s := startTokens(t)
+	cred, _, err := s.NewServiceAccountKey("sa@p.iam.gserviceaccount.com")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const d = 200 * time.Millisecond
+	timed := func() (time.Duration, error) {
+		start := time.Now()
+		_, err := saToken(t, cred, ScopeCloudHealthcare)
+		return time.Since(start), err
+	}
+	s.SlowNext(2, d)
+	for i := 0; i < 2; i++ {
+		took, err := timed()
+		if err != nil {
+			t.Fatalf("slowed call %d: %v", i, err)
+		}
+		if took < d {
+			t.Errorf("slowed call %d took %v, want >= %v", i, took, d)
+		}
+	}
+	if took, err := timed(); err != nil || took >= d {
+		t.Errorf("third call: %v after %v, want fast success", err, took)
+	}
+	// A slowed answer can also be an injected failure: both apply.
+	s.SlowNext(1, d)
+	s.FailNext(1, http.StatusBadGateway)
+	took, err := timed()
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) || re.Response.StatusCode != http.StatusBadGateway || took < d {
+		t.Errorf("slow failure: %v after %v", err, took)
+	}
+	if s.SlowedAnswers() != 3 || s.InjectedFailures() != 1 {
+		t.Errorf("SlowedAnswers = %d, InjectedFailures = %d, want 3 and 1", s.SlowedAnswers(), s.InjectedFailures())
+	}
+	// Until reset, then reset.
+	s.SlowNext(-1, d)
+	for i := 0; i < 2; i++ {
+		if took, err := timed(); err != nil || took < d {
+			t.Errorf("SlowNext(-1) call %d: %v after %v", i, err, took)
+		}
+	}
+	s.SlowNext(0, 0)
+	if took, err := timed(); err != nil || took >= d {
+		t.Errorf("after reset: %v after %v", err, took)
+	}
+	// A client that gives up is not held for the whole delay.
+	s.SlowNext(1, 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.TokenURL(), strings.NewReader("grant_type=x"))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	start := time.Now()
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Error("want the client's deadline to end the slowed request")
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Errorf("cancelled request took %v", time.Since(start))
+	}
+}
+
+func TestSetLifetimeFor(t *testing.T) {
+	s := startTokens(t)
+	const a, b = "a@p.iam.gserviceaccount.com", "b@p.iam.gserviceaccount.com"
+	credA, _, err := s.NewServiceAccountKey(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	credB, _, err := s.NewServiceAccountKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetLifetime(10 * time.Minute)
+	s.SetLifetimeFor(a, 90*time.Second)
+	life := func(cred []byte) time.Duration {
+		tok, err := saToken(t, cred, ScopeCloudHealthcare)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ti, ok := s.Valid(tok.AccessToken)
+		if !ok {
+			t.Fatal("minted token not valid")
+		}
+		return time.Until(ti.Expiry).Round(time.Minute / 2)
+	}
+	if got := life(credA); got != 90*time.Second {
+		t.Errorf("overridden principal: lifetime %v, want 1m30s", got)
+	}
+	if got := life(credB); got != 10*time.Minute {
+		t.Errorf("other principal: lifetime %v, want 10m", got)
+	}
+	if _, exp := s.Issue(a, []string{ScopeCloudPlatform}, 0); time.Until(exp).Round(time.Minute/2) != 90*time.Second {
+		t.Errorf("Issue without a lifetime ignores the override")
+	}
+	if _, exp := s.Issue(a, []string{ScopeCloudPlatform}, time.Hour); time.Until(exp).Round(time.Minute) != time.Hour {
+		t.Errorf("Issue with a lifetime must keep it")
+	}
+	s.SetLifetimeFor(a, 0)
+	if got := life(credA); got != 10*time.Minute {
+		t.Errorf("after removing the override: lifetime %v, want 10m", got)
+	}
+}
