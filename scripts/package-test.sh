@@ -217,6 +217,11 @@ expect_perm "$STATE" "700 $NAME:$NAME"
 readelf -l "$r$BIN" | grep -q INTERP && fail "$BIN is dynamically linked"
 grep -qx "ExecStart=$BIN run --config $CONF" "$r$UNIT" || fail "$UNIT: ExecStart is not '$BIN run --config $CONF'"
 grep -qx "User=$NAME" "$r$UNIT" || fail "$UNIT: no User=$NAME"
+# The issue's name for the unit is /lib/systemd/system/...: on merged-/usr
+# Debian (bookworm and later) /lib is /usr/lib, so the packaged path is that
+# file; shipping it under /lib makes dpkg warn on purge ("not empty").
+[ "$(readlink -f "$r/lib/systemd/system/$NAME.service")" = "$(readlink -f "$r$UNIT")" ] \
+	|| fail "/lib/systemd/system/$NAME.service is not the packaged unit"
 listed=$(inroot dpkg -L "$NAME")
 for p in "$BIN" "$UNIT" "$CONF" /usr/share/doc/$NAME/agent.md; do
 	grep -qx "$p" <<<"$listed" || fail "dpkg -L does not list $p"
