@@ -54,7 +54,7 @@ var DefaultAllowedDicomWebHosts = []string{"healthcare.googleapis.com"}
 
 // ReservedServerOptions are keys the agent itself sets in every Orthanc
 // DICOMweb server entry; ServerOptions may not set them.
-var ReservedServerOptions = []string{"Url", "HttpHeaders", "Username", "Password", orthanc.MarkerProperty, orthanc.ExpiryProperty}
+var ReservedServerOptions = []string{"Url", "HttpHeaders", "Username", "Password", orthanc.MarkerProperty, orthanc.ExpiryProperty, orthanc.TokenProperty}
 
 // File is the JSON document exactly as written by the operator. Durations
 // are strings such as "10m" so that errors can name the field.

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // maxResponseBytes caps Orthanc's answers (a server list is small).
@@ -100,6 +101,11 @@ type Definition struct {
 const (
 	MarkerProperty = "OrthancGcpAgent"
 	ExpiryProperty = "TokenExpiry"
+	// TokenProperty holds wire.Fingerprint of the pushed token (16 hex
+	// digits of its SHA-256, as in the broker's audit lines): Orthanc hides
+	// header values, so this is how the agent tells which token an entry
+	// carries. Two tokens can share an expiry second.
+	TokenProperty = "TokenSha256"
 )
 
 // FormatExpiry is how Expiry is written, so callers can compare it with
@@ -117,6 +123,7 @@ func (d Definition) MarshalJSON() ([]byte, error) {
 	m["HttpHeaders"] = map[string]string{"Authorization": "Bearer " + d.Token}
 	m[MarkerProperty] = d.Marker
 	m[ExpiryProperty] = FormatExpiry(d.Expiry)
+	m[TokenProperty] = wire.Fingerprint(d.Token)
 	return json.Marshal(m)
 }
 

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
 
@@ -28,6 +29,7 @@ func TestDefinitionJSON(t *testing.T) {
 	want := map[string]any{
 		"Url": "https://h/dicomWeb/", "HttpHeaders": map[string]any{"Authorization": "Bearer tok"},
 		"HasDelete": true, "Timeout": float64(600), "OrthancGcpAgent": "clinic-a", "TokenExpiry": "2030-01-02T02:04:05Z",
+		"TokenSha256": wire.Fingerprint("tok"),
 	}
 	if len(got) != len(want) {
 		t.Fatalf("got %v", got)

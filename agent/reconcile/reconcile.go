@@ -718,7 +718,8 @@ func (r *Reconciler) pushReason(st *store, srv orthanc.Server, exists bool) stri
 	switch {
 	case !exists:
 		return "missing"
-	case srv.Properties[orthanc.ExpiryProperty] != orthanc.FormatExpiry(st.token.ExpiresAt):
+	case srv.Properties[orthanc.TokenProperty] != wire.Fingerprint(string(st.token.AccessToken)),
+		srv.Properties[orthanc.ExpiryProperty] != orthanc.FormatExpiry(st.token.ExpiresAt):
 		return "token_changed"
 	case srv.URL != st.token.DicomWebURL:
 		return "url_changed"
