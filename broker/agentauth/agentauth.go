@@ -124,6 +124,7 @@ type Verifier struct {
 	skew        time.Duration
 	maxLifetime time.Duration
 	replay      *replayCache
+	keys        keyCache // agents' keys, expanded for verification
 }
 
 // NewVerifier returns a Verifier with o's settings.
@@ -242,7 +243,7 @@ func (v *Verifier) Check(dir Directory, authorizationHeader string) (Verified, e
 	// someone sent junk. Doing the cheap claim checks first would save no
 	// CPU against an attacker, who can always make unsigned claims pass them.
 	var c claims
-	if reason := verifySignature(dir, tok, &c); reason != "" {
+	if reason := verifySignature(dir, &v.keys, tok, &c); reason != "" {
 		return Verified{}, &Error{Reason: reason, AgentID: reportableID(c.Issuer)}
 	}
 

@@ -69,8 +69,9 @@ func BenchmarkVerify(b *testing.B) {
 	})
 }
 
-// BenchmarkEd25519Verify is the bare signature check on one assertion's
-// signing input: the floor under BenchmarkVerify.
+// BenchmarkEd25519Verify is crypto/ed25519's bare signature check on one
+// assertion's signing input: the yardstick of the broker benchmark
+// (bench/broker), and what Verify did before sigcheck.go.
 func BenchmarkEd25519Verify(b *testing.B) {
 	a := newAgent(b, "clinic-a")
 	tok := a.sign(b, t0)
@@ -89,6 +90,37 @@ func BenchmarkEd25519Verify(b *testing.B) {
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				if !ed25519.Verify(a.pub, msg, sig) {
+					b.Error("verify failed")
+					return
+				}
+			}
+		})
+	})
+}
+
+// BenchmarkExpandedVerify is the bare signature check Verify makes
+// (sigcheck.go: curve25519-voi, the key expanded once): the floor under
+// BenchmarkVerify.
+func BenchmarkExpandedVerify(b *testing.B) {
+	a := newAgent(b, "clinic-a")
+	tok := a.sign(b, t0)
+	i := strings.LastIndexByte(tok, '.')
+	msg := []byte(tok[:i])
+	sig := ed25519.Sign(a.priv, msg)
+	var c keyCache
+	x := c.expanded(a.pub)
+
+	b.Run("single", func(b *testing.B) {
+		for range b.N {
+			if !verifyExpanded(x, msg, sig) {
+				b.Fatal("verify failed")
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if !verifyExpanded(x, msg, sig) {
 					b.Error("verify failed")
 					return
 				}
