@@ -15,7 +15,7 @@ import (
 // is the same for every request it makes. curve25519-voi (Oasis; what
 // CometBFT verifies consensus signatures with) keeps that work in an
 // ExpandedPublicKey made once per key, and its variable-time double-scalar
-// multiplication (AVX2 on amd64) is faster too: measured here, 29 µs
+// multiplication (AVX2 on amd64) is faster too: measured here, 28 µs
 // against 49 µs per bare verify (BENCHMARKS.md, agentauth section).
 //
 // stdlibRules are crypto/ed25519's acceptance rules (cofactorless equation,
