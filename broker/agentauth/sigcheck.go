@@ -12,8 +12,8 @@ import (
 // Checking the Ed25519 signature, the one step that costs more than all the
 // others together. crypto/ed25519.Verify decompresses the public key and
 // builds its multiples table again on every call, although an agent's key
-// is the same for every request it makes. curve25519-voi (Oasis; what
-// CometBFT verifies consensus signatures with) keeps that work in an
+// is the same for every request it makes. curve25519-voi (Oasis Protocol's,
+// also used by avalanchego and go-spacemesh) keeps that work in an
 // ExpandedPublicKey made once per key, and its variable-time double-scalar
 // multiplication (AVX2 on amd64) is faster too: measured here, 28 µs
 // against 49 µs per bare verify (BENCHMARKS.md, agentauth section).
@@ -33,7 +33,8 @@ var stdlibRules = &voi.Options{Verify: voi.VerifyOptionsStdLib}
 const maxExpandedKeys = 4096
 
 // keyCache maps public keys to their expanded form. Each key is written
-// once and read on every request of its agent: sync.Map's case.
+// once and read on every request of its agent: sync.Map's case. (voi's own
+// extra/cache LRU takes a mutex and allocates a list element on every hit.)
 type keyCache struct {
 	m sync.Map     // [ed25519.PublicKeySize]byte → *voi.ExpandedPublicKey
 	n atomic.Int64 // entries, roughly (racing misses may count one key twice)
