@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/hex"
+	"fmt"
 	"math/big"
 	"testing"
 
@@ -119,7 +120,7 @@ func TestVerifyEdgeCasesMatchStdlib(t *testing.T) {
 	for i := range 64 {
 		flipped := append([]byte{}, good...)
 		flipped[i] ^= 1 << (i % 8)
-		cases = append(cases, tc{"bit flipped in signature byte " + string(rune('0'+i/10)) + string(rune('0'+i%10)), a.pub, msg, flipped})
+		cases = append(cases, tc{fmt.Sprintf("bit %d of signature byte %d flipped", i%8, i), a.pub, msg, flipped})
 	}
 
 	var c keyCache
