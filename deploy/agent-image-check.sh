@@ -40,17 +40,11 @@ cleanup() {
 trap cleanup EXIT
 fail() { echo "agent-image-check: FAIL: $*" >&2; exit 1; }
 say() { echo "agent-image-check: $*"; }
+# shellcheck source=deploy/imagelib.sh
+. "$root/deploy/imagelib.sh"
 
 # 1. Loopback registry and base.
-"$crane" registry serve --address 127.0.0.1:0 >"$tmp/registry.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do
-	port=$(grep -o 'serving on port [0-9]*' "$tmp/registry.log" | awk '{print $4}' || true)
-	[[ -n ${port:-} ]] && break
-	sleep 0.1
-done
-[[ -n ${port:-} ]] || fail "registry did not start: $(cat "$tmp/registry.log")"
-reg=127.0.0.1:$port
+start_registry
 CRANE=$crane "$root/deploy/mkbase.sh" "$reg/base:nonroot" >/dev/null 2>"$tmp/mkbase.log" || fail "base image: $(cat "$tmp/mkbase.log")"
 mkdir -p "$tmp/home/home/nonroot"
 chmod 0755 "$tmp/home/home"
@@ -66,29 +60,10 @@ say "ko build ./cmd/agent (version $version)"
 	fail "ko build: $(cat "$tmp/ko.log")"
 say "image tarball $tarball ($(du -h "$tarball" | cut -f1))"
 
-# 3. Inspect.
-"$crane" push "$tarball" "$reg/orthanc-gcp-agent:check" >/dev/null 2>"$tmp/crane.log" || fail "crane push: $(cat "$tmp/crane.log")"
-"$crane" config "$reg/orthanc-gcp-agent:check" >"$tmp/config.json"
-user=$(jq -r '.config.User // ""' "$tmp/config.json")
-entry=$(jq -r '.config.Entrypoint[0] // ""' "$tmp/config.json")
-mkdir "$tmp/rootfs"
-"$crane" export "$reg/orthanc-gcp-agent:check" "$tmp/fs.tar" 2>"$tmp/crane.log" || fail "crane export: $(cat "$tmp/crane.log")"
-tar -x -C "$tmp/rootfs" --no-same-owner -f "$tmp/fs.tar" 2>/dev/null
-tar -t -f "$tmp/fs.tar" 2>/dev/null | sed 's|^/||' >"$tmp/files"
-
-uid=${user%%:*}
-gid=${user#*:}
-[[ -n $uid && $uid != 0 && $uid != root && $gid != 0 ]] || fail "image user is '${user}', want non-root"
-say "user $user"
-shells=$(grep -E '(^|/)(bin|sbin)/(sh|bash|dash|ash|busybox)$' "$tmp/files" || true)
-[[ -z $shells ]] || fail "shell in image: $shells"
-say "no shell among $(wc -l <"$tmp/files") paths"
+# 3. Inspect and check.
+load_image "$tarball" "$reg/orthanc-gcp-agent:check"
+check_shipped
 [[ $entry == /ko-app/agent ]] || fail "entrypoint '$entry', want /ko-app/agent (docker-compose.yml's healthcheck runs it)"
-bin=$tmp/rootfs$entry
-[[ -f $bin ]] || fail "entrypoint $entry not in the filesystem"
-if readelf -l "$bin" | grep -q 'INTERP'; then fail "$entry is dynamically linked"; fi
-go version -m "$bin" | grep -q 'CGO_ENABLED=0' || fail "$entry not built with CGO_ENABLED=0"
-say "$entry is static (no ELF interpreter, CGO_ENABLED=0)"
 home=$(tar -tv --numeric-owner -f "$tmp/fs.tar" 2>/dev/null | awk '$NF == "home/nonroot/" || $NF == "home/nonroot" {print $1, $2}')
 [[ $home == "drwx------ $uid/$gid" ]] || fail "/home/nonroot is '$home', want 'drwx------ $uid/$gid'"
 say "/home/nonroot $home"

@@ -35,17 +35,12 @@ cleanup() {
 }
 trap cleanup EXIT
 fail() { echo "image-check: FAIL: $*" >&2; exit 1; }
+say() { echo "image-check: $*"; }
+# shellcheck source=deploy/imagelib.sh
+. "$root/deploy/imagelib.sh"
 
 # 1. Loopback registry on a port the kernel picks.
-"$crane" registry serve --address 127.0.0.1:0 >"$tmp/registry.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 50); do
-	port=$(grep -o 'serving on port [0-9]*' "$tmp/registry.log" | awk '{print $4}' || true)
-	[[ -n ${port:-} ]] && break
-	sleep 0.1
-done
-[[ -n ${port:-} ]] || fail "registry did not start: $(cat "$tmp/registry.log")"
-reg=127.0.0.1:$port
+start_registry
 CRANE=$crane "$root/deploy/mkbase.sh" "$reg/base:nonroot" 2>"$tmp/mkbase.log" || fail "base image: $(cat "$tmp/mkbase.log")"
 
 # 2. Build. .ko.yaml (repository root) pins flags; the base comes from the
@@ -59,29 +54,9 @@ kocfg=$root
 	fail "ko build: $(cat "$tmp/ko.log")"
 echo "image-check: image tarball $tarball ($(du -h "$tarball" | cut -f1))"
 
-# 3. Inspect.
-"$crane" push "$tarball" "$reg/broker:check" >/dev/null 2>"$tmp/crane.log" || fail "crane push: $(cat "$tmp/crane.log")"
-"$crane" config "$reg/broker:check" >"$tmp/config.json"
-user=$(jq -r '.config.User // ""' "$tmp/config.json")
-entry=$(jq -r '.config.Entrypoint[0] // ""' "$tmp/config.json")
-mkdir "$tmp/rootfs"
-"$crane" export "$reg/broker:check" "$tmp/fs.tar" 2>"$tmp/crane.log" || fail "crane export: $(cat "$tmp/crane.log")"
-tar -x -C "$tmp/rootfs" --no-same-owner -f "$tmp/fs.tar" 2>/dev/null
-tar -t -f "$tmp/fs.tar" 2>/dev/null | sed 's|^/||' >"$tmp/files"
-
-# 4. Checks.
-uid=${user%%:*}
-[[ -n $uid && $uid != 0 && $uid != root ]] || fail "image user is '${user}', want non-root"
-echo "image-check: user $user"
-shells=$(grep -E '(^|/)(bin|sbin)/(sh|bash|dash|ash|busybox)$' "$tmp/files" || true)
-[[ -z $shells ]] || fail "shell in image: $shells"
-echo "image-check: no shell among $(wc -l <"$tmp/files") paths"
-[[ -n $entry ]] || fail "no entrypoint"
-bin=$tmp/rootfs$entry
-[[ -f $bin ]] || fail "entrypoint $entry not in the filesystem"
-if readelf -l "$bin" | grep -q 'INTERP'; then fail "$entry is dynamically linked"; fi
-go version -m "$bin" | grep -q 'CGO_ENABLED=0' || fail "$entry not built with CGO_ENABLED=0"
-echo "image-check: $entry is static (no ELF interpreter, CGO_ENABLED=0)"
+# 3. Inspect, 4. check.
+load_image "$tarball" "$reg/broker:check"
+check_shipped
 
 # 5. Run it as the image user with a throwaway keyless policy.
 pub=$(openssl genpkey -algorithm ed25519 2>/dev/null | openssl pkey -pubout -outform DER | tail -c 32 | base64)
@@ -100,7 +75,7 @@ cat >"$tmp/policy.json" <<JSON
 JSON
 chmod 0755 "$tmp" "$tmp/rootfs" && chmod 0644 "$tmp/policy.json"
 hport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-setpriv --reuid="$uid" --regid="${user#*:}" --clear-groups \
+setpriv --reuid="$uid" --regid="$gid" --clear-groups \
 	env -i PORT="$hport" BROKER_LISTEN_HOST=127.0.0.1 BROKER_CONFIG="$tmp/policy.json" SSL_CERT_FILE="$tmp/rootfs/etc/ssl/certs/ca-certificates.crt" \
 	"$bin" >"$tmp/broker.log" 2>&1 &
 pids+=($!)
