@@ -20,26 +20,10 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-tools=${TOOLS_BIN:-$root/bin/tools}
-crane=$tools/crane
-ko=$tools/ko
 tarball=${IMAGE_TARBALL:-$root/bin/image/agent.tar}
 version=${AGENT_VERSION:-$("$root/packaging/version.sh")}
-for t in "$crane" "$ko"; do
-	[[ -x $t ]] || { echo "agent-image-check: $t missing; run 'make deploy-tools'" >&2; exit 1; }
-done
 mkdir -p "$(dirname "$tarball")"
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "agent-image-check: FAIL: $*" >&2; exit 1; }
-say() { echo "agent-image-check: $*"; }
+check_name=agent-image-check
 # shellcheck source=deploy/imagelib.sh
 . "$root/deploy/imagelib.sh"
 

@@ -15,27 +15,11 @@
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-tools=${TOOLS_BIN:-$root/bin/tools}
-crane=$tools/crane
-ko=$tools/ko
 pkg=${BROKER_PKG:-./cmd/broker}
 moddir=${BROKER_MODULE_DIR:-$root}
 tarball=${IMAGE_TARBALL:-$root/bin/image/broker.tar}
-for t in "$crane" "$ko"; do
-	[[ -x $t ]] || { echo "image-check: $t missing; run 'make deploy-tools'" >&2; exit 1; }
-done
 mkdir -p "$(dirname "$tarball")"
-
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-	wait 2>/dev/null || true
-	rm -rf "$tmp"
-}
-trap cleanup EXIT
-fail() { echo "image-check: FAIL: $*" >&2; exit 1; }
-say() { echo "image-check: $*"; }
+check_name=image-check
 # shellcheck source=deploy/imagelib.sh
 . "$root/deploy/imagelib.sh"
 
@@ -45,14 +29,14 @@ CRANE=$crane "$root/deploy/mkbase.sh" "$reg/base:nonroot" 2>"$tmp/mkbase.log" ||
 
 # 2. Build. .ko.yaml (repository root) pins flags; the base comes from the
 # loopback registry instead of gcr.io/distroless/static:nonroot.
-echo "image-check: ko build $pkg"
+say "ko build $pkg"
 # (.ko.yaml only applies to this repository; another module gets ko's defaults.)
 kocfg=$root
 [[ $(cd "$moddir" && pwd) == "$root" ]] || { kocfg=$tmp; : >"$tmp/.ko.yaml"; }
 (cd "$moddir" && KO_CONFIG_PATH=$kocfg KO_DEFAULTBASEIMAGE=$reg/base:nonroot KO_DOCKER_REPO=$reg/broker \
 	"$ko" build --push=false --bare --sbom=none --platform=linux/amd64 --tarball="$tarball" "$pkg" >"$tmp/ko.out" 2>"$tmp/ko.log") ||
 	fail "ko build: $(cat "$tmp/ko.log")"
-echo "image-check: image tarball $tarball ($(du -h "$tarball" | cut -f1))"
+say "image tarball $tarball ($(du -h "$tarball" | cut -f1))"
 
 # 3. Inspect, 4. check.
 load_image "$tarball" "$reg/broker:check"
@@ -88,5 +72,5 @@ for _ in $(seq 100); do
 done
 [[ $code == 200 ]] || fail "GET /healthz answered $code; broker log:
 $(cat "$tmp/broker.log")"
-echo "image-check: GET /healthz -> 200 (as uid $uid)"
-echo "image-check: OK"
+say "GET /healthz -> 200 (as uid $uid)"
+say "OK"

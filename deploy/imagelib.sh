@@ -1,6 +1,27 @@
-# imagelib.sh - the steps image-check.sh (broker) and agent-image-check.sh
-# (agent) share. Sourced, not run. The caller sets crane, tmp (a scratch
-# directory), pids (background processes its cleanup kills), fail and say.
+# imagelib.sh - what image-check.sh (broker) and agent-image-check.sh
+# (agent) share. Sourced, not run, after the caller sets root (the
+# repository) and check_name (the prefix of every line it prints). Sourcing
+# finds crane and ko in TOOLS_BIN (default bin/tools), makes the scratch
+# directory tmp and the list pids of background processes, both cleaned up
+# on exit, and defines fail and say.
+
+tools=${TOOLS_BIN:-$root/bin/tools}
+crane=$tools/crane
+ko=$tools/ko
+for t in "$crane" "$ko"; do
+	[[ -x $t ]] || { echo "$check_name: $t missing; run 'make deploy-tools'" >&2; exit 1; }
+done
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	wait 2>/dev/null || true
+	rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "$check_name: FAIL: $*" >&2; exit 1; }
+say() { echo "$check_name: $*"; }
 
 # start_registry serves a throwaway registry on a loopback port the kernel
 # picks and sets reg to its address.
