@@ -131,7 +131,11 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (*c
 
 	loopCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// Run waits for the reload goroutine so nothing logs after "agent
+	// stopped" (a Windows service's event log is closed by then).
+	reloadDone := make(chan struct{})
 	go func() {
+		defer close(reloadDone)
 		for {
 			select {
 			case <-loopCtx.Done():
@@ -172,6 +176,8 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (*c
 		defer done()
 		_ = srv.Shutdown(shutCtx)
 	}
+	cancel()
+	<-reloadDone
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http/httptest"
@@ -110,5 +111,55 @@ func TestNoSecretInLogsStatusOrMetrics(t *testing.T) {
 		if !json.Valid([]byte(line)) {
 			t.Fatalf("not JSON: %s", line)
 		}
+	}
+}
+
+// TestRunWaitsForReload: a reload still reading the configuration when the
+// agent is told to stop finishes before Run returns, so nothing is logged
+// after "agent stopped" (the Windows service closes its event log then).
+func TestRunWaitsForReload(t *testing.T) {
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	broker := agenttest.NewBroker(t, "clinic-a", pub)
+	orth := agenttest.NewOrthanc(t, "", "")
+	cfg := &config.Config{
+		BrokerURL: broker.URL, AgentID: "clinic-a", Key: priv, BrokerTimeout: config.DefaultBrokerTimeout,
+		OrthancURL: orth.URL, DicomWebRoot: config.DefaultDicomWebRoot,
+		RefreshMargin: config.DefaultRefreshMargin, CheckInterval: config.DefaultCheckInterval,
+		StoresInterval: config.DefaultStoresInterval,
+	}
+	logs := &logcapture.Buffer{}
+	a, err := New(cfg, slog.New(slog.NewJSONHandler(logs, nil)), time.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entered, release, returned := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	load := func() (*config.Config, error) {
+		defer close(returned)
+		close(entered)
+		<-release
+		return nil, errors.New("the configuration file is gone")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	reload := make(chan struct{}, 1)
+	reload <- struct{}{}
+	runDone := make(chan error, 1)
+	go func() { runDone <- a.Run(ctx, reload, load) }()
+	<-entered
+	cancel()
+	time.AfterFunc(50*time.Millisecond, func() { close(release) })
+	if err := <-runDone; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	select {
+	case <-returned:
+	default:
+		t.Fatal("Run returned while a reload was still loading the configuration")
+	}
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if last := lines[len(lines)-1]; !strings.Contains(last, `"msg":"agent stopped"`) {
+		t.Errorf("the last log line is not \"agent stopped\": %s", last)
+	}
+	if !strings.Contains(logs.String(), "configuration reload refused") {
+		t.Errorf("the refused reload is not logged:\n%s", logs.String())
 	}
 }

@@ -27,7 +27,7 @@ func TestServiceRunsAgent(t *testing.T) {
 		want    []string // events, as "LEVEL/ID" prefix + substring
 	}{
 		{name: "runs and stops", running: true, code: exitOK,
-			want: []string{`I/1 {`, `"msg":"agent started"`, `"msg":"agent stopped"`}},
+			want: []string{`I/1 {`, `"msg":"agent started"`, `"msg":"configuration reloaded"`, `"msg":"agent stopped"`}},
 		{name: "refused configuration", env: map[string]string{"AGENT_REFRESH_MARGIN": "soon"}, code: exitFailure,
 			want: []string{"E/3 agent: config: RefreshMargin"}},
 	}
@@ -51,6 +51,7 @@ func TestServiceRunsAgent(t *testing.T) {
 				rec.wait(t, svcRunning)
 				waitFor(t, 10*time.Second, func() bool { return orth.Bearer("my-google") != "" })
 				cmds <- svcParamChange
+				waitFor(t, 10*time.Second, func() bool { return strings.Contains(events.text(), `"msg":"configuration reloaded"`) })
 				cmds <- svcStop
 				rec.wait(t, svcStopPending)
 			}
@@ -63,11 +64,16 @@ func TestServiceRunsAgent(t *testing.T) {
 				t.Fatal("the service did not end")
 			}
 			w.Close()
-			all := strings.Join(events.events, "\n")
+			all := events.text()
 			for _, want := range tc.want {
 				if !strings.Contains(all, want) {
 					t.Errorf("events lack %q:\n%s", want, all)
 				}
+			}
+			// Nothing may be logged once the run has ended: the service
+			// closes its event log then.
+			if tc.running && !strings.HasSuffix(all, `"msg":"agent stopped"}`) {
+				t.Errorf("the last event is not \"agent stopped\":\n%s", all)
 			}
 			_, _, issued := s.broker.Snapshot()
 			for _, tok := range issued {

@@ -148,6 +148,14 @@ func (f *fakeEvents) add(level string, eid uint32, msg string) error {
 	f.events = append(f.events, fmt.Sprintf("%s/%d %s", level, eid, msg))
 	return nil
 }
+
+// text is the log so far, one event per line.
+func (f *fakeEvents) text() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return strings.Join(f.events, "\n")
+}
+
 func (f *fakeEvents) Info(eid uint32, msg string) error    { return f.add("I", eid, msg) }
 func (f *fakeEvents) Warning(eid uint32, msg string) error { return f.add("W", eid, msg) }
 func (f *fakeEvents) Error(eid uint32, msg string) error   { return f.add("E", eid, msg) }
@@ -193,7 +201,7 @@ func TestEventWriter(t *testing.T) {
 				}
 			}
 			w.Close()
-			if got, want := strings.Join(f.events, "\n"), strings.Join(tc.want, "\n"); got != want {
+			if got, want := f.text(), strings.Join(tc.want, "\n"); got != want {
 				t.Errorf("events:\n%.300s\nwant:\n%.300s", got, want)
 			}
 		})
