@@ -220,8 +220,10 @@ type AgentCounter interface {
 }
 
 // Check verifies an Authorization header value — signature, agent and
-// claims — without recording its jti. Every failure is an *Error. The jti
-// is recorded (and a replay refused) by Record.
+// claims — without recording its jti. Every failure is an *Error. A jti
+// already recorded is refused here too (ReasonReplayed), so a replayed
+// assertion never spends the agent's rate limit; Record is still the
+// atomic check that lets one of two concurrent first uses through.
 func (v *Verifier) Check(dir Directory, authorizationHeader string) (Verified, error) {
 	if authorizationHeader == "" {
 		return Verified{}, &Error{Reason: ReasonMissing}
@@ -253,6 +255,9 @@ func (v *Verifier) Check(dir Directory, authorizationHeader string) (Verified, e
 
 	if reason := v.checkClaims(dir, &c); reason != "" {
 		return Verified{}, &Error{Reason: reason, AgentID: reportableID(c.Issuer)}
+	}
+	if v.replay.has(c.Issuer, c.ID, v.now()) {
+		return Verified{}, &Error{Reason: ReasonReplayed, AgentID: reportableID(c.Issuer)}
 	}
 	a := Verified{Agent: c.Issuer, jti: c.ID, expires: c.ExpiresAt.Add(v.skew)}
 	if ac, ok := dir.(AgentCounter); ok {

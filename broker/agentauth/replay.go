@@ -109,6 +109,16 @@ func (r *replayCache) add(agent, jti string, expires, now time.Time, agents int)
 	return ""
 }
 
+// has reports whether agent's jti is recorded (and not yet expired at
+// now), without recording it.
+func (r *replayCache) has(agent, jti string, now time.Time) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sweepLocked(now)
+	_, ok := r.seen[replayKey{agent, jti}]
+	return ok
+}
+
 // len drops expired entries and returns how many remain.
 func (r *replayCache) len(now time.Time) int {
 	r.mu.Lock()

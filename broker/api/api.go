@@ -123,8 +123,8 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, h func(ht
 		return
 	}
 	// The limit comes after the signature check (only a real agent spends
-	// its own budget) and before the jti is recorded, so refused requests
-	// cannot fill the replay cache.
+	// its own budget; Check has already refused a replayed jti) and before
+	// the jti is recorded, so refused requests cannot fill the replay cache.
 	if !s.Limiter.Allow(v.Agent) {
 		s.Log.Warn("agent rate limited", "agent", v.Agent, "client", r.RemoteAddr)
 		w.Header().Set("Retry-After", "1")

@@ -18,6 +18,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/agentauth"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/mint"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/ratelimit"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/secretref"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/tokencache"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
@@ -232,6 +233,38 @@ func TestRateLimitedNotRecorded(t *testing.T) {
 		h.srv.ServeHTTP(rec, newTokenRequest(hdr, `{"stores":["store-a"]}`))
 		if rec.Code != want {
 			t.Fatalf("try %d: %d, want %d", i, rec.Code, want)
+		}
+	}
+}
+
+// A replayed assertion is refused before the rate limit, so whoever holds
+// a copy of one cannot spend the agent's budget and lock it out.
+func TestReplayDoesNotSpendRateLimit(t *testing.T) {
+	a := newSpec(t, "clinic-a", false)
+	now := time.Now()
+	h := newHarness(t, nil)
+	p := testPolicy(t, "/nonexistent/a.json", a)
+	h.srv.Policy = func() *policy.Policy { return p }
+	h.srv.Auth = agentauth.NewVerifier(agentauth.Options{Now: func() time.Time { return now }})
+	h.srv.Limiter = ratelimit.New(0.001, 2, func() time.Time { return now }) // 2 requests, no refill
+	captured := a.header(t, now)
+	steps := []struct {
+		name string
+		hdr  string
+		want int
+	}{
+		{"first use", captured, 200},
+		{"replay 1", captured, 401},
+		{"replay 2", captured, 401},
+		{"replay 3", captured, 401},
+		{"the agent's next request", a.header(t, now), 200},
+		{"over the limit", a.header(t, now), 429},
+	}
+	for _, st := range steps {
+		rec := httptest.NewRecorder()
+		h.srv.ServeHTTP(rec, newTokenRequest(st.hdr, `{"stores":["store-a"]}`))
+		if rec.Code != st.want {
+			t.Fatalf("%s: %d, want %d: %s", st.name, rec.Code, st.want, rec.Body)
 		}
 	}
 }
