@@ -168,8 +168,11 @@ variable "healthcare_base_url" {
   default     = "https://healthcare.googleapis.com/v1/"
 
   validation {
-    condition     = can(regex("^https://.+/$", var.healthcare_base_url))
-    error_message = "The healthcare_base_url must be an https:// URL ending in /."
+    # The broker's rule (broker/policy checkBaseURL, tested against this
+    # line): https to a lower-case host under googleapis.com, no user
+    # information, query or fragment.
+    condition     = can(regex("^https://([a-z0-9]([a-z0-9-]*[a-z0-9])?\\.)+googleapis\\.com(:[0-9]{1,5})?(/[^?#]*)?$", var.healthcare_base_url))
+    error_message = "The healthcare_base_url must be https to a lower-case host under googleapis.com (such as https://healthcare.googleapis.com/v1/ or a regional or Private Service Connect endpoint), with no user, query or fragment."
   }
 }
 

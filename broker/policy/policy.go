@@ -324,7 +324,9 @@ func checkURL(s string) (*url.URL, error) {
 	if err != nil {
 		return nil, err
 	}
-	if u.RawQuery != "" || u.Fragment != "" {
+	// ContainsAny catches a bare "?" or "#" too, which url.Parse keeps as
+	// empty parts: joined onto, "…/v1/?" would turn every path into a query.
+	if strings.ContainsAny(s, "?#") {
 		// Only the parts before the query: it may hold an API key.
 		return nil, fmt.Errorf("%q must not have a query or fragment", u.Scheme+"://"+u.Host+u.Path)
 	}

@@ -9,10 +9,16 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 )
 
 func pubKey(t testing.TB) string {
@@ -403,27 +409,39 @@ func TestParseIsStrictJSON(t *testing.T) {
 	}
 }
 
+// baseURLCases are BaseUrl values and whether the broker takes them; the
+// Terraform module's rule is checked against the same cases.
+var baseURLCases = []struct {
+	base string
+	ok   bool
+}{
+	{"https://healthcare.googleapis.com/v1/", true},
+	{"https://healthcare.googleapis.com/v1beta1", true},
+	{"https://healthcare.googleapis.com", true},
+	{"https://healthcare.googleapis.com:443/v1/", true},
+	{"https://HEALTHCARE.GOOGLEAPIS.COM/v1/", false}, // one spelling; url keeps the case
+	{"https://europe-west2-healthcare.googleapis.com/v1/", true},
+	{"https://healthcare-psc.p.googleapis.com/v1/", true},
+	{"http://127.0.0.1:9000/v1/", true},
+	{"https://localhost:9443/v1/", true},
+	{"https://evil.example/v1/", false},
+	{"https://googleapis.com/v1/", false},
+	{"https://healthcare.googleapis.com.evil.example/v1/", false},
+	{"https://evilgoogleapis.com/v1/", false},
+	{"https://healthcare.googleapis.com./v1/", false},
+	{"https://1.2.3.4/v1/", false},
+	{"http://healthcare.googleapis.com/v1/", false},
+	{"https://evil.example%2f.googleapis.com/v1/", false},
+	{"https://user@healthcare.googleapis.com/v1/", false},
+	{"https://evil.example#.googleapis.com/v1/", false},
+	{"https://healthcare.googleapis.com/v1/?", false}, // would make every path a query
+	{"https://healthcare.googleapis.com/v1/#", false},
+	{"https://healthcare.googleapis.com/v1/?key=k", false},
+	{"ftp://healthcare.googleapis.com/v1/", false},
+}
+
 func TestBaseURLMustBeGoogle(t *testing.T) {
-	tests := []struct {
-		base string
-		ok   bool
-	}{
-		{"https://healthcare.googleapis.com/v1/", true},
-		{"https://healthcare.googleapis.com/v1beta1", true},
-		{"https://HEALTHCARE.GOOGLEAPIS.COM/v1/", false}, // one spelling; url keeps the case
-		{"https://europe-west2-healthcare.googleapis.com/v1/", true},
-		{"https://healthcare-psc.p.googleapis.com/v1/", true},
-		{"http://127.0.0.1:9000/v1/", true},
-		{"https://localhost:9443/v1/", true},
-		{"https://evil.example/v1/", false},
-		{"https://googleapis.com/v1/", false},
-		{"https://healthcare.googleapis.com.evil.example/v1/", false},
-		{"https://evilgoogleapis.com/v1/", false},
-		{"https://healthcare.googleapis.com./v1/", false},
-		{"https://1.2.3.4/v1/", false},
-		{"http://healthcare.googleapis.com/v1/", false},
-		{"https://evil.example%2f.googleapis.com/v1/", false},
-	}
+	tests := baseURLCases
 	for _, tt := range tests {
 		t.Run(tt.base, func(t *testing.T) {
 			_, err := Parse(doc(t, func(m map[string]any) { m["BaseUrl"] = tt.base }))
@@ -441,5 +459,33 @@ func TestBaseURLMustBeGoogle(t *testing.T) {
 	// Audience is the broker's own URL: any https host stays allowed.
 	if _, err := Parse(doc(t, func(m map[string]any) { m["Audience"] = "https://broker.example.org" })); err != nil {
 		t.Errorf("Audience: %v", err)
+	}
+}
+
+// TestTerraformBaseURLRuleMatches: the module's healthcare_base_url
+// validation (terraform/variables.tf; Terraform's regex is Go's regexp)
+// takes exactly what the broker takes, except loopback, which a Cloud Run
+// broker cannot mean. So a value the module plans is never one the
+// broker then refuses at start.
+func TestTerraformBaseURLRuleMatches(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "..", "terraform", "variables.tf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`condition\s*=\s*can\(regex\(("(?:[^"\\]|\\.)*"),\s*var\.healthcare_base_url\)\)`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("terraform/variables.tf: no can(regex(\"...\", var.healthcare_base_url)) condition")
+	}
+	pattern, err := strconv.Unquote(string(m[1]))
+	if err != nil {
+		t.Fatalf("the rule's HCL string: %v", err)
+	}
+	rule := regexp.MustCompile(pattern)
+	for _, tt := range baseURLCases {
+		u, _ := url.Parse(tt.base)
+		want := tt.ok && (u == nil || !urlrule.IsLoopbackHost(u.Hostname()))
+		if got := rule.MatchString(tt.base); got != want {
+			t.Errorf("terraform takes %q: %v, want %v (broker: %v)", tt.base, got, want, tt.ok)
+		}
 	}
 }

@@ -235,6 +235,27 @@ run "rejects_bad_public_key" {
   expect_failures = [var.agents]
 }
 
+run "takes_a_regional_base_url" {
+  command = apply
+  variables {
+    healthcare_base_url = "https://europe-west2-healthcare.googleapis.com/v1/"
+  }
+  assert {
+    condition     = jsondecode(google_secret_manager_secret_version.policy.secret_data).BaseUrl == "https://europe-west2-healthcare.googleapis.com/v1/"
+    error_message = "policy BaseUrl is the regional endpoint"
+  }
+}
+
+# The whole rule is tested against the broker's cases in broker/policy
+# (TestTerraformBaseURLRuleMatches); here, that a refusal stops the plan.
+run "rejects_base_url_outside_googleapis" {
+  command = plan
+  variables {
+    healthcare_base_url = "https://healthcare.googleapis.com.evil.example/v1/"
+  }
+  expect_failures = [var.healthcare_base_url]
+}
+
 run "rejects_unknown_mode" {
   command = plan
   variables {
