@@ -130,7 +130,6 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (*c
 	}
 
 	loopCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	// Run waits for the reload goroutine so nothing logs after "agent
 	// stopped" (a Windows service's event log is closed by then).
 	reloadDone := make(chan struct{})

@@ -441,8 +441,7 @@ var baseURLCases = []struct {
 }
 
 func TestBaseURLMustBeGoogle(t *testing.T) {
-	tests := baseURLCases
-	for _, tt := range tests {
+	for _, tt := range baseURLCases {
 		t.Run(tt.base, func(t *testing.T) {
 			_, err := Parse(doc(t, func(m map[string]any) { m["BaseUrl"] = tt.base }))
 			if tt.ok {
