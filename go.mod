@@ -10,7 +10,6 @@ require (
 	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/golang-jwt/jwt/v5 v5.3.0
 	github.com/googleapis/gax-go/v2 v2.27.0
-	github.com/oasisprotocol/curve25519-voi v0.0.0-20230904125328-1f23a7beb09a
 	github.com/prometheus/client_golang v1.23.2
 	github.com/suyashkumar/dicom v1.1.0
 	golang.org/x/oauth2 v0.38.0

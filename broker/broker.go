@@ -180,12 +180,13 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 		Now:                    c.Now,
 	}
 
+	limiter := ratelimit.New(c.RateLimit, c.RateBurst, c.Now)
 	b.handler = &api.Server{
 		Policy:  watcher.Current,
-		Auth:    agentauth.NewVerifier(agentauth.Options{Now: c.Now, AgentRate: c.RateLimit, AgentBurst: c.RateBurst}),
-		Limiter: ratelimit.New(c.RateLimit, c.RateBurst, c.Now),
+		Auth:    agentauth.NewVerifier(agentauth.Options{Now: c.Now, Budget: limiter}),
+		Limiter: limiter,
 		Tokens:  accountTokens{cache: b.tokens, mint: minter},
-		Audit:   audit.New(c.Log),
+		Audit:   audit.New(c.Log.Handler()),
 		Log:     c.Log,
 	}
 

@@ -1,24 +1,30 @@
 // Package agentauth authenticates agents to the broker: it checks the
-// "Authorization: Bearer <JWT>" header every request carries (DESIGN.md,
+// "Authorization: Bearer <JWT>" header every request carries (docs/design.md,
 // "Agent authentication"). The agent side that makes the JWT is
 // internal/assertion.
 //
-// A token is accepted only when it is a compact JWT signed EdDSA by the key
-// the policy registers for its issuer, with iss == sub == agent id, an aud
-// naming this broker, iat and exp present, a lifetime of at most
-// MaxLifetime, valid now (within ClockSkew), and a jti not seen before for
-// that agent while the token is unexpired.
+// A token is accepted only when it is a compact JWT signed with the key the
+// policy registers for its issuer, by that key's algorithm (EdDSA for an
+// ed25519: key; never the algorithm the token's header asks for), with
+// iss == sub == agent id, an aud naming this broker, iat and exp present, a
+// lifetime of at most MaxLifetime, valid now (within ClockSkew), and a jti
+// not seen before for that agent while the token is unexpired.
 //
-// The JWS is decoded by hand (jws.go) and its signature checked by
-// crypto/ed25519's rules on keys expanded once (sigcheck.go); both are
-// fuzzed against the libraries they replace.
+// Parsing, the signature and the standard claims are golang-jwt's
+// (jwt.ParseWithClaims over crypto/ed25519, claims.go); the replay cache is
+// replay.go.
 package agentauth
 
 import (
 	"crypto/ed25519"
-	"math"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
 )
@@ -77,6 +83,11 @@ type Directory interface {
 	// AgentKey returns the agent's public key; false for unknown OR
 	// disabled agents.
 	AgentKey(agentID string) (ed25519.PublicKey, bool)
+	// AgentCount is the number of agents in the policy. The replay cache
+	// is one partition of the per-agent capacity per agent, so one agent
+	// filling its share never refuses another agent's fresh jti; 0 means
+	// unknown, and the fixed Options.ReplayCapacity applies instead.
+	AgentCount() int
 }
 
 // Error is every failure Verify returns. Callers answer all of them with
@@ -97,6 +108,13 @@ type Error struct {
 // token or the claimed agent id.
 func (e *Error) Error() string { return "agent authentication failed: " + e.Reason }
 
+// RequestBudget is the caller's per-agent rate limit (broker/ratelimit's
+// Limiter), which holds the settings: MaxIn reports how many requests one
+// agent can make within d, and false when agents are not limited.
+type RequestBudget interface {
+	MaxIn(d time.Duration) (n int, limited bool)
+}
+
 // Options configures a Verifier. Zero fields take the defaults.
 type Options struct {
 	Now            func() time.Time // injected clock; default time.Now
@@ -105,21 +123,17 @@ type Options struct {
 	ReplayCapacity int              // bound on remembered jtis; default DefaultReplayCapacity
 	// PerAgentReplayCapacity bounds one agent's remembered jtis, so a
 	// single agent (or a stolen key) cannot fill the whole cache and lock
-	// the others out. Default DefaultPerAgentReplayCapacity, and never more
-	// than ReplayCapacity.
+	// the others out. When zero it is what Budget lets one agent send
+	// while one assertion can live (MaxLifetime + 2 × ClockSkew), bounded
+	// to [MinPerAgentReplayCapacity, DefaultPerAgentReplayCapacity], so a
+	// rate-limited agent never reaches it; DefaultPerAgentReplayCapacity
+	// without a Budget. Never more than ReplayCapacity.
 	PerAgentReplayCapacity int
-	// AgentRate and AgentBurst are the caller's per-agent rate limit
-	// (requests per second, burst). When PerAgentReplayCapacity is zero and
-	// AgentRate is set, the per-agent cap is what that limit lets through
-	// while one assertion can live (rate × (MaxLifetime + 2 × ClockSkew) +
-	// burst), bounded to [MinPerAgentReplayCapacity,
-	// DefaultPerAgentReplayCapacity]: a rate-limited agent never reaches it.
-	AgentRate  float64
-	AgentBurst int
+	Budget                 RequestBudget
 }
 
 // MinPerAgentReplayCapacity is the smallest per-agent cap derived from
-// Options.AgentRate.
+// Options.Budget.
 const MinPerAgentReplayCapacity = 64
 
 // Verifier checks agent assertions. It is safe for concurrent use.
@@ -128,7 +142,6 @@ type Verifier struct {
 	skew        time.Duration
 	maxLifetime time.Duration
 	replay      *replayCache
-	keys        keyCache // agents' keys, expanded for verification
 }
 
 // NewVerifier returns a Verifier with o's settings.
@@ -146,7 +159,7 @@ func NewVerifier(o Options) *Verifier {
 		o.ReplayCapacity = DefaultReplayCapacity
 	}
 	if o.PerAgentReplayCapacity <= 0 {
-		o.PerAgentReplayCapacity = perAgentCapacity(o.AgentRate, o.AgentBurst, o.MaxLifetime+2*o.ClockSkew)
+		o.PerAgentReplayCapacity = perAgentCapacity(o.Budget, o.MaxLifetime+2*o.ClockSkew)
 	}
 	if o.PerAgentReplayCapacity > o.ReplayCapacity {
 		o.PerAgentReplayCapacity = o.ReplayCapacity
@@ -159,33 +172,22 @@ func NewVerifier(o Options) *Verifier {
 	}
 }
 
-// perAgentCapacity is how many jtis an agent limited to rate per second
-// (bursts of burst) can have accepted within window, bounded; the default
-// when rate is not a positive finite number.
-func perAgentCapacity(rate float64, burst int, window time.Duration) int {
-	if !(rate > 0) || math.IsInf(rate, 1) {
+// perAgentCapacity is how many jtis one agent can have accepted within
+// window under budget, bounded; the default without a limit.
+func perAgentCapacity(budget RequestBudget, window time.Duration) int {
+	if budget == nil {
 		return DefaultPerAgentReplayCapacity
 	}
-	n := rate*window.Seconds() + float64(max(burst, 0))
-	if n >= DefaultPerAgentReplayCapacity {
+	n, limited := budget.MaxIn(window)
+	if !limited || n >= DefaultPerAgentReplayCapacity {
 		return DefaultPerAgentReplayCapacity
 	}
-	return max(int(math.Ceil(n)), MinPerAgentReplayCapacity)
+	return max(n, MinPerAgentReplayCapacity)
 }
 
 // ReplayLen reports how many jtis the replay cache holds, after dropping
 // the expired ones. For metrics and tests.
 func (v *Verifier) ReplayLen() int { return v.replay.len(v.now()) }
-
-// claims is the claim set Verify reads. A time claim that is absent or
-// null has its has* flag false, which is how missing iat/exp are told
-// apart.
-type claims struct {
-	Issuer, Subject, ID            string
-	Audience                       []string
-	ExpiresAt, IssuedAt, NotBefore time.Time
-	hasExp, hasIat, hasNbf         bool
-}
 
 // Verify checks an Authorization header value, records its jti and
 // returns the authenticated agent id: Check followed by Record. Every
@@ -208,15 +210,7 @@ type Verified struct {
 	Agent   string // the authenticated agent id
 	jti     string
 	expires time.Time // exp + skew
-	agents  int       // agents in the policy; 0 when the Directory does not say
-}
-
-// AgentCounter is an optional Directory method: the number of agents in the
-// policy. When the Directory has it, the replay cache is one partition of
-// PerAgentReplayCapacity per agent (total cap per-agent cap × agents), so
-// one agent filling its share never refuses another agent's fresh jti.
-type AgentCounter interface {
-	AgentCount() int
+	agents  int       // agents in the policy
 }
 
 // Check verifies an Authorization header value — signature, agent and
@@ -233,37 +227,45 @@ func (v *Verifier) Check(dir Directory, authorizationHeader string) (Verified, e
 		return Verified{}, &Error{Reason: ReasonMalformed}
 	}
 	tok, ok := bearerToken(authorizationHeader)
-	if !ok {
-		return Verified{}, &Error{Reason: ReasonMalformed}
-	}
-	if !compactShape(tok) {
+	if !ok || !threeParts(tok) {
 		return Verified{}, &Error{Reason: ReasonMalformed}
 	}
 	if dir == nil {
 		return Verified{}, &Error{Reason: ReasonUnknownAgent}
 	}
-
-	// The signature is checked first (right after the key lookup) so that
-	// every later reason describes a token the agent really signed: an
-	// "expired" in the logs then means that agent's clock is off, not that
-	// someone sent junk. Doing the cheap claim checks first would save no
-	// CPU against an attacker, who can always make unsigned claims pass them.
-	var c claims
-	if reason := verifySignature(dir, &v.keys, tok, &c); reason != "" {
-		return Verified{}, &Error{Reason: reason, AgentID: reportableID(c.Issuer)}
+	// An empty audience would make the library skip the aud check: a
+	// policy without one accepts nobody.
+	want := assertion.NormalizeAudience(dir.Audience())
+	if want == "" {
+		return Verified{}, &Error{Reason: ReasonWrongAudience}
 	}
 
-	if reason := v.checkClaims(dir, &c); reason != "" {
-		return Verified{}, &Error{Reason: reason, AgentID: reportableID(c.Issuer)}
+	c := claims{maxLifetime: v.maxLifetime}
+	var kf keyfunc
+	kf.dir = dir
+	kf.claims = &c
+	_, err := jwt.NewParser(
+		jwt.WithValidMethods(validMethods),
+		// One trailing slash is dropped on both sides before comparing.
+		jwt.WithAudience(want, want+"/"),
+		jwt.WithIssuedAt(),
+		jwt.WithExpirationRequired(),
+		jwt.WithLeeway(v.skew),
+		jwt.WithTimeFunc(v.now),
+		jwt.WithStrictDecoding(),
+	).ParseWithClaims(tok, &c, kf.key)
+	if err != nil {
+		return Verified{}, &Error{Reason: kf.reasonFor(err), AgentID: reportableID(c.Issuer)}
 	}
 	if v.replay.has(c.Issuer, c.ID, v.now()) {
 		return Verified{}, &Error{Reason: ReasonReplayed, AgentID: reportableID(c.Issuer)}
 	}
-	a := Verified{Agent: c.Issuer, jti: c.ID, expires: c.ExpiresAt.Add(v.skew)}
-	if ac, ok := dir.(AgentCounter); ok {
-		a.agents = ac.AgentCount()
-	}
-	return a, nil
+	return Verified{
+		Agent:   c.Issuer,
+		jti:     c.ID,
+		expires: c.ExpiresAt.Add(v.skew),
+		agents:  dir.AgentCount(),
+	}, nil
 }
 
 // Record remembers a's jti until its token expires. It fails with
@@ -282,40 +284,116 @@ func (v *Verifier) Record(a Verified) error {
 	return nil
 }
 
-// checkClaims applies the claim rules to a signed claim set and returns a
-// Reason, or "" when the claims are acceptable.
-func (v *Verifier) checkClaims(dir Directory, c *claims) string {
-	if c.Subject != c.Issuer {
-		return ReasonBadClaims
-	}
-	if c.ID == "" || len(c.ID) > MaxJTIBytes {
-		return ReasonBadClaims
-	}
-	if !c.hasIat || !c.hasExp {
-		return ReasonBadClaims
-	}
-	iat, exp := c.IssuedAt, c.ExpiresAt
-	if !exp.After(iat) {
-		return ReasonBadClaims
-	}
-	if !audienceOK(dir.Audience(), c.Audience) {
-		return ReasonWrongAudience
-	}
-	if exp.Sub(iat) > v.maxLifetime {
-		return ReasonLifetimeTooLong
-	}
-	now := v.now()
-	if !exp.Add(v.skew).After(now) {
-		return ReasonExpired
-	}
-	if iat.Add(-v.skew).After(now) {
-		return ReasonNotYetValid
-	}
-	if c.hasNbf && c.NotBefore.Add(-v.skew).After(now) {
-		return ReasonNotYetValid
-	}
-	return ""
+// validMethods are the algorithms of the key kinds a policy can hold. The
+// library refuses any other before looking up a key; keyfunc.key then
+// requires the one of the agent's own key.
+var validMethods = []string{jwt.SigningMethodEdDSA.Alg()}
+
+// keyfunc finds the key for one token and remembers what it found, so the
+// library's error can be told apart afterwards.
+type keyfunc struct {
+	dir     Directory
+	claims  *claims
+	called  bool   // the library decoded both parts and accepted alg
+	refused string // a Reason key gave the library as its error
+	dummy   bool   // the id is unknown or disabled: the dummy key was used
 }
+
+func (k *keyfunc) key(t *jwt.Token) (any, error) {
+	k.called = true
+	if !headerOK(t) {
+		k.refused = ReasonMalformed
+		return nil, errRefused
+	}
+	if k.claims.Issuer == "" {
+		k.refused = ReasonBadClaims
+		return nil, errRefused
+	}
+	pub, ok := k.dir.AgentKey(k.claims.Issuer)
+	if !ok || len(pub) != ed25519.PublicKeySize {
+		// Unknown, disabled or unusable: the library checks the signature
+		// against the dummy key, so the answer takes as long as for a
+		// known agent and response time does not tell which ids exist.
+		k.dummy = true
+		dummyVerifications.Add(1)
+		return dummyKey, nil
+	}
+	// The algorithm is the key's, never the header's choice.
+	if t.Method != jwt.SigningMethodEdDSA {
+		k.refused = ReasonWrongAlgorithm
+		return nil, errRefused
+	}
+	return pub, nil
+}
+
+var errRefused = errors.New("refused by the key lookup")
+
+// reasonFor maps what ParseWithClaims returned to a Reason. The library
+// checks in this order: both parts decode, alg is valid, the signature
+// decodes, key (header, iss, agent), signature, then the claims.
+func (k *keyfunc) reasonFor(err error) string {
+	switch {
+	case k.refused != "":
+		return k.refused
+	case errors.Is(err, jwt.ErrTokenMalformed):
+		return ReasonMalformed
+	case !k.called:
+		// alg missing, unknown, or not one a policy key can have.
+		return ReasonWrongAlgorithm
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		if k.dummy {
+			return ReasonUnknownAgent
+		}
+		return ReasonBadSignature
+	// The signature is good: the claims are the agent's own. The order is
+	// the one the logs have always used.
+	case errors.Is(err, errBadClaims):
+		return ReasonBadClaims
+	case errors.Is(err, jwt.ErrTokenInvalidAudience), errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
+		// exp missing is errBadClaims above, so a missing claim here is aud.
+		return ReasonWrongAudience
+	case errors.Is(err, errLifetimeLong):
+		return ReasonLifetimeTooLong
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return ReasonExpired
+	case errors.Is(err, jwt.ErrTokenUsedBeforeIssued), errors.Is(err, jwt.ErrTokenNotValidYet):
+		return ReasonNotYetValid
+	}
+	return ReasonBadClaims
+}
+
+// headerOK refuses header parameters the broker does not understand — a
+// typ other than JWT (another kind of JWT must not be usable here) and any
+// crit extension (RFC 7515 §4.1.11 requires refusing unknown ones) — and a
+// header with a member named twice.
+func headerOK(t *jwt.Token) bool {
+	if typ, present := t.Header["typ"]; present {
+		s, ok := typ.(string)
+		if !ok || !strings.EqualFold(s, "JWT") {
+			return false
+		}
+	}
+	if _, crit := t.Header["crit"]; crit {
+		return false
+	}
+	seg, _, _ := strings.Cut(t.Raw, ".")
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(seg)
+	return err == nil && ambiguous(raw, headerParams) == nil
+}
+
+// dummyKey is a valid Ed25519 public key (of a random private key thrown
+// away at start-up, so nobody can sign for it), checked against for the
+// unknown and disabled agent ids.
+var dummyKey = func() ed25519.PublicKey {
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		panic("agentauth: cannot generate the dummy key: " + err.Error())
+	}
+	return pub
+}()
+
+// dummyVerifications counts the checks against dummyKey, for tests.
+var dummyVerifications atomic.Uint64
 
 // bearerToken extracts the token from "Bearer <token>"; the scheme is
 // case-insensitive (RFC 7235).
@@ -328,42 +406,12 @@ func bearerToken(h string) (string, bool) {
 	return tok, tok != ""
 }
 
-// compactShape reports whether tok is three non-empty base64url segments
-// joined by dots: a cheap filter before any decoding.
-func compactShape(tok string) bool {
-	dots := 0
-	segLen := 0
-	for i := 0; i < len(tok); i++ {
-		ch := tok[i]
-		switch {
-		case ch == '.':
-			if segLen == 0 {
-				return false
-			}
-			dots++
-			segLen = 0
-		case ch >= 'A' && ch <= 'Z', ch >= 'a' && ch <= 'z', ch >= '0' && ch <= '9', ch == '-', ch == '_':
-			segLen++
-		default:
-			return false
-		}
-	}
-	return dots == 2 && segLen > 0
-}
-
-// audienceOK reports whether aud names want, after dropping one trailing
-// slash on both sides. An empty policy audience matches nothing.
-func audienceOK(want string, aud []string) bool {
-	want = assertion.NormalizeAudience(want)
-	if want == "" {
-		return false
-	}
-	for _, a := range aud {
-		if assertion.NormalizeAudience(a) == want {
-			return true
-		}
-	}
-	return false
+// threeParts reports whether tok is three non-empty parts joined by dots.
+// The library would take an unsigned token (an empty third part) as far as
+// its algorithm check; here it is malformed.
+func threeParts(tok string) bool {
+	parts := strings.Split(tok, ".")
+	return len(parts) == 3 && parts[0] != "" && parts[1] != "" && parts[2] != ""
 }
 
 // reportableID returns id when it is short printable ASCII, else "", so the

@@ -1,8 +1,10 @@
 package agentauth
 
 import (
+	"container/heap"
 	"crypto/ed25519"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
@@ -472,5 +474,69 @@ func TestReasonsAreFixedWords(t *testing.T) {
 	}
 	if len(seen) != 12 {
 		t.Fatalf("%d reasons, want the 12 of the contract", len(seen))
+	}
+}
+
+// Claims and headers that encoding/json reads one way but a reviewer (or
+// another parser) could read another — a member given twice, or a claim
+// named like a registered one but for letter case — are refused outright.
+func TestAmbiguousClaimsRefused(t *testing.T) {
+	a := newAgent(t, "clinic-a")
+	now := t0
+	v := NewVerifier(Options{Now: func() time.Time { return now }})
+	good := a.baseClaims(now)
+	enc := func(extra string) string {
+		b, _ := json.Marshal(good)
+		return strings.TrimSuffix(string(b), "}") + "," + extra + "}"
+	}
+	tests := []struct {
+		name, hdr, claims string
+		accepted          bool
+	}{
+		{"iss twice", `{"alg":"EdDSA","typ":"JWT"}`, enc(`"iss":"clinic-a"`), false},
+		{"ISS", `{"alg":"EdDSA","typ":"JWT"}`, enc(`"ISS":"clinic-b"`), false},
+		{"Exp", `{"alg":"EdDSA","typ":"JWT"}`, enc(`"Exp":1`), false},
+		{"escaped Aud", `{"alg":"EdDSA","typ":"JWT"}`, enc(`"\u0041ud":"x"`), false},
+		{"escaped JTI", `{"alg":"EdDSA","typ":"JWT"}`, enc(`"\u004a\u0054\u0049":"x"`), false},
+		{"unknown member twice", `{"alg":"EdDSA","typ":"JWT"}`, enc(`"x":1,"x":2`), false},
+		{"dotless i does not fold to i", `{"alg":"EdDSA","typ":"JWT"}`, enc(`"jt\u0131":"x"`), true},
+		{"alg twice", `{"alg":"EdDSA","typ":"JWT","alg":"EdDSA"}`, enc(`"x":1`), false},
+		{"typ twice", `{"alg":"EdDSA","typ":"JWT","typ":"JWT"}`, enc(`"x":1`), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			input := b64(tc.hdr) + "." + b64(tc.claims)
+			tok := input + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(a.priv, []byte(input)))
+			_, err := v.Verify(newDir(a), "Bearer "+tok)
+			if tc.accepted {
+				if err != nil {
+					t.Fatalf("%v, want accepted", err)
+				}
+				return
+			}
+			if err == nil || reasonOf(t, err) != ReasonMalformed {
+				t.Fatalf("%v, want malformed", err)
+			}
+		})
+	}
+}
+
+func TestExpiryHeapOrder(t *testing.T) {
+	var h expiryHeap
+	base := time.Unix(1000, 0)
+	perm := []int{5, 3, 9, 1, 1, 7, 0, 8, 2, 6, 4, 3}
+	for _, p := range perm {
+		heap.Push(&h, replayEntry{expires: base.Add(time.Duration(p) * time.Second)})
+	}
+	prev := time.Time{}
+	for range perm {
+		e := heap.Pop(&h).(replayEntry)
+		if e.expires.Before(prev) {
+			t.Fatalf("popped %v after %v", e.expires, prev)
+		}
+		prev = e.expires
+	}
+	if len(h) != 0 {
+		t.Fatalf("%d left", len(h))
 	}
 }

@@ -39,19 +39,6 @@ func BenchmarkVerify(b *testing.B) {
 			}
 		}
 	})
-	// The same check with the token decoded by golang-jwt's Parser, as
-	// Verify did before it decoded the JWS itself (refVerify).
-	b.Run("single-jwt-parser", func(b *testing.B) {
-		hs := benchTokens(b, a, b.N)
-		v := NewVerifier(opts(b.N))
-		b.ReportAllocs()
-		b.ResetTimer()
-		for i := range b.N {
-			if _, err := v.refVerify(dir, hs[i]); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 	b.Run("parallel", func(b *testing.B) {
 		hs := benchTokens(b, a, b.N)
 		v := NewVerifier(opts(b.N))
@@ -69,43 +56,30 @@ func BenchmarkVerify(b *testing.B) {
 	})
 }
 
-// BenchmarkBareVerify is the bare signature check on one assertion's
-// signing input. "stdlib" is crypto/ed25519.Verify: the yardstick of the
-// broker benchmark (bench/broker), and what Verify did before sigcheck.go.
-// "expanded" is the check Verify makes (curve25519-voi, the key expanded
-// once): the floor under BenchmarkVerify.
+// BenchmarkBareVerify is crypto/ed25519.Verify alone on one assertion's
+// signing input: the floor under BenchmarkVerify, and the yardstick of the
+// broker benchmark (bench/broker).
 func BenchmarkBareVerify(b *testing.B) {
 	a := newAgent(b, "clinic-a")
 	tok := a.sign(b, t0)
 	i := strings.LastIndexByte(tok, '.')
 	msg := []byte(tok[:i])
 	sig := ed25519.Sign(a.priv, msg)
-	var c keyCache
-	x := c.expanded(a.pub)
-
-	for _, v := range []struct {
-		name   string
-		verify func() bool
-	}{
-		{"stdlib", func() bool { return ed25519.Verify(a.pub, msg, sig) }},
-		{"expanded", func() bool { return verifyExpanded(x, msg, sig) }},
-	} {
-		b.Run(v.name+"/single", func(b *testing.B) {
-			for range b.N {
-				if !v.verify() {
-					b.Fatal("verify failed")
+	b.Run("single", func(b *testing.B) {
+		for range b.N {
+			if !ed25519.Verify(a.pub, msg, sig) {
+				b.Fatal("verify failed")
+			}
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if !ed25519.Verify(a.pub, msg, sig) {
+					b.Error("verify failed")
+					return
 				}
 			}
 		})
-		b.Run(v.name+"/parallel", func(b *testing.B) {
-			b.RunParallel(func(pb *testing.PB) {
-				for pb.Next() {
-					if !v.verify() {
-						b.Error("verify failed")
-						return
-					}
-				}
-			})
-		})
-	}
+	})
 }

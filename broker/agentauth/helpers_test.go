@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +13,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 )
 
 const testAudience = "https://broker.example.test"
@@ -28,6 +28,7 @@ type testDir struct {
 	aud      string
 	keys     map[string]ed25519.PublicKey
 	disabled map[string]bool
+	count    int // AgentCount; 0 (unknown) unless a test sets it
 }
 
 func (d *testDir) Audience() string { return d.aud }
@@ -39,6 +40,8 @@ func (d *testDir) AgentKey(id string) (ed25519.PublicKey, bool) {
 	}
 	return k, true
 }
+
+func (d *testDir) AgentCount() int { return d.count }
 
 // agent is a registered key pair.
 type agent struct {

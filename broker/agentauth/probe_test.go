@@ -6,12 +6,9 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/ratelimit"
 )
-
-// countingDir is a testDir that reports its agent count (AgentCounter).
-type countingDir struct{ *testDir }
-
-func (d countingDir) AgentCount() int { return len(d.keys) }
 
 // Unknown and disabled ids go through the same signature work as a known
 // id with a bad signature (a verification against the dummy key), and fail
@@ -104,7 +101,8 @@ func TestReplayPartitionPerAgent(t *testing.T) {
 	a := newAgent(t, "clinic-a")
 	b := newAgent(t, "clinic-b")
 	c := newAgent(t, "clinic-c")
-	dir := countingDir{newDir(a, b, c)}
+	dir := newDir(a, b, c)
+	dir.count = len(dir.keys)
 	clock := newClock()
 	v := NewVerifier(Options{Now: clock.Now, ReplayCapacity: 4, PerAgentReplayCapacity: 3})
 	steps := []struct {
@@ -129,25 +127,34 @@ func TestReplayPartitionPerAgent(t *testing.T) {
 	}
 }
 
+// The per-agent share follows the rate limiter's settings (held once, by
+// the Limiter): what one agent may send while an assertion can live.
 func TestPerAgentCapacityFromRate(t *testing.T) {
 	window := 5*time.Minute + 2*DefaultClockSkew
 	tests := []struct {
-		rate  float64
-		burst int
+		name  string
+		limit *ratelimit.Limiter
 		want  int
 	}{
-		{0, 0, DefaultPerAgentReplayCapacity},
-		{-1, 5, DefaultPerAgentReplayCapacity},
-		{10, 20, 10*420 + 20},
-		{0.01, 1, MinPerAgentReplayCapacity},
-		{1000, 20, DefaultPerAgentReplayCapacity},
+		{"no budget", nil, DefaultPerAgentReplayCapacity},
+		{"limiting off", ratelimit.New(0, 0, nil), DefaultPerAgentReplayCapacity},
+		{"negative rate is off", ratelimit.New(-1, 5, nil), DefaultPerAgentReplayCapacity},
+		{"10/s burst 20", ratelimit.New(10, 20, nil), 10*420 + 20},
+		{"slow agent floor", ratelimit.New(0.01, 1, nil), MinPerAgentReplayCapacity},
+		{"fast agent ceiling", ratelimit.New(1000, 20, nil), DefaultPerAgentReplayCapacity},
 	}
 	for _, tt := range tests {
-		if got := perAgentCapacity(tt.rate, tt.burst, window); got != tt.want {
-			t.Errorf("rate %v burst %d: %d, want %d", tt.rate, tt.burst, got, tt.want)
-		}
+		t.Run(tt.name, func(t *testing.T) {
+			var b RequestBudget
+			if tt.limit != nil {
+				b = tt.limit
+			}
+			if got := perAgentCapacity(b, window); got != tt.want {
+				t.Errorf("%d, want %d", got, tt.want)
+			}
+		})
 	}
-	v := NewVerifier(Options{AgentRate: 10, AgentBurst: 20})
+	v := NewVerifier(Options{Budget: ratelimit.New(10, 20, nil)})
 	if v.replay.capAgent != 10*420+20 {
 		t.Errorf("per-agent cap %d", v.replay.capAgent)
 	}

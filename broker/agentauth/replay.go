@@ -1,6 +1,7 @@
 package agentauth
 
 import (
+	"container/heap"
 	"sync"
 	"time"
 )
@@ -18,46 +19,19 @@ type replayEntry struct {
 	expires time.Time // exp + skew: after this the token fails the time check anyway
 }
 
-// expiryHeap is a min-heap of entries by expiry, so sweeping touches only
-// expired entries. It is typed (not container/heap, whose interface boxes
-// every entry pushed: one allocation per accepted token).
+// expiryHeap orders entries by expiry (container/heap), so sweeping
+// touches only expired entries.
 type expiryHeap []replayEntry
 
-func (h *expiryHeap) push(e replayEntry) {
-	*h = append(*h, e)
-	s := *h
-	for i := len(s) - 1; i > 0; {
-		p := (i - 1) / 2
-		if !s[i].expires.Before(s[p].expires) {
-			break
-		}
-		s[i], s[p] = s[p], s[i]
-		i = p
-	}
-}
-
-func (h *expiryHeap) pop() replayEntry {
-	s := *h
-	e := s[0]
-	n := len(s) - 1
-	s[0] = s[n]
-	s[n] = replayEntry{} // drop the strings for the GC
-	s = s[:n]
-	for i := 0; ; {
-		l, m := 2*i+1, i
-		if l < n && s[l].expires.Before(s[m].expires) {
-			m = l
-		}
-		if r := l + 1; r < n && s[r].expires.Before(s[m].expires) {
-			m = r
-		}
-		if m == i {
-			break
-		}
-		s[i], s[m] = s[m], s[i]
-		i = m
-	}
-	*h = s
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].expires.Before(h[j].expires) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(replayEntry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	old[len(old)-1] = replayEntry{} // drop the strings for the GC
+	*h = old[:len(old)-1]
 	return e
 }
 
@@ -102,7 +76,7 @@ func (r *replayCache) add(agent, jti string, expires, now time.Time, agents int)
 	}
 	r.seen[k] = struct{}{}
 	r.perAgent[agent]++
-	r.order.push(replayEntry{key: k, expires: expires})
+	heap.Push(&r.order, replayEntry{key: k, expires: expires})
 	if len(r.seen) > r.peak {
 		r.peak = len(r.seen)
 	}
@@ -130,7 +104,7 @@ func (r *replayCache) len(now time.Time) int {
 // sweepLocked drops every entry whose expiry is not after now.
 func (r *replayCache) sweepLocked(now time.Time) {
 	for len(r.order) > 0 && !r.order[0].expires.After(now) {
-		e := r.order.pop()
+		e := heap.Pop(&r.order).(replayEntry)
 		delete(r.seen, e.key)
 		if n := r.perAgent[e.key.agent] - 1; n > 0 {
 			r.perAgent[e.key.agent] = n

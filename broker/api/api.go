@@ -1,6 +1,6 @@
 // Package api is the broker's HTTP API (v1): GET /healthz, GET /v1/stores
 // and POST /v1/tokens, with agent authentication, per-agent rate limiting,
-// body limits and the JSON error format of DESIGN.md.
+// body limits and the JSON error format of docs/design.md.
 package api
 
 import (
@@ -12,7 +12,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/agentauth"
@@ -63,8 +62,8 @@ type Server struct {
 // ServeHTTP routes a request.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
-	h["Cache-Control"] = hdrNoStore
-	h["X-Content-Type-Options"] = hdrNoSniff
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
 	switch r.URL.Path {
 	case wire.PathHealthz:
 		s.healthz(w, r)
@@ -175,22 +174,14 @@ func (s *Server) tokens(w http.ResponseWriter, r *http.Request, p *policy.Policy
 			names = append(names, a.Name())
 		}
 	}
-	// Room for the common single-store request without allocating.
-	var tokBuf [1]wire.Token
-	var recBuf [1]audit.Record
-	resp := wire.TokenResponse{Tokens: tokBuf[:0], Errors: []wire.StoreError{}}
-	recs := recBuf[:0]
-	var seen map[string]bool
-	if len(names) > 1 {
-		seen = make(map[string]bool, len(names))
-	}
+	resp := wire.TokenResponse{Tokens: []wire.Token{}, Errors: []wire.StoreError{}}
+	var recs []audit.Record
+	seen := make(map[string]bool, len(names))
 	for _, name := range names {
-		if seen != nil {
-			if seen[name] {
-				continue
-			}
-			seen[name] = true
+		if seen[name] {
+			continue
 		}
+		seen[name] = true
 		a, ok := p.Allowed(agent, name)
 		if !ok {
 			resp.Errors = append(resp.Errors, wire.StoreError{Store: name, Code: wire.CodeForbidden, Message: "this agent may not use this store"})
@@ -219,9 +210,9 @@ func (s *Server) tokens(w http.ResponseWriter, r *http.Request, p *policy.Policy
 			Client: r.RemoteAddr, Forwarded: r.Header.Get("X-Forwarded-For"), Cached: res.Cached,
 		})
 	}
-	// The audit lines are written (together with concurrent requests'
-	// lines) before any token leaves: a token is never handed out without
-	// its line, and one whose line could not be written is not handed out.
+	// The audit lines are written before any token leaves: a token is
+	// never handed out without its line, and one whose line could not be
+	// written is not handed out.
 	if err := s.Audit.Issued(r.Context(), recs...); err != nil {
 		s.Log.Error("audit line not written; no token handed out", "agent", agent, "tokens", len(recs), "error", logtext.Clip(err.Error()))
 		writeError(w, wire.CodeUnavailable, "the issuance could not be recorded; no token was issued")
@@ -241,22 +232,12 @@ func (s *Server) tokens(w http.ResponseWriter, r *http.Request, p *policy.Policy
 		}
 		resp.Error = &wire.ErrorBody{Code: first.Code, Message: first.Message}
 	}
-	writeTokenResponse(w, status, &resp)
+	writeJSON(w, status, resp)
 }
 
 func decodeTokenRequest(w http.ResponseWriter, r *http.Request) (wire.TokenRequest, int, error) {
 	var req wire.TokenRequest
-	bp := bodyPool.Get().(*[]byte)
-	defer putBody(bp)
-	var src io.Reader = r.Body
-	if r.ContentLength < 0 || r.ContentLength > MaxBodySize {
-		// Unknown or too large: MaxBytesReader cuts the read off (and the
-		// connection) at the cap. A declared length within the cap is
-		// enforced by the server's body reader already.
-		src = http.MaxBytesReader(w, r.Body, MaxBodySize)
-	}
-	body, err := readBody(src, (*bp)[:0])
-	*bp = body
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodySize))
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -267,14 +248,8 @@ func decodeTokenRequest(w http.ResponseWriter, r *http.Request) (wire.TokenReque
 	if len(body) == 0 {
 		return req, 0, nil
 	}
-	if stores, ok := parseTokenRequestFast(body); ok {
-		req.Stores = stores
-	} else {
-		var slow wire.TokenRequest // escapes (Unmarshal takes any): only here
-		if err := strictjson.Unmarshal(body, &slow); err != nil {
-			return req, http.StatusBadRequest, err
-		}
-		req = slow
+	if err := strictjson.Unmarshal(body, &req); err != nil {
+		return wire.TokenRequest{}, http.StatusBadRequest, err
 	}
 	if len(req.Stores) > MaxStoresPerRequest {
 		return req, http.StatusBadRequest, fmt.Errorf("at most %d stores per request", MaxStoresPerRequest)
@@ -285,71 +260,6 @@ func decodeTokenRequest(w http.ResponseWriter, r *http.Request) (wire.TokenReque
 		}
 	}
 	return req, 0, nil
-}
-
-var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
-
-func putBody(bp *[]byte) {
-	if cap(*bp) <= 4<<10 {
-		bodyPool.Put(bp)
-	}
-}
-
-// readBody is io.ReadAll into buf.
-func readBody(r io.Reader, buf []byte) ([]byte, error) {
-	for {
-		if len(buf) == cap(buf) {
-			buf = append(buf, 0)[:len(buf)]
-		}
-		n, err := r.Read(buf[len(buf):cap(buf)])
-		buf = buf[:len(buf)+n]
-		if err != nil {
-			if err == io.EOF {
-				return buf, nil
-			}
-			return buf, err
-		}
-	}
-}
-
-// parseTokenRequestFast parses the one body shape agents send,
-// {"stores":["a","b"]} (also {"stores":[]}, {"stores":null} and {}), with
-// no white space and names of printable ASCII without escapes. It yields
-// exactly what strictjson.Unmarshal would (FuzzFastPath); anything else is
-// left to it (ok false).
-func parseTokenRequestFast(b []byte) (stores []string, ok bool) {
-	switch string(b) {
-	case `{}`, `{"stores":null}`:
-		return nil, true
-	case `{"stores":[]}`:
-		return []string{}, true
-	}
-	const head, tail = `{"stores":["`, `"]}`
-	if len(b) < len(head)+len(tail) || string(b[:len(head)]) != head || string(b[len(b)-len(tail):]) != tail {
-		return nil, false
-	}
-	rest := b[len(head) : len(b)-len(tail)+1] // names, each followed by '"'
-	for {
-		i := 0
-		for i < len(rest) && rest[i] != '"' {
-			if c := rest[i]; c < 0x20 || c > 0x7e || c == '\\' {
-				return nil, false
-			}
-			i++
-		}
-		if i == len(rest) {
-			return nil, false
-		}
-		stores = append(stores, string(rest[:i]))
-		rest = rest[i+1:]
-		if len(rest) == 0 {
-			return stores, true
-		}
-		if len(rest) < 2 || rest[0] != ',' || rest[1] != '"' {
-			return nil, false
-		}
-		rest = rest[2:]
-	}
 }
 
 // mintFailure returns the error word and agent-safe message for a failed
@@ -382,17 +292,8 @@ func methodNotAllowed(w http.ResponseWriter, allow string) {
 	writeErrorStatus(w, http.StatusMethodNotAllowed, wire.CodeBadRequest, "method not allowed")
 }
 
-// Header values every answer carries, shared rather than allocated per
-// answer (Header.Set would): net/http only reads them, and copies the
-// header when the status is written. Keys are in canonical form.
-var (
-	hdrNoStore = []string{"no-store"}
-	hdrNoSniff = []string{"nosniff"}
-	hdrJSON    = []string{"application/json"}
-)
-
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header()["Content-Type"] = hdrJSON
+	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(v)
 }

@@ -11,7 +11,7 @@ import (
 
 // BenchmarkTokens is one cached-token POST /v1/tokens through the handler
 // (no network): with the real verifier, and with authentication stubbed
-// out to show the API's own cost. Audit lines go to a cloudlog Sink on
+// out to show the API's own cost. Audit lines go to a cloudlog handler on
 // io.Discard.
 func BenchmarkTokens(b *testing.B) {
 	for _, tc := range []struct {

@@ -116,7 +116,7 @@ func newHarness(t testing.TB, w io.Writer) *harness {
 		Auth:    agentauth.NewVerifier(agentauth.Options{}),
 		Limiter: allowAll{},
 		Tokens:  fixedTokens{},
-		Audit:   audit.New(log),
+		Audit:   audit.New(log.Handler()),
 		Log:     log,
 	}
 	return h

@@ -5,17 +5,16 @@
 //
 // Issued returns only once the lines are written, so a token is never
 // handed out without its line, even if the process dies right after
-// answering; a failed write is an error the caller must not ignore.
+// answering; a failed write is an error the caller must not ignore. The
+// lines are records, not diagnostics: no log level turns them off.
 package audit
 
 import (
 	"context"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/cloudlog"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
@@ -58,69 +57,32 @@ func forwardedTail(s string) string {
 
 // Logger writes audit lines.
 type Logger struct {
-	log *slog.Logger
-	// sink is set when log is a cloudlog logger: lines are then made here,
-	// exactly as its handler would make them, and committed to its Sink
-	// together with concurrent requests' lines.
-	sink *cloudlog.Sink
-	now  func() time.Time
+	h   slog.Handler
+	now func() time.Time
 }
 
-// New returns an audit logger writing to l.
-func New(l *slog.Logger) *Logger {
-	return &Logger{log: l, sink: cloudlog.SinkOf(l), now: time.Now}
+// New returns an audit logger writing through h (the broker passes its
+// log's handler: internal/cloudlog's, on standard output). h must write
+// each record in one call and report the writer's error, as slog's
+// JSONHandler does.
+func New(h slog.Handler) *Logger {
+	return &Logger{h: h, now: time.Now}
 }
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return &b }}
 
 // Issued writes one line per record and returns once all of them are
-// written, in one write. A non-nil error means they may not have been: the
-// tokens must not be handed out.
+// written. A non-nil error means one may not have been: the tokens must
+// not be handed out. It calls the handler directly, not through
+// slog.Logger, which would skip the lines below the handler's level and
+// drop its error.
 func (l *Logger) Issued(ctx context.Context, recs ...Record) error {
-	if len(recs) == 0 || !l.log.Enabled(ctx, slog.LevelInfo) {
-		return nil
-	}
-	if l.sink == nil {
-		return l.issuedSlog(ctx, recs)
-	}
-	bp := bufPool.Get().(*[]byte)
-	b := (*bp)[:0]
-	t := l.now()
 	for i := range recs {
-		b = appendLine(b, t, &recs[i])
+		rec := slog.NewRecord(l.now(), slog.LevelInfo, Message, 0)
+		rec.AddAttrs(attrs(&recs[i])...)
+		if err := l.h.Handle(ctx, rec); err != nil {
+			return err
+		}
 	}
-	err := l.sink.Commit(b)
-	if cap(b) <= 64<<10 {
-		*bp = b
-		bufPool.Put(bp)
-	}
-	return err
-}
-
-// appendLine appends r's line as cloudlog's handler would write the
-// attributes of issuedSlog.
-func appendLine(b []byte, t time.Time, r *Record) []byte {
-	b = cloudlog.AppendHead(b, t, slog.LevelInfo, Message)
-	b = append(b, `,"event":"`+Event+`","agent":`...)
-	b = cloudlog.AppendString(b, r.Agent)
-	b = append(b, `,"account":`...)
-	b = cloudlog.AppendString(b, r.Account)
-	b = append(b, `,"expires_at":"`...)
-	b = r.ExpiresAt.UTC().AppendFormat(b, time.RFC3339)
-	b = append(b, `","`+wire.FingerprintKey+`":"`...)
-	b = append(b, wire.Fingerprint(r.Token)...) // hex digits
-	b = append(b, `","client":`...)
-	b = cloudlog.AppendString(b, r.Client)
-	if r.Cached {
-		b = append(b, `,"cached":true`...)
-	} else {
-		b = append(b, `,"cached":false`...)
-	}
-	if r.Forwarded != "" {
-		b = append(b, `,"forwarded_for":`...)
-		b = cloudlog.AppendString(b, forwardedTail(r.Forwarded))
-	}
-	return append(b, '}', '\n')
+	return nil
 }
 
 // attrs are a record's fields as slog attributes.
@@ -138,18 +100,4 @@ func attrs(r *Record) []slog.Attr {
 		as = append(as, slog.String("forwarded_for", forwardedTail(r.Forwarded)))
 	}
 	return as
-}
-
-// issuedSlog writes through any other slog handler, one record each, and
-// returns the handler's error (slog.Logger's methods drop it).
-func (l *Logger) issuedSlog(ctx context.Context, recs []Record) error {
-	h := l.log.Handler()
-	for i := range recs {
-		rec := slog.NewRecord(l.now(), slog.LevelInfo, Message, 0)
-		rec.AddAttrs(attrs(&recs[i])...)
-		if err := h.Handle(ctx, rec); err != nil {
-			return err
-		}
-	}
-	return nil
 }

@@ -77,6 +77,21 @@ func New(perSecond float64, burst int, now func() time.Time) *Limiter {
 	return l
 }
 
+// MaxIn reports how many requests one agent can make within d: a full
+// bucket plus what refills meanwhile. limited is false when limiting is
+// off. broker/agentauth sizes each agent's share of its replay cache with
+// it, so the settings live here only.
+func (l *Limiter) MaxIn(d time.Duration) (n int, limited bool) {
+	if l.unlimited {
+		return 0, false
+	}
+	f := math.Ceil(float64(l.limit)*d.Seconds()) + float64(l.burst)
+	if f >= math.MaxInt32 {
+		return math.MaxInt32, true
+	}
+	return int(f), true
+}
+
 // SetMaxAgents changes the bucket cap (n < 1 is taken as 1). Call it before
 // the Limiter is shared.
 func (l *Limiter) SetMaxAgents(n int) {

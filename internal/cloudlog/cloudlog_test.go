@@ -3,6 +3,7 @@ package cloudlog
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"strings"
 	"testing"
@@ -36,65 +37,44 @@ func TestSeverityAndMessage(t *testing.T) {
 	}
 }
 
-func TestSinkOf(t *testing.T) {
+// Derived loggers (With, WithGroup) still write Cloud Logging lines.
+func TestDerivedLoggers(t *testing.T) {
 	var buf bytes.Buffer
-	l := New(&buf, slog.LevelInfo)
-	if SinkOf(l) == nil {
-		t.Fatal("no sink for a cloudlog logger")
-	}
-	if SinkOf(l.With("k", "v")) != nil || SinkOf(l.WithGroup("g")) != nil {
-		t.Error("a derived logger must not offer its sink: hand-made lines would lose its fields")
-	}
-	if SinkOf(slog.New(slog.NewJSONHandler(&buf, nil))) != nil {
-		t.Error("sink for a foreign logger")
-	}
-	// Derived loggers still write Cloud Logging lines.
-	buf.Reset()
-	l.With("k", "v").Warn("w")
+	New(&buf, slog.LevelInfo).With("k", "v").Warn("w")
 	var got map[string]any
-	if err := json.Unmarshal(buf.Bytes(), &got); err != nil || got["severity"] != "WARNING" || got["k"] != "v" {
+	if err := json.Unmarshal(buf.Bytes(), &got); err != nil || got["severity"] != "WARNING" || got["message"] != "w" || got["k"] != "v" {
 		t.Errorf("%s (%v)", buf.Bytes(), err)
 	}
 }
 
-// AppendHead and AppendString make exactly the bytes the handler does.
-func TestHandMadeLineMatchesHandler(t *testing.T) {
-	at := time.Date(2030, 1, 2, 3, 4, 5, 600700800, time.FixedZone("X", 3600))
-	for _, s := range []string{"", "plain", `q"uo\te`, "<script>&amp;", "tab\tnl\ncr\r\b\f\x00\x1f\x7f", "é ü 日本", "\u2028\u2029", "bad\xffutf8\xc3", strings.Repeat("x", 300)} {
-		for _, level := range []slog.Level{slog.LevelDebug, slog.LevelInfo, slog.LevelWarn, slog.LevelError, slog.LevelError + 4} {
-			var buf bytes.Buffer
-			h := New(&buf, slog.LevelDebug).Handler()
-			r := slog.NewRecord(at, level, s, 0)
-			r.AddAttrs(slog.String("k", s))
-			if err := h.Handle(t.Context(), r); err != nil {
-				t.Fatal(err)
-			}
-			b := AppendHead(nil, at, level, s)
-			b = append(b, `,"k":`...)
-			b = AppendString(b, s)
-			b = append(b, "}\n"...)
-			if string(b) != buf.String() {
-				t.Errorf("%q:\n got %s\nwant %s", s, b, buf.Bytes())
-			}
-		}
+type failing struct{}
+
+func (failing) Write([]byte) (int, error) { return 0, errors.New("broken pipe") }
+
+// The handler reports its writer's error (broker/audit relies on it) and
+// writes each line in one Write call.
+func TestHandlerWritesOneLinePerCallAndReportsErrors(t *testing.T) {
+	r := slog.NewRecord(time.Now(), slog.LevelInfo, "m", 0)
+	if err := NewHandler(failing{}, slog.LevelInfo).Handle(t.Context(), r); err == nil {
+		t.Fatal("write error not reported")
+	}
+	var w countingWriter
+	r.AddAttrs(slog.String("k", strings.Repeat("x", 10000)))
+	if err := NewHandler(&w, slog.LevelInfo).Handle(t.Context(), r); err != nil {
+		t.Fatal(err)
+	}
+	if w.calls != 1 || !bytes.HasSuffix(w.last, []byte("}\n")) {
+		t.Fatalf("%d Write calls for one line", w.calls)
 	}
 }
 
-func FuzzAppendString(f *testing.F) {
-	for _, s := range []string{"", "a", "<>&", "\u2028", "\xff", "\"\\", "\x00\b\f"} {
-		f.Add(s)
-	}
-	f.Fuzz(func(t *testing.T, s string) {
-		var buf bytes.Buffer
-		slog.New(slog.NewJSONHandler(&buf, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-			if a.Key == slog.TimeKey || a.Key == slog.LevelKey || a.Key == slog.MessageKey {
-				return slog.Attr{}
-			}
-			return a
-		}})).Info("", "k", s)
-		want := strings.TrimSuffix(strings.TrimPrefix(buf.String(), `{"k":`), "}\n")
-		if got := AppendString(nil, s); string(got) != want {
-			t.Fatalf("%q: got %s want %s", s, got, want)
-		}
-	})
+type countingWriter struct {
+	calls int
+	last  []byte
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	c.calls++
+	c.last = append(c.last[:0], p...)
+	return len(p), nil
 }
