@@ -71,5 +71,7 @@ demo:
 clean:
 	rm -rf bin
 
-# Deploy-as-code targets (terraform, image, Cloud Build) live beside this file.
+# More targets in mk/: deploy.mk (the broker on Google Cloud: terraform, image,
+# Cloud Build), package.mk (shipping the agent: .deb, image, compose), soak.mk,
+# windows.mk.
 -include mk/*.mk

@@ -2,7 +2,7 @@
 # image-check.sh - build the broker image offline and check what ships.
 #
 #  1. serve a throwaway registry on 127.0.0.1 (crane registry serve) and push
-#     the minimal base image into it (deploy/mkbase.sh);
+#     the minimal base image into it (packaging/mkbase.sh);
 #  2. ko build --push=false --tarball=bin/image/broker.tar (no Docker daemon);
 #  3. load the tarball into the registry, read its config and filesystem;
 #  4. check: user is non-root, no shell anywhere in the filesystem, the
@@ -20,12 +20,12 @@ moddir=${BROKER_MODULE_DIR:-$root}
 tarball=${IMAGE_TARBALL:-$root/bin/image/broker.tar}
 mkdir -p "$(dirname "$tarball")"
 check_name=image-check
-# shellcheck source=deploy/imagelib.sh
-. "$root/deploy/imagelib.sh"
+# shellcheck source=packaging/imagelib.sh
+. "$root/packaging/imagelib.sh"
 
 # 1. Loopback registry on a port the kernel picks.
 start_registry
-CRANE=$crane "$root/deploy/mkbase.sh" "$reg/base:nonroot" 2>"$tmp/mkbase.log" || fail "base image: $(cat "$tmp/mkbase.log")"
+CRANE=$crane "$root/packaging/mkbase.sh" "$reg/base:nonroot" 2>"$tmp/mkbase.log" || fail "base image: $(cat "$tmp/mkbase.log")"
 
 # 2. Build. .ko.yaml (repository root) pins flags; the base comes from the
 # loopback registry instead of gcr.io/distroless/static:nonroot.

@@ -1,5 +1,6 @@
-# Deploy-as-code targets: the Cloud Run image, Cloud Build steps and offline
-# checks of terraform/. Included by the root Makefile (include mk/*.mk).
+# Deploy-as-code targets: the broker's Cloud Run image, Cloud Build steps and
+# offline checks of terraform/ (scripts in deploy/). Included by the root
+# Makefile (include mk/*.mk). Shipping the agent is mk/package.mk (packaging/).
 #
 #   make deploy-check    everything below that runs offline (CI)
 #   make tf-fmt tf-validate tf-test tf-lint tfschema-test cloudbuild-test image-check
@@ -66,7 +67,7 @@ tfschema-test: $(CDKTF_TGZ)
 cloudbuild-test:
 	$(GO) test -count=1 ./deploy/
 
-## image-check: build the image offline (ko + local base), check user/shell/static, run /healthz
+## image-check: build the broker image offline (ko + packaging/mkbase.sh's base), check user/shell/static, run /healthz
 image-check: $(TOOLS_BIN)/ko $(TOOLS_BIN)/crane
 	TOOLS_BIN=$(TOOLS_BIN) deploy/image-check.sh
 

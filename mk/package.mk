@@ -1,7 +1,8 @@
 # Shipping the agent the way sites install software: Debian packages (nfpm,
 # no Docker), the agent's container image (ko, no Docker daemon) and a
 # docker compose file that runs it beside Orthanc. Included by the root
-# Makefile (include mk/*.mk).
+# Makefile (include mk/*.mk). Everything these targets run lives in
+# packaging/; the broker on Google Cloud is mk/deploy.mk and deploy/.
 #
 #   make package            dist/orthanc-gcp-agent_<version>_{amd64,arm64}.deb
 #   make package-check      install the amd64 .deb for real (dpkg -i in a cached
@@ -9,7 +10,7 @@
 #   make agent-image        dist/orthanc-gcp-agent-image_amd64.tar (docker load;
 #                           base gcr.io/distroless/static:nonroot, needs the internet)
 #   make agent-image-check  build the image offline and check user, shell, binary
-#   make compose-check      deploy/docker-compose.yml: Compose schema and model
+#   make compose-check      packaging/docker-compose.yml: Compose schema and model
 #                           (compose-go, Docker Compose's loader) and the
 #                           structure this project promises (no Docker)
 #
@@ -39,7 +40,7 @@ package: $(NFPM)
 
 ## package-check: dpkg -i / upgrade / remove / purge the amd64 .deb in a clean Debian root
 package-check: package
-	scripts/package-test.sh $(PKG_DIST)/orthanc-gcp-agent_$(PKG_VERSION)_amd64.deb
+	packaging/package-test.sh $(PKG_DIST)/orthanc-gcp-agent_$(PKG_VERSION)_amd64.deb
 
 ## agent-image: the agent image as a docker-loadable tarball tagged orthanc-gcp-agent:latest and :<version>
 agent-image: $(PKG_TOOLS_BIN)/ko
@@ -50,12 +51,12 @@ agent-image: $(PKG_TOOLS_BIN)/ko
 
 ## agent-image-check: build the agent image offline (ko + local base); check user, no shell, static, version runs
 agent-image-check: $(PKG_TOOLS_BIN)/ko $(PKG_TOOLS_BIN)/crane
-	TOOLS_BIN=$(PKG_TOOLS_BIN) AGENT_VERSION='$(PKG_VERSION)' deploy/agent-image-check.sh
+	TOOLS_BIN=$(PKG_TOOLS_BIN) AGENT_VERSION='$(PKG_VERSION)' packaging/agent-image-check.sh
 
 $(COMPOSECHECK): $(wildcard packaging/composecheck/*.go) packaging/composecheck/go.mod packaging/composecheck/go.sum
 	@mkdir -p $(PKG_TOOLS_BIN)
 	cd packaging/composecheck && CGO_ENABLED=0 $(GO) build -o $@ .
 
-## compose-check: deploy/docker-compose.yml is a valid Compose file with the promised structure
+## compose-check: packaging/docker-compose.yml is a valid Compose file with the promised structure
 compose-check: $(COMPOSECHECK)
-	GO=$(GO) COMPOSECHECK=$(COMPOSECHECK) deploy/compose-check.sh
+	GO=$(GO) COMPOSECHECK=$(COMPOSECHECK) packaging/compose-check.sh

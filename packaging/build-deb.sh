@@ -5,7 +5,7 @@
 #   /usr/bin/orthanc-gcp-agent                  static (CGO_ENABLED=0, -trimpath),
 #                                               -X main.version=<version>
 #   /usr/lib/systemd/system/orthanc-gcp-agent.service
-#                                               deploy/systemd's unit, binary path
+#                                               packaging/systemd's unit, binary path
 #                                               /usr/local/bin -> /usr/bin
 #   /etc/orthanc-gcp-agent/agent.json           conffile (packaging/agent.json)
 #   /usr/share/doc/orthanc-gcp-agent/agent.md   docs/agent.md
@@ -28,7 +28,7 @@ export PKG_MAINTAINER=${PKG_MAINTAINER:-orthanc-gcp-broker maintainers}
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}
 export SOURCE_DATE_EPOCH
 
-unit_src=deploy/systemd/orthanc-gcp-agent.service
+unit_src=packaging/systemd/orthanc-gcp-agent.service
 mkdir -p "$dist"
 for arch in "$@"; do
 	case $arch in amd64 | arm64) ;; *) echo "build-deb: unsupported arch '$arch'" >&2; exit 2 ;; esac
@@ -37,7 +37,7 @@ for arch in "$@"; do
 	mkdir -p "$build"
 	CGO_ENABLED=0 GOOS=linux GOARCH=$arch "$GO" build -trimpath \
 		-ldflags "-s -w -X main.version=$version" -o "$build/orthanc-gcp-agent" ./cmd/agent
-	# The unit is deploy/systemd's; only the binary's path differs.
+	# The unit is packaging/systemd's; only the binary's path differs.
 	sed 's|/usr/local/bin/orthanc-gcp-agent|/usr/bin/orthanc-gcp-agent|g' "$unit_src" >"$build/orthanc-gcp-agent.service"
 	grep -qx 'ExecStart=/usr/bin/orthanc-gcp-agent run --config /etc/orthanc-gcp-agent/agent.json' "$build/orthanc-gcp-agent.service" || {
 		echo "build-deb: $unit_src: ExecStart is not '/usr/(local/)bin/orthanc-gcp-agent run --config /etc/orthanc-gcp-agent/agent.json'" >&2

@@ -2,7 +2,7 @@
 // Docker Compose itself uses: the Compose specification's JSON schema,
 // interpolation, and the model's own consistency checks (services named by
 // network_mode and depends_on exist, volumes are declared, ...). No Docker
-// engine or compose plugin is needed. deploy/compose-check.sh runs it.
+// engine or compose plugin is needed. packaging/compose-check.sh runs it.
 //
 //	composecheck [-profile NAME]... FILE
 package main

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
-# mkbase.sh REF - build the broker's minimal base image without a Docker
-# daemon and push it to REF (normally a loopback `crane registry serve`).
+# mkbase.sh REF - build the minimal base image of the broker and agent images
+# without a Docker daemon and push it to REF (normally a loopback `crane
+# registry serve`). deploy/image-check.sh (broker) and
+# packaging/agent-image-check.sh (agent, which adds /home/nonroot) use it.
 #
 # The image is one layer: /etc/passwd and /etc/group with the distroless
 # "nonroot" user (65532), the machine's CA bundle at
 # /etc/ssl/certs/ca-certificates.crt (Go's crypto/x509 reads it), and a
-# sticky /tmp. No shell, no package manager, no libc: the broker is a static
-# binary. User 65532:65532, platform linux/amd64.
+# sticky /tmp. No shell, no package manager, no libc: the broker and the
+# agent are static binaries. User 65532:65532, platform linux/amd64.
 #
-# In Cloud Build the same role is played by gcr.io/distroless/static:nonroot
-# (see .ko.yaml); this recipe exists so CI can build the image offline.
+# In Cloud Build (the broker) and `make agent-image` the same role is played
+# by gcr.io/distroless/static:nonroot (see .ko.yaml); this recipe exists so CI
+# can build the images offline.
 set -euo pipefail
 
 ref=${1:?usage: mkbase.sh REGISTRY/REPO:TAG}

@@ -1,4 +1,4 @@
-package deploy
+package packaging
 
 import (
 	"bytes"
@@ -63,10 +63,10 @@ type composeVolume struct {
 
 const (
 	composeFile = "docker-compose.yml"
-	// The image user: distroless static:nonroot's (and deploy/mkbase.sh's).
+	// The image user: distroless static:nonroot's (and packaging/mkbase.sh's).
 	imageUser = "65532:65532"
 	// The image's entrypoint (ko: /ko-app/<last element of ./cmd/agent>);
-	// deploy/agent-image-check.sh asserts the same.
+	// packaging/agent-image-check.sh asserts the same.
 	agentEntrypoint = "/ko-app/agent"
 	agentConfig     = "/etc/orthanc-gcp-agent/agent.json"
 	// distroless's home of nonroot: 0700, owned by the image user, so a new
@@ -74,9 +74,19 @@ const (
 	keyDir = "/home/nonroot"
 )
 
+// repoRoot is the repository root: go test runs in this package's directory.
+func repoRoot(t *testing.T) string {
+	t.Helper()
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}
+
 func loadCompose(t *testing.T) compose {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "deploy", composeFile))
+	b, err := os.ReadFile(filepath.Join(repoRoot(t), "packaging", composeFile))
 	if err != nil {
 		t.Fatal(err)
 	}

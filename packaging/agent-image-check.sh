@@ -4,8 +4,8 @@
 #
 #  1. serve a throwaway registry on 127.0.0.1 (crane registry serve) and push
 #     a base of the shape of gcr.io/distroless/static:nonroot into it:
-#     deploy/mkbase.sh's base plus /home/nonroot (0700, 65532:65532), the
-#     directory deploy/docker-compose.yml keeps the key in (a named volume
+#     packaging/mkbase.sh's base plus /home/nonroot (0700, 65532:65532), the
+#     directory packaging/docker-compose.yml keeps the key in (a named volume
 #     takes its owner and mode from the image's directory);
 #  2. ko build --push=false --tarball=bin/image/agent.tar ./cmd/agent (the
 #     "agent" build of .ko.yaml, version from packaging/version.sh);
@@ -24,12 +24,12 @@ tarball=${IMAGE_TARBALL:-$root/bin/image/agent.tar}
 version=${AGENT_VERSION:-$("$root/packaging/version.sh")}
 mkdir -p "$(dirname "$tarball")"
 check_name=agent-image-check
-# shellcheck source=deploy/imagelib.sh
-. "$root/deploy/imagelib.sh"
+# shellcheck source=packaging/imagelib.sh
+. "$root/packaging/imagelib.sh"
 
 # 1. Loopback registry and base.
 start_registry
-CRANE=$crane "$root/deploy/mkbase.sh" "$reg/base:nonroot" >/dev/null 2>"$tmp/mkbase.log" || fail "base image: $(cat "$tmp/mkbase.log")"
+CRANE=$crane "$root/packaging/mkbase.sh" "$reg/base:nonroot" >/dev/null 2>"$tmp/mkbase.log" || fail "base image: $(cat "$tmp/mkbase.log")"
 mkdir -p "$tmp/home/home/nonroot"
 chmod 0755 "$tmp/home/home"
 chmod 0700 "$tmp/home/home/nonroot"

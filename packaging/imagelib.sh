@@ -1,9 +1,10 @@
-# imagelib.sh - what image-check.sh (broker) and agent-image-check.sh
-# (agent) share. Sourced, not run, after the caller sets root (the
-# repository) and check_name (the prefix of every line it prints). Sourcing
-# finds crane and ko in TOOLS_BIN (default bin/tools), makes the scratch
-# directory tmp and the list pids of background processes, both cleaned up
-# on exit, and defines fail and say.
+# imagelib.sh - what packaging/agent-image-check.sh (the agent's image) and
+# deploy/image-check.sh (the broker's) share; the one copy, beside
+# packaging/mkbase.sh, the base both build on. Sourced, not run, after the
+# caller sets root (the repository) and check_name (the prefix of every line
+# it prints). Sourcing finds crane and ko in TOOLS_BIN (default bin/tools),
+# makes the scratch directory tmp and the list pids of background processes,
+# both cleaned up on exit, and defines fail and say.
 
 tools=${TOOLS_BIN:-$root/bin/tools}
 crane=$tools/crane
