@@ -233,7 +233,7 @@ func (c *cli) service(args []string) int {
 	}
 	if !serviceSupported {
 		fmt.Fprintf(c.stderr, "agent service %s: Windows services exist only on Windows; "+
-			"on Linux install deploy/systemd/orthanc-gcp-agent.service (see docs/agent.md)\n", sub)
+			"on Linux install packaging/systemd/orthanc-gcp-agent.service (see docs/agent.md)\n", sub)
 		return exitUsage
 	}
 	if sub == "uninstall" {
