@@ -74,7 +74,7 @@ locals {
     for name, s in google_secret_manager_secret.credential : name => "sm://projects/${var.project}/secrets/${s.secret_id}/versions/latest"
   }
 
-  # The broker policy (format in DESIGN.md): public keys and references only.
+  # The broker policy (format in docs/design.md): public keys and references only.
   # The for-expressions drop null fields, so each account carries exactly the
   # fields of its mode.
   policy = {
@@ -254,7 +254,7 @@ resource "google_cloud_run_v2_service" "broker" {
   deletion_protection = var.deletion_protection
 
   # The broker authenticates every agent itself (Ed25519-signed JWT, see
-  # DESIGN.md). Agents have no Google identity - that is the point - so they
+  # docs/design.md). Agents have no Google identity - that is the point - so they
   # cannot pass Cloud Run's IAM invoker check. Disabling the invoker check is
   # the equivalent of granting roles/run.invoker to allUsers, but also works
   # where the org policy forbids allUsers bindings. Cloud Run serves HTTPS only.

@@ -1,5 +1,5 @@
 // Package assertion makes the short-lived EdDSA JWT an agent presents to the
-// broker on every request (see DESIGN.md, "Agent authentication"). The broker
+// broker on every request (see docs/design.md, "Agent authentication"). The broker
 // side that verifies it lives in broker/agentauth.
 package assertion
 

@@ -1,5 +1,5 @@
 // Package agenttest holds test doubles for the agent's packages: a broker
-// that speaks the v1 HTTP contract of DESIGN.md and checks the agent's
+// that speaks the v1 HTTP contract of docs/design.md and checks the agent's
 // EdDSA assertions, and an in-memory Orthanc DICOMweb server registry that
 // mimics Orthanc 1.10's REST semantics (PUT replaces, ?expand hides header
 // values and stringifies user properties, DELETE of a missing entry is 400).
@@ -172,7 +172,7 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// checkAssertion verifies the request's EdDSA JWT as DESIGN.md says.
+// checkAssertion verifies the request's EdDSA JWT as docs/design.md says.
 func (b *Broker) checkAssertion(r *http.Request) error {
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {

@@ -7,7 +7,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/atomicfile"
 )
 
-// Policy is the broker policy document (see DESIGN.md), as the stack writes it.
+// Policy is the broker policy document (see docs/design.md), as the stack writes it.
 type Policy struct {
 	Audience string
 	BaseUrl  string //nolint:revive // name fixed by the document format
