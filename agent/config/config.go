@@ -21,12 +21,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/strictjson"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // Defaults for fields left out of the file and the environment. They are
@@ -692,9 +692,9 @@ func checkAccounts(in []string) ([]string, error) {
 		switch {
 		case a == "":
 			return nil, fieldErr(field, "is empty")
-		case !brokerclient.ValidStoreName(a):
+		case !wire.ValidStoreName(a):
 			return nil, fieldErr(field, "%q cannot be a store name (the broker's rule, %s; it is also the Orthanc server name)",
-				clipEntry(a), brokerclient.StoreNameRule)
+				clipEntry(a), wire.StoreNameRule)
 		case seen[a]:
 			return nil, fieldErr(field, "%q is listed twice", a)
 		}

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // FuzzParse feeds arbitrary bytes through the configuration parser and,
@@ -94,7 +94,7 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 		for _, a := range c.Accounts {
-			if !brokerclient.ValidStoreName(a) {
+			if !wire.ValidStoreName(a) {
 				t.Fatalf("accepted account %q that breaks the name rule", a)
 			}
 		}

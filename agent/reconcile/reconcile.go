@@ -385,11 +385,11 @@ func (r *Reconciler) applyGrants(list []brokerclient.Store) {
 	keep := map[string]bool{}
 	bad := map[string]string{}
 	for _, name := range wanted {
-		if !brokerclient.ValidStoreName(name) {
+		if !wire.ValidStoreName(name) {
 			shown := logtext.Truncate(logtext.Clip(name), 80)
 			if _, known := r.badNames[name]; !known {
 				r.log.Error("store name from the broker refused: it does not match the store name rule, so it can never be an Orthanc server name",
-					"store", shown, "rule", brokerclient.StoreNameRule)
+					"store", shown, "rule", wire.StoreNameRule)
 			}
 			bad[name] = shown
 			r.metrics.Failure(ReasonBadStoreName)
@@ -629,7 +629,7 @@ func (r *Reconciler) deleteRevoked(ctx context.Context, servers map[string]ortha
 	}
 	var firstErr error
 	for _, name := range slices.Sorted(maps.Keys(servers)) {
-		if !servers[name].ManagedBy(r.set.AgentID) || !brokerclient.ValidStoreName(name) {
+		if !servers[name].ManagedBy(r.set.AgentID) || !wire.ValidStoreName(name) {
 			continue // not ours, or a name this agent never pushes: leave it alone
 		}
 		if st := r.stores[name]; st != nil && st.granted {
@@ -845,7 +845,7 @@ func (r *Reconciler) publish() {
 	for _, name := range slices.Sorted(maps.Keys(r.badNames)) {
 		// No Server: such a name never becomes an Orthanc server.
 		s.Stores = append(s.Stores, StoreStatus{Store: r.badNames[name], State: StateError,
-			LastError: ReasonBadStoreName + ": the broker sent a store name that does not match " + brokerclient.StoreNameRule +
+			LastError: ReasonBadStoreName + ": the broker sent a store name that does not match " + wire.StoreNameRule +
 				"; it is never used in an Orthanc URL"})
 	}
 	r.mu.Lock()
