@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
@@ -88,9 +90,13 @@ func FuzzParse(f *testing.F) {
 		if len(c.AllowedDicomWebHosts) == 0 {
 			t.Fatal("accepted a configuration that allows no DICOMweb host")
 		}
+		// The list is the gate's own: it builds again to the same hosts.
+		if list, err := urlrule.NewAllowList(c.AllowedDicomWebHosts); err != nil || !slices.Equal(list.Hosts(), c.AllowedDicomWebHosts) {
+			t.Fatalf("accepted hosts %q are not a normalized allow-list: %v", c.AllowedDicomWebHosts, err)
+		}
 		for _, h := range c.AllowedDicomWebHosts {
-			if _, _, err := parseHostEntry(h); err != nil || h != strings.ToLower(h) {
-				t.Fatalf("accepted host entry %q is not normalized: %v", h, err)
+			if h != strings.ToLower(h) {
+				t.Fatalf("accepted host entry %q is not lower case", h)
 			}
 		}
 		for _, a := range c.Accounts {
