@@ -38,10 +38,11 @@ type Broker interface {
 }
 
 // Orthanc is what the loop needs from Orthanc (orthanc.Client): its
-// DICOMweb servers and the allow-list its PutServer enforces. Re-sending
-// failed uploads also needs Orthanc's jobs: an Orthanc that implements
-// resubmit.Orthanc too (orthanc.Client does) gets them watched when
-// Settings.ResubmitFailedJobs is set.
+// DICOMweb servers, the allow-list its PutServer enforces, and its jobs
+// (resubmit.Orthanc), which the loop hands to the resubmit Watcher when
+// Settings.ResubmitFailedJobs is set. Every part is in the one interface,
+// so an Orthanc that lacks one does not compile; nothing is found out at
+// run time.
 type Orthanc interface {
 	ListServers(ctx context.Context) (map[string]orthanc.Server, error)
 	PutServer(ctx context.Context, name string, d orthanc.Definition) error
@@ -51,6 +52,7 @@ type Orthanc interface {
 	// could not push nor reports the refusal as an Orthanc failure; being
 	// the client's own, it cannot disagree with the last gate.
 	DicomWebHosts() *urlrule.AllowList
+	resubmit.Orthanc
 }
 
 // Settings are the configuration values the loop uses, as config.Resolve
@@ -622,9 +624,8 @@ func (r *Reconciler) checkJobs(ctx context.Context, now time.Time) {
 		}
 		servers[st.name] = fresh
 	}
-	jobs, _ := r.orth.(resubmit.Orthanc)
 	cfg := resubmit.Config{Enabled: r.set.ResubmitFailedJobs, StatePath: r.set.ResubmitStatePath}
-	if err := r.resub.Check(ctx, jobs, cfg, servers); err != nil && ctx.Err() == nil {
+	if err := r.resub.Check(ctx, r.orth, cfg, servers); err != nil && ctx.Err() == nil {
 		r.metrics.Failure(orthancReason(err))
 	}
 }

@@ -77,6 +77,10 @@ func (r *recorder) reasons() []string {
 	return slices.Sorted(maps.Keys(r.failures))
 }
 
+// The real client is what the loop is built for: it has every part of
+// Orthanc, the jobs included, or this does not compile.
+var _ Orthanc = (*orthanc.Client)(nil)
+
 // newHarness builds the loop on a fake broker and a fake Orthanc. hosts is
 // the Orthanc client's allow-list (AllowedDicomWebHosts); none: config's
 // default.
