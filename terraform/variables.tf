@@ -90,7 +90,9 @@ variable "accounts" {
   validation {
     # The broker policy's rule for account names (the Orthanc DICOMweb server
     # name, e.g. an old GCP plugin account such as "My.Store"). Service
-    # account and secret ids are derived from it: local.resource_ids.
+    # account and secret ids are derived from it: local.resource_ids. Its
+    # home is wire.StoreNameRule (internal/wire), whose tests hold this copy
+    # to it character for character.
     condition     = alltrue([for name in keys(var.accounts) : can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", name))])
     error_message = "Account names must be 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit (the broker's rule for account names)."
   }
@@ -137,6 +139,9 @@ variable "agents" {
   default = {}
 
   validation {
+    # Narrower than the broker's rule for agent ids (no '@', 63 characters
+    # at most): wire.TerraformAgentIDRule (internal/wire), whose tests hold
+    # this copy to it; `agent enrol` and `agent migrate` check it too.
     condition     = alltrue([for id in keys(var.agents) : can(regex("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$", id))])
     error_message = "Agent ids must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit."
   }

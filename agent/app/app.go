@@ -6,6 +6,7 @@ package app
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -18,6 +19,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/reconcile"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/resubmit"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 )
 
 // Agent is one configured agent.
@@ -49,6 +51,20 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Agent, er
 }
 
 func update(cfg *config.Config, now func() time.Time) (reconcile.Update, error) {
+	// The one gate for where a token may go: the Orthanc client enforces
+	// it on every push and the loop asks the client's own. A configuration
+	// without a usable list stops the start (or the reload) here.
+	hosts, err := urlrule.NewAllowList(cfg.AllowedDicomWebHosts)
+	if err != nil {
+		return reconcile.Update{}, fmt.Errorf("config: AllowedDicomWebHosts: %w", err)
+	}
+	oc, err := orthanc.New(orthanc.Options{
+		URL: cfg.OrthancURL, DicomWebRoot: cfg.DicomWebRoot,
+		Username: cfg.OrthancUsername, Password: cfg.OrthancPassword,
+	}, hosts)
+	if err != nil {
+		return reconcile.Update{}, err
+	}
 	bc, err := brokerclient.New(brokerclient.Options{
 		URL: cfg.BrokerURL, AgentID: cfg.AgentID, Key: cfg.Key,
 		CAFile: cfg.CAFile, Timeout: cfg.BrokerTimeout, Now: now,
@@ -56,15 +72,10 @@ func update(cfg *config.Config, now func() time.Time) (reconcile.Update, error) 
 	if err != nil {
 		return reconcile.Update{}, err
 	}
-	oc := orthanc.New(orthanc.Options{
-		URL: cfg.OrthancURL, DicomWebRoot: cfg.DicomWebRoot,
-		Username: cfg.OrthancUsername, Password: cfg.OrthancPassword,
-	})
 	return reconcile.Update{Broker: bc, Orthanc: oc, Settings: reconcile.Settings{
 		AgentID: cfg.AgentID, Accounts: cfg.Accounts, ServerOptions: cfg.ServerOptions,
 		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval, StoresInterval: cfg.StoresInterval,
-		AllowedDicomWebHosts: cfg.AllowedDicomWebHosts,
-		ResubmitFailedJobs:   cfg.ResubmitFailedJobs, ResubmitStatePath: StatePath(cfg),
+		ResubmitFailedJobs: cfg.ResubmitFailedJobs, ResubmitStatePath: StatePath(cfg),
 	}}, nil
 }
 

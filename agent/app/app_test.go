@@ -39,7 +39,7 @@ func TestNoSecretInLogsStatusOrMetrics(t *testing.T) {
 		BrokerURL: broker.URL, AgentID: "clinic-a", Key: priv, BrokerTimeout: config.DefaultBrokerTimeout,
 		OrthancURL: orth.URL, OrthancUsername: "agent", OrthancPassword: "pw", DicomWebRoot: config.DefaultDicomWebRoot,
 		RefreshMargin: config.DefaultRefreshMargin, CheckInterval: config.DefaultCheckInterval,
-		StoresInterval: config.DefaultStoresInterval,
+		StoresInterval: config.DefaultStoresInterval, AllowedDicomWebHosts: config.DefaultAllowedDicomWebHosts,
 	}
 	logs := &logcapture.Buffer{}
 	a, err := New(cfg, slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), clock.Now)
@@ -125,7 +125,7 @@ func TestRunWaitsForReload(t *testing.T) {
 		BrokerURL: broker.URL, AgentID: "clinic-a", Key: priv, BrokerTimeout: config.DefaultBrokerTimeout,
 		OrthancURL: orth.URL, DicomWebRoot: config.DefaultDicomWebRoot,
 		RefreshMargin: config.DefaultRefreshMargin, CheckInterval: config.DefaultCheckInterval,
-		StoresInterval: config.DefaultStoresInterval,
+		StoresInterval: config.DefaultStoresInterval, AllowedDicomWebHosts: config.DefaultAllowedDicomWebHosts,
 	}
 	logs := &logcapture.Buffer{}
 	a, err := New(cfg, slog.New(slog.NewJSONHandler(logs, nil)), time.Now)

@@ -96,6 +96,25 @@ func TestRefusedStoresVisibleToOperators(t *testing.T) {
 	}
 }
 
+// TestNoAllowListNoAgent: a configuration whose AllowedDicomWebHosts is
+// missing or unusable (only a hand-built Config has one; config.Resolve
+// refuses them) stops the start: there is no default that allows a host,
+// let alone every host.
+func TestNoAllowListNoAgent(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	for _, hosts := range [][]string{nil, {}, {"*.googleapis.com"}} {
+		cfg := &config.Config{
+			BrokerURL: "https://broker.example", AgentID: "clinic-a", Key: priv, BrokerTimeout: config.DefaultBrokerTimeout,
+			OrthancURL: config.DefaultOrthancURL, DicomWebRoot: config.DefaultDicomWebRoot,
+			RefreshMargin: config.DefaultRefreshMargin, CheckInterval: config.DefaultCheckInterval,
+			StoresInterval: config.DefaultStoresInterval, AllowedDicomWebHosts: hosts,
+		}
+		if a, err := New(cfg, slog.New(slog.DiscardHandler), nil); err == nil || a != nil || !strings.Contains(err.Error(), "AllowedDicomWebHosts") {
+			t.Errorf("AllowedDicomWebHosts %#v: New = %v, %v; want an error naming the field", hosts, a, err)
+		}
+	}
+}
+
 func get(t *testing.T, u string) (string, int) {
 	t.Helper()
 	resp, err := http.Get(u)

@@ -17,7 +17,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"regexp"
 	"strings"
 	"time"
 
@@ -44,21 +43,8 @@ func (Secret) GoString() string { return "[redacted]" }
 // MarshalJSON writes a fixed placeholder.
 func (Secret) MarshalJSON() ([]byte, error) { return []byte(`"[redacted]"`), nil }
 
-// StoreNameRule is the broker policy's rule for store (account) names. A
-// name is also an Orthanc DICOMweb server name and so part of an Orthanc
-// URL path; Orthanc decodes %2F and resolves "..", so escaping alone
-// cannot keep a name such as "../../peers/evil" inside
-// {root}servers/. Only names that match the rule reach Orthanc. The first
-// character excludes "." and "..".
-const StoreNameRule = `^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`
-
-var storeNameRE = regexp.MustCompile(StoreNameRule)
-
-// ValidStoreName reports whether name matches StoreNameRule.
-func ValidStoreName(name string) bool { return storeNameRE.MatchString(name) }
-
 // Store is one entry of GET /v1/stores. Its name is not checked against
-// StoreNameRule here: the reconcile loop refuses, and reports, the names
+// wire.StoreNameRule here: the reconcile loop refuses, and reports, the names
 // that fail it.
 type Store = wire.Store
 
@@ -245,15 +231,15 @@ func (c *Client) Stores(ctx context.Context) ([]Store, error) {
 
 // Tokens asks for tokens of the named stores. names must not be empty
 // (the API reads an empty list as "all stores") and each must match
-// StoreNameRule. Per-store failures are in Tokens.Errors; items that fail
+// wire.StoreNameRule. Per-store failures are in Tokens.Errors; items that fail
 // validation are moved there too.
 func (c *Client) Tokens(ctx context.Context, names []string) (*Tokens, error) {
 	if len(names) == 0 {
 		return nil, errors.New("brokerclient: Tokens needs at least one store name")
 	}
 	for _, n := range names {
-		if !ValidStoreName(n) {
-			return nil, fmt.Errorf("brokerclient: store name %q does not match %s", logtext.Clip(n), StoreNameRule)
+		if !wire.ValidStoreName(n) {
+			return nil, fmt.Errorf("brokerclient: store name %q does not match %s", logtext.Clip(n), wire.StoreNameRule)
 		}
 	}
 	body, _ := json.Marshal(wire.TokenRequest{Stores: names})

@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -21,12 +22,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/strictjson"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // Defaults for fields left out of the file and the environment. They are
@@ -122,7 +123,8 @@ type Config struct {
 	// Listen is the health/metrics address; empty disables the server.
 	Listen string
 	// AllowedDicomWebHosts are the hosts (lower case, "host" or
-	// "host:port") a token may be pushed for; see DicomWebHostAllowed.
+	// "host:port") a token may be pushed for: urlrule.NewAllowList makes
+	// them the gate the Orthanc client enforces.
 	AllowedDicomWebHosts []string
 	// ResubmitFailedJobs sends failed uploads again (package resubmit).
 	ResubmitFailedJobs bool
@@ -456,9 +458,10 @@ func orthancURLWarning(raw string) string {
 		"in clear; use https, or run the agent on the Orthanc host", redactURL(raw))
 }
 
-// checkAllowedHosts validates AllowedDicomWebHosts and returns it
-// normalized (lower case, IPv6 in brackets, ports without leading zeros).
-// nil means the default; a set but empty list is refused.
+// checkAllowedHosts validates AllowedDicomWebHosts with the rule of the
+// gate it becomes (urlrule.AllowList) and returns it normalized (lower
+// case, IPv6 in brackets, ports without leading zeros). nil means the
+// default; a set but empty list is refused.
 func checkAllowedHosts(in []string) ([]string, error) {
 	if in == nil {
 		return slices.Clone(DefaultAllowedDicomWebHosts), nil
@@ -467,159 +470,19 @@ func checkAllowedHosts(in []string) ([]string, error) {
 		return nil, fieldErr("AllowedDicomWebHosts", "is empty, so no token could ever be pushed; leave it out for the default %q",
 			DefaultAllowedDicomWebHosts)
 	}
-	seen := map[string]bool{}
-	out := make([]string, 0, len(in))
-	for i, e := range in {
-		field := fmt.Sprintf("AllowedDicomWebHosts[%d]", i)
-		host, port, err := parseHostEntry(e)
-		if err != nil {
-			return nil, fieldErr(field, "%q %v", clipEntry(e), err)
-		}
-		norm := joinHostPort(host, port)
-		if seen[norm] {
-			return nil, fieldErr(field, "%q is listed twice", clipEntry(e))
-		}
-		seen[norm] = true
-		out = append(out, norm)
+	list, err := urlrule.NewAllowList(in)
+	var ee *urlrule.EntryError
+	switch {
+	case errors.As(err, &ee):
+		return nil, fieldErr(fmt.Sprintf("AllowedDicomWebHosts[%d]", ee.Index), "%q %v", clipEntry(ee.Entry), ee.Err)
+	case err != nil:
+		return nil, fieldErr("AllowedDicomWebHosts", "%v", err)
 	}
-	return out, nil
+	return list.Hosts(), nil
 }
 
 // clipEntry bounds an operator's value quoted in an error message.
 func clipEntry(s string) string { return logtext.Truncate(logtext.Clip(s), 80) }
-
-// parseHostEntry splits an AllowedDicomWebHosts entry, "host" or
-// "host:port" ("[v6]" or "[v6]:port" for IPv6), into a lower-case host
-// and a port ("" when none is given).
-func parseHostEntry(e string) (host, port string, err error) {
-	switch {
-	case e == "":
-		return "", "", fmt.Errorf("is empty")
-	case strings.Contains(e, "*"):
-		return "", "", fmt.Errorf("has a wildcard; list each host (regional and Private Service Connect endpoints by their own name)")
-	case strings.ContainsAny(e, "/?#@") || strings.ContainsFunc(e, func(r rune) bool { return r <= ' ' || r >= 0x7f }):
-		return "", "", fmt.Errorf("is not a host name or host:port (write %q, not a URL)", DefaultAllowedDicomWebHosts[0])
-	}
-	if strings.HasPrefix(e, "[") {
-		end := strings.IndexByte(e, ']')
-		if end < 0 {
-			return "", "", fmt.Errorf("has an unclosed '['")
-		}
-		host, rest := e[1:end], e[end+1:]
-		if ip := net.ParseIP(host); ip == nil || ip.To4() != nil || strings.Contains(host, "%") {
-			return "", "", fmt.Errorf("has brackets around something that is not an IPv6 address")
-		}
-		if rest != "" {
-			p, ok := strings.CutPrefix(rest, ":")
-			if !ok {
-				return "", "", fmt.Errorf("has text after ']' that is not :port")
-			}
-			if port, err = checkPort(p); err != nil {
-				return "", "", err
-			}
-		}
-		return strings.ToLower(net.ParseIP(host).String()), port, nil
-	}
-	if strings.Count(e, ":") > 1 {
-		return "", "", fmt.Errorf("looks like an IPv6 address: put it in brackets, e.g. [::1]:8080")
-	}
-	host, p, hasPort := strings.Cut(e, ":")
-	if hasPort {
-		if port, err = checkPort(p); err != nil {
-			return "", "", err
-		}
-	}
-	host = strings.ToLower(host)
-	if net.ParseIP(host) == nil && !isDNSName(host) {
-		return "", "", fmt.Errorf("is not a valid host name")
-	}
-	return host, port, nil
-}
-
-func checkPort(p string) (string, error) {
-	n, err := strconv.Atoi(p)
-	if err != nil || n < 1 || n > 65535 || strings.HasPrefix(p, "+") {
-		return "", fmt.Errorf("has port %q; want 1-65535", clipEntry(p))
-	}
-	return strconv.Itoa(n), nil
-}
-
-// isDNSName: dot-separated labels of letters, digits and inner hyphens,
-// at most 63 bytes each and 253 in all; no trailing dot.
-func isDNSName(h string) bool {
-	if h == "" || len(h) > 253 {
-		return false
-	}
-	for _, l := range strings.Split(h, ".") {
-		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
-			return false
-		}
-		for _, r := range l {
-			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
-				return false
-			}
-		}
-	}
-	return true
-}
-
-func joinHostPort(host, port string) string {
-	if port != "" {
-		return net.JoinHostPort(host, port)
-	}
-	if strings.Contains(host, ":") {
-		return "[" + host + "]"
-	}
-	return host
-}
-
-// DicomWebHostAllowed reports whether a token may be pushed to Orthanc for
-// the DICOMweb URL raw, under the AllowedDicomWebHosts list allowed. It
-// may if raw is https:// to a listed host (an entry without a port allows
-// only 443), or http:// to a loopback host listed with that very port
-// (http's default 80 included). Host names compare case-insensitively.
-// hostPort is raw's host and effective port, for messages; it never holds
-// anything but the host (no user info, path or query).
-func DicomWebHostAllowed(allowed []string, raw string) (hostPort string, ok bool) {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return "(unparseable URL)", false
-	}
-	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if ip := net.ParseIP(host); ip != nil && strings.Contains(host, ":") {
-		host = ip.String()
-	}
-	var def string
-	switch u.Scheme {
-	case "https":
-		def = "443"
-	case "http":
-		def = "80"
-	default:
-		return joinHostPort(host, port), false
-	}
-	if port == "" {
-		port = def
-	} else if p, err := checkPort(port); err == nil {
-		port = p
-	} else {
-		return joinHostPort(host, port), false
-	}
-	hostPort = joinHostPort(host, port)
-	if u.Scheme == "http" && !urlrule.IsLoopbackHost(host) {
-		return hostPort, false
-	}
-	for _, e := range allowed {
-		eh, ep, err := parseHostEntry(e)
-		if err != nil || eh != host {
-			continue
-		}
-		if ep == port || (ep == "" && u.Scheme == "https" && port == "443") {
-			return hostPort, true
-		}
-	}
-	return hostPort, false
-}
 
 func normalizeRoot(root string) (string, error) {
 	if root == "" {
@@ -692,9 +555,9 @@ func checkAccounts(in []string) ([]string, error) {
 		switch {
 		case a == "":
 			return nil, fieldErr(field, "is empty")
-		case !brokerclient.ValidStoreName(a):
+		case !wire.ValidStoreName(a):
 			return nil, fieldErr(field, "%q cannot be a store name (the broker's rule, %s; it is also the Orthanc server name)",
-				clipEntry(a), brokerclient.StoreNameRule)
+				clipEntry(a), wire.StoreNameRule)
 		case seen[a]:
 			return nil, fieldErr(field, "%q is listed twice", a)
 		}

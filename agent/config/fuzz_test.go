@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // FuzzParse feeds arbitrary bytes through the configuration parser and,
@@ -88,13 +90,17 @@ func FuzzParse(f *testing.F) {
 		if len(c.AllowedDicomWebHosts) == 0 {
 			t.Fatal("accepted a configuration that allows no DICOMweb host")
 		}
+		// The list is the gate's own: it builds again to the same hosts.
+		if list, err := urlrule.NewAllowList(c.AllowedDicomWebHosts); err != nil || !slices.Equal(list.Hosts(), c.AllowedDicomWebHosts) {
+			t.Fatalf("accepted hosts %q are not a normalized allow-list: %v", c.AllowedDicomWebHosts, err)
+		}
 		for _, h := range c.AllowedDicomWebHosts {
-			if _, _, err := parseHostEntry(h); err != nil || h != strings.ToLower(h) {
-				t.Fatalf("accepted host entry %q is not normalized: %v", h, err)
+			if h != strings.ToLower(h) {
+				t.Fatalf("accepted host entry %q is not lower case", h)
 			}
 		}
 		for _, a := range c.Accounts {
-			if !brokerclient.ValidStoreName(a) {
+			if !wire.ValidStoreName(a) {
 				t.Fatalf("accepted account %q that breaks the name rule", a)
 			}
 		}

@@ -91,51 +91,6 @@ type rawJSON string
 
 func (r rawJSON) MarshalJSON() ([]byte, error) { return []byte(r), nil }
 
-// TestDicomWebHostAllowed: https to a listed host (no port: 443 only), or
-// http to a loopback host listed with that port; case-insensitive.
-func TestDicomWebHostAllowed(t *testing.T) {
-	allowed := []string{"healthcare.googleapis.com", "healthcare-psc.p.googleapis.com:8443", "127.0.0.1:9000", "localhost",
-		"[::1]:9001", "10.0.0.5:80"}
-	tests := []struct {
-		url      string
-		ok       bool
-		hostPort string
-	}{
-		{"https://healthcare.googleapis.com/v1/projects/p/dicomWeb/", true, "healthcare.googleapis.com:443"},
-		{"https://HEALTHCARE.googleapis.COM/v1/", true, "healthcare.googleapis.com:443"},
-		{"https://healthcare.googleapis.com:443/v1/", true, "healthcare.googleapis.com:443"},
-		{"https://healthcare.googleapis.com:8443/v1/", false, "healthcare.googleapis.com:8443"},
-		{"https://healthcare-psc.p.googleapis.com:8443/v1/", true, "healthcare-psc.p.googleapis.com:8443"},
-		{"https://healthcare-psc.p.googleapis.com/v1/", false, "healthcare-psc.p.googleapis.com:443"},
-		{"https://evil.example/v1/", false, "evil.example:443"},
-		{"https://healthcare.googleapis.com.evil.example/", false, "healthcare.googleapis.com.evil.example:443"},
-		{"https://evil.example/healthcare.googleapis.com/", false, "evil.example:443"},
-		{"http://healthcare.googleapis.com/v1/", false, "healthcare.googleapis.com:80"},
-		{"http://127.0.0.1:9000/v1/", true, "127.0.0.1:9000"},
-		{"http://127.0.0.1:9002/v1/", false, "127.0.0.1:9002"},
-		{"https://127.0.0.1:9000/v1/", true, "127.0.0.1:9000"},
-		{"http://localhost/v1/", false, "localhost:80"},    // http: loopback must be listed with its port
-		{"http://localhost:80/v1/", false, "localhost:80"}, // "localhost" without a port is https:443 only
-		{"https://localhost/v1/", true, "localhost:443"},
-		{"http://[::1]:9001/v1/", true, "[::1]:9001"},
-		{"http://[0:0:0:0:0:0:0:1]:9001/v1/", true, "[::1]:9001"},
-		{"http://10.0.0.5/v1/", false, "10.0.0.5:80"}, // listed with its port, but not loopback
-		{"ftp://healthcare.googleapis.com/", false, "healthcare.googleapis.com"},
-		{"https://healthcare.googleapis.com:0/", false, "healthcare.googleapis.com:0"},
-		{"/relative", false, "(unparseable URL)"},
-	}
-	for _, tc := range tests {
-		hp, ok := DicomWebHostAllowed(allowed, tc.url)
-		if ok != tc.ok || hp != tc.hostPort {
-			t.Errorf("DicomWebHostAllowed(%q) = %q, %v; want %q, %v", tc.url, hp, ok, tc.hostPort, tc.ok)
-		}
-	}
-	// An invalid entry (only a hand-built list has one) matches nothing.
-	if _, ok := DicomWebHostAllowed([]string{"*.googleapis.com", ""}, "https://healthcare.googleapis.com/"); ok {
-		t.Error("an invalid entry allowed a host")
-	}
-}
-
 // TestStrictDecoding: the file and AGENT_SERVER_OPTIONS go through the
 // one strict decoder. encoding/json alone accepted every case here.
 func TestStrictDecoding(t *testing.T) {

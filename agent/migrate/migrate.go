@@ -19,6 +19,8 @@ import (
 	"os"
 	"slices"
 	"strings"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // Options are the inputs of Run (the CLI's flags).
@@ -108,8 +110,10 @@ func checkOptions(o Options) error {
 			return err
 		}
 	}
-	if o.AgentID != "" && !agentIDRE.MatchString(o.AgentID) {
-		return &Error{Field: "--agent-id", Msg: fmt.Sprintf("must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (the policy's rule for agent ids), got %q", clip(o.AgentID))}
+	// The id becomes a key of terraform's agents variable: the module's
+	// rule, narrower than the broker's.
+	if o.AgentID != "" && !wire.ValidTerraformAgentID(o.AgentID) {
+		return &Error{Field: "--agent-id", Msg: fmt.Sprintf("must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit (the terraform module's rule for agent ids), got %q", clip(o.AgentID))}
 	}
 	return nil
 }

@@ -102,7 +102,7 @@ func TestRefusals(t *testing.T) {
 		{name: "DicomWeb.Root with ..", config: `{"DicomWeb": {"Root": "/../system"}, "GoogleCloudPlatform": {"Accounts": {` + acct("a", saCred) + `}}}`, field: "DicomWeb.Root", msg: "plain path"},
 		{name: "ServersInDatabase a string", config: `{"DicomWeb": {"ServersInDatabase": "true"}, "GoogleCloudPlatform": {"Accounts": {` + acct("a", saCred) + `}}}`, field: "DicomWeb.ServersInDatabase", msg: "true or false"},
 		{name: "RegisteredUsers not an object", config: `{"RegisteredUsers": ["admin"], "GoogleCloudPlatform": {"Accounts": {` + acct("a", saCred) + `}}}`, field: "RegisteredUsers", msg: "must be a JSON object"},
-		{name: "bad --agent-id", config: gcp(acct("a", saCred)), opts: func(o *Options) { o.AgentID = "clinic a" }, field: "--agent-id", msg: "policy's rule for agent ids"},
+		{name: "bad --agent-id", config: gcp(acct("a", saCred)), opts: func(o *Options) { o.AgentID = "clinic a" }, field: "--agent-id", msg: "terraform module's rule for agent ids"},
 		{name: "bad --broker-url", config: gcp(acct("a", saCred)), opts: func(o *Options) { o.BrokerURL = "http://broker.example.org" }, field: "--broker-url", msg: "must use https"},
 		{name: "--broker-url with a password", config: gcp(acct("a", saCred)), opts: func(o *Options) { o.BrokerURL = "https://u:" + plantedPassword + "@broker.example.org" }, field: "--broker-url", msg: "must not carry credentials"},
 		{name: "no --out", config: gcp(acct("a", saCred)), opts: func(o *Options) { o.OutDir = "" }, field: "--out", msg: "is required"},

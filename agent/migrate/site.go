@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // Credential sources of the old plugin, and the terraform modes they become.
@@ -56,8 +56,6 @@ var (
 	locationRE  = regexp.MustCompile(`^[a-z0-9-]+$`)
 	storePartRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,256}$`)
 	googleAPIRE = regexp.MustCompile(`^([a-z0-9]([a-z0-9-]*[a-z0-9])?\.)+googleapis\.com$`)
-	// agentIDRE is the policy's (and the module's) rule for agent ids.
-	agentIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 )
 
 // account is one migrated account. The inline credential is kept in memory
@@ -257,9 +255,9 @@ func (s *site) baseURL(gcp object) error {
 }
 
 func loadAccount(dir, name string, raw json.RawMessage) (*account, error) {
-	if !brokerclient.ValidStoreName(name) {
+	if !wire.ValidStoreName(name) {
 		return nil, &Error{Account: name, Field: "GoogleCloudPlatform.Accounts",
-			Msg: fmt.Sprintf("the name cannot be a broker account (rule %s; it is also the Orthanc DICOMweb server name): rename it", brokerclient.StoreNameRule)}
+			Msg: fmt.Sprintf("the name cannot be a broker account (rule %s; it is also the Orthanc DICOMweb server name): rename it", wire.StoreNameRule)}
 	}
 	obj, ok := subObject(raw)
 	if !ok {

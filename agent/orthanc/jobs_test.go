@@ -56,7 +56,7 @@ func TestListJobsShapes(t *testing.T) {
 				w.Write([]byte(tc.body))
 			}))
 			defer srv.Close()
-			got, err := New(Options{URL: srv.URL}).ListJobs(context.Background())
+			got, err := mustNew(t, Options{URL: srv.URL}).ListJobs(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -75,7 +75,7 @@ func TestListJobsShapes(t *testing.T) {
 	}
 	for _, bad := range []string{`{}`, `[{"ID":1}]`, `[{"ID":"a"}`, `not json`} {
 		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(bad)) }))
-		_, err := New(Options{URL: srv.URL}).ListJobs(context.Background())
+		_, err := mustNew(t, Options{URL: srv.URL}).ListJobs(context.Background())
 		srv.Close()
 		var e *Error
 		if !errors.As(err, &e) || e.Status != 200 {
@@ -108,7 +108,7 @@ func TestRealOrthancJobs(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := New(Options{URL: inst.URL, DicomWebRoot: "/dicom-web/", Username: "agent", Password: "pw-agent"})
+	c := mustNew(t, Options{URL: inst.URL, DicomWebRoot: "/dicom-web/", Username: "agent", Password: "pw-agent"})
 
 	v, err := c.PluginVersion(ctx)
 	if err != nil || v != inst.DICOMwebVersion {

@@ -2,7 +2,8 @@
 // Orthanc's DICOMweb plugin REST API that creates, lists and deletes the
 // DICOMweb server entries ({root}servers/{name}) the agent manages, and
 // that reads Orthanc's jobs and starts STOW-RS jobs to send failed
-// uploads again (jobs.go).
+// uploads again (jobs.go). It is also the last gate for a token: PutServer
+// sends no definition whose URL its allow-list (urlrule.AllowList) refuses.
 //
 // Orthanc answers PUT by replacing the whole entry, shows user properties
 // (with bools as "1"/"0") but hides header values in GET servers?expand,
@@ -22,6 +23,7 @@ import (
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
@@ -56,10 +58,24 @@ type Client struct {
 	base, root string
 	user, pass string
 	http       *http.Client
+	// hosts is the gate PutServer enforces (urlrule.AllowList).
+	hosts *urlrule.AllowList
 }
 
-// New builds a Client.
-func New(o Options) *Client {
+// ErrNoAllowList is New's error when it is given no allow-list: a client
+// that could push a token anywhere is never built.
+var ErrNoAllowList = errors.New("orthanc: no allow-list of DICOMweb hosts (a client that only reads takes an empty urlrule.AllowList)")
+
+// New builds a Client. hosts is where PutServer may point a token: every
+// definition's URL is checked against it before anything is sent
+// (docs/design.md, "Agent behaviour"). It is an argument, not an option,
+// so no caller can leave it out by accident; nil is refused
+// (ErrNoAllowList), and a zero urlrule.AllowList lets the client read
+// Orthanc but push nothing.
+func New(o Options, hosts *urlrule.AllowList) (*Client, error) {
+	if hosts == nil {
+		return nil, ErrNoAllowList
+	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	// Orthanc closes idle keep-alives after ~1 s and Go does not retry a
 	// PUT that meets the closed connection; connections to a local
@@ -75,13 +91,18 @@ func New(o Options) *Client {
 		root = "/dicom-web/"
 	}
 	return &Client{
-		base: strings.TrimSuffix(o.URL, "/"),
-		root: root,
-		user: o.Username,
-		pass: o.Password,
-		http: &http.Client{Transport: tr, Timeout: timeout},
-	}
+		base:  strings.TrimSuffix(o.URL, "/"),
+		root:  root,
+		user:  o.Username,
+		pass:  o.Password,
+		http:  &http.Client{Transport: tr, Timeout: timeout},
+		hosts: hosts,
+	}, nil
 }
+
+// DicomWebHosts is the allow-list PutServer enforces, so a caller can ask
+// the very same gate before it gets a token to push.
+func (c *Client) DicomWebHosts() *urlrule.AllowList { return c.hosts }
 
 // Definition is the whole server entry the agent pushes.
 type Definition struct {
@@ -220,11 +241,18 @@ func (c *Client) ListServers(ctx context.Context) (map[string]Server, error) {
 }
 
 // PutServer creates or replaces the entry name with the whole definition.
+// It is the last gate before a token reaches Orthanc: a definition whose
+// URL the allow-list refuses is not sent, and the error wraps the
+// *urlrule.RefusedError (it names the URL's host and port, never the
+// token). Orthanc would otherwise send the token wherever the URL says.
 func (c *Client) PutServer(ctx context.Context, name string, d Definition) error {
 	if err := checkName(name); err != nil {
 		return err
 	}
 	op := "PUT " + c.root + "servers/" + name
+	if err := c.hosts.Check(d.URL); err != nil {
+		return fmt.Errorf("orthanc %s: not sent: %w", op, err)
+	}
 	body, err := json.Marshal(d)
 	if err != nil {
 		return &Error{Op: op, Msg: "cannot encode definition"}

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
@@ -61,12 +62,12 @@ func TestRealOrthanc(t *testing.T) {
 	}
 	defer inst.Stop()
 	ctx := context.Background()
-	c := New(Options{URL: inst.URL, DicomWebRoot: "/dicom-web/", Username: "agent", Password: "pw-agent"})
+	c := mustNew(t, Options{URL: inst.URL, DicomWebRoot: "/dicom-web/", Username: "agent", Password: "pw-agent"}, "healthcare.googleapis.com")
 
 	if err := c.Ping(ctx); err != nil {
 		t.Fatalf("ping: %v", err)
 	}
-	wrong := New(Options{URL: inst.URL, Username: "agent", Password: "nope"})
+	wrong := mustNew(t, Options{URL: inst.URL, Username: "agent", Password: "nope"})
 	if err := wrong.Ping(ctx); err == nil || Unreachable(err) || !strings.Contains(err.Error(), "401") {
 		t.Errorf("bad password: %v", err)
 	}
@@ -140,13 +141,22 @@ func TestRealOrthanc(t *testing.T) {
 		t.Error("expiry not updated")
 	}
 
-	// Orthanc refuses an entry without Url; the error does not echo the body.
+	// An entry without Url never leaves the client: its allow-list refuses
+	// it (TestPutServerRefusedURLNeverSent counts the requests).
 	bad := def
 	bad.URL = ""
 	err = c.PutServer(ctx, "broken", bad)
+	var re *urlrule.RefusedError
+	if !errors.As(err, &re) || strings.Contains(err.Error(), token) {
+		t.Errorf("put without url: %v", err)
+	}
+	// Orthanc refuses an entry it cannot read; the error does not echo the body.
+	bad = def
+	bad.Options = map[string]json.RawMessage{"Timeout": json.RawMessage(`"soon"`)}
+	err = c.PutServer(ctx, "broken", bad)
 	var oe *Error
 	if !errors.As(err, &oe) || oe.Status != 400 || strings.Contains(err.Error(), token) {
-		t.Errorf("put without url: %v", err)
+		t.Errorf("put of an unreadable entry: %v", err)
 	}
 
 	if err := c.DeleteServer(ctx, "my-google"); err != nil {
@@ -189,7 +199,7 @@ func TestUnsafeServerNamesNeverSent(t *testing.T) {
 		w.Write([]byte("{}"))
 	}))
 	defer srv.Close()
-	c := New(Options{URL: srv.URL})
+	c := mustNew(t, Options{URL: srv.URL}, "h")
 	ctx := context.Background()
 	def := Definition{URL: "https://h/dicomWeb/", Token: "tok", Marker: "m", Expiry: time.Now()}
 	tests := []struct {

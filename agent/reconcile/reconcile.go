@@ -27,6 +27,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/resubmit"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
@@ -36,14 +37,22 @@ type Broker interface {
 	Tokens(ctx context.Context, names []string) (*brokerclient.Tokens, error)
 }
 
-// Orthanc is what the loop needs from Orthanc (orthanc.Client). Re-sending
-// failed uploads also needs Orthanc's jobs: an Orthanc that implements
-// resubmit.Orthanc too (orthanc.Client does) gets them watched when
-// Settings.ResubmitFailedJobs is set.
+// Orthanc is what the loop needs from Orthanc (orthanc.Client): its
+// DICOMweb servers, the allow-list its PutServer enforces, and its jobs
+// (resubmit.Orthanc), which the loop hands to the resubmit Watcher when
+// Settings.ResubmitFailedJobs is set. Every part is in the one interface,
+// so an Orthanc that lacks one does not compile; nothing is found out at
+// run time.
 type Orthanc interface {
 	ListServers(ctx context.Context) (map[string]orthanc.Server, error)
 	PutServer(ctx context.Context, name string, d orthanc.Definition) error
 	DeleteServer(ctx context.Context, name string) error
+	// DicomWebHosts is the gate PutServer enforces. The loop asks it
+	// before a token is asked for or cached, so it neither gets a token it
+	// could not push nor reports the refusal as an Orthanc failure; being
+	// the client's own, it cannot disagree with the last gate.
+	DicomWebHosts() *urlrule.AllowList
+	resubmit.Orthanc
 }
 
 // Settings are the configuration values the loop uses, as config.Resolve
@@ -59,9 +68,6 @@ type Settings struct {
 	// StoresInterval is how often the store list is asked for when no
 	// token is due.
 	StoresInterval time.Duration
-	// AllowedDicomWebHosts are the hosts a token may be pushed for
-	// (config.DicomWebHostAllowed); nil means config's default.
-	AllowedDicomWebHosts []string
 	// ResubmitFailedJobs turns on re-sending failed uploads (package
 	// resubmit); ResubmitStatePath is its state file. A hand-built
 	// Settings leaves it off.
@@ -201,9 +207,6 @@ func configDefaults(s Settings) Settings {
 	if s.RefreshMargin <= 0 {
 		s.RefreshMargin = config.DefaultRefreshMargin
 	}
-	if s.AllowedDicomWebHosts == nil {
-		s.AllowedDicomWebHosts = config.DefaultAllowedDicomWebHosts
-	}
 	return s
 }
 
@@ -236,7 +239,7 @@ func (r *Reconciler) apply(u Update) {
 	r.forcePush = true
 	r.nextBroker = r.now()
 	r.retry.reset()
-	r.log.Info("configuration reloaded", "accounts", r.set.Accounts, "allowed_dicomweb_hosts", r.set.AllowedDicomWebHosts,
+	r.log.Info("configuration reloaded", "accounts", r.set.Accounts, "allowed_dicomweb_hosts", r.orth.DicomWebHosts().Hosts(),
 		"resubmit_failed_jobs", r.set.ResubmitFailedJobs)
 }
 
@@ -332,8 +335,7 @@ func (r *Reconciler) SyncBroker(ctx context.Context) error {
 		}
 		// A store the broker lists with a URL that is not allowed gets no
 		// token asked for: it could not be pushed.
-		if hp, ok := config.DicomWebHostAllowed(r.set.AllowedDicomWebHosts, st.url); !ok {
-			r.refuseHost(st, hp)
+		if !r.allowed(st, st.url) {
 			continue
 		}
 		if st.token == nil || !now.Before(st.refreshAt) || st.token.DicomWebURL != st.url || st.refused != "" {
@@ -385,11 +387,11 @@ func (r *Reconciler) applyGrants(list []brokerclient.Store) {
 	keep := map[string]bool{}
 	bad := map[string]string{}
 	for _, name := range wanted {
-		if !brokerclient.ValidStoreName(name) {
+		if !wire.ValidStoreName(name) {
 			shown := logtext.Truncate(logtext.Clip(name), 80)
 			if _, known := r.badNames[name]; !known {
 				r.log.Error("store name from the broker refused: it does not match the store name rule, so it can never be an Orthanc server name",
-					"store", shown, "rule", brokerclient.StoreNameRule)
+					"store", shown, "rule", wire.StoreNameRule)
 			}
 			bad[name] = shown
 			r.metrics.Failure(ReasonBadStoreName)
@@ -427,16 +429,34 @@ func (r *Reconciler) applyGrants(list []brokerclient.Store) {
 	r.synced = true
 }
 
-// refuseHost puts st in the error state for a dicomweb_url whose host
-// (hostPort) is not in AllowedDicomWebHosts: no token is pushed for it and
-// its Orthanc entry, if any, is left as it is.
-func (r *Reconciler) refuseHost(st *store, hostPort string) {
-	hostPort = logtext.Truncate(logtext.Clip(hostPort), 200)
-	msg := fmt.Sprintf("%s: dicomweb_url host %q is not in AllowedDicomWebHosts; no token is pushed for this store "+
-		"(an entry pushed before is left as it is)", ReasonHostNotAllowed, hostPort)
+// allowed asks the gate of the Orthanc client (the allow-list its
+// PutServer enforces) whether raw, a dicomweb_url from the broker for st,
+// may carry st's token, and refuses st if not. It is the loop's one
+// question to the gate, asked where the broker's URLs come in (the store
+// list, the token answer); the client itself is the last gate, and push
+// turns its refusal into the same state.
+func (r *Reconciler) allowed(st *store, raw string) bool {
+	err := r.orth.DicomWebHosts().Check(raw)
+	if err == nil {
+		return true
+	}
+	var re *urlrule.RefusedError
+	if !errors.As(err, &re) {
+		re = &urlrule.RefusedError{HostPort: "(unparseable URL)"}
+	}
+	r.refuseHost(st, re)
+	return false
+}
+
+// refuseHost puts st in the error state for a dicomweb_url the allow-list
+// refused (AllowedDicomWebHosts): no token is pushed for it and its
+// Orthanc entry, if any, is left as it is.
+func (r *Reconciler) refuseHost(st *store, re *urlrule.RefusedError) {
+	hostPort := logtext.Truncate(logtext.Clip(re.HostPort), 200)
+	msg := fmt.Sprintf("%s: %v; no token is pushed for this store (an entry pushed before is left as it is)", ReasonHostNotAllowed, re)
 	if msg != st.refused {
 		r.log.Error("store refused: its dicomweb_url host is not in AllowedDicomWebHosts; not pushing its token",
-			"store", st.name, "host", hostPort, "allowed_dicomweb_hosts", r.set.AllowedDicomWebHosts)
+			"store", st.name, "host", hostPort, "error", re.Error(), "allowed_dicomweb_hosts", r.orth.DicomWebHosts().Hosts())
 	}
 	st.refused, st.pushed = msg, false
 	r.metrics.Failure(ReasonHostNotAllowed)
@@ -463,9 +483,8 @@ func (r *Reconciler) applyTokens(now time.Time, asked []string, res *brokerclien
 			failed, retryable = true, true
 			continue
 		}
-		if hp, ok := config.DicomWebHostAllowed(r.set.AllowedDicomWebHosts, t.DicomWebURL); !ok {
-			r.refuseHost(st, hp) // the token is dropped, not cached
-			continue
+		if !r.allowed(st, t.DicomWebURL) {
+			continue // the token is dropped, not cached
 		}
 		if st.refused != "" {
 			r.log.Info("store's dicomweb_url host allowed again", "store", st.name)
@@ -605,9 +624,8 @@ func (r *Reconciler) checkJobs(ctx context.Context, now time.Time) {
 		}
 		servers[st.name] = fresh
 	}
-	jobs, _ := r.orth.(resubmit.Orthanc)
 	cfg := resubmit.Config{Enabled: r.set.ResubmitFailedJobs, StatePath: r.set.ResubmitStatePath}
-	if err := r.resub.Check(ctx, jobs, cfg, servers); err != nil && ctx.Err() == nil {
+	if err := r.resub.Check(ctx, r.orth, cfg, servers); err != nil && ctx.Err() == nil {
 		r.metrics.Failure(orthancReason(err))
 	}
 }
@@ -629,7 +647,7 @@ func (r *Reconciler) deleteRevoked(ctx context.Context, servers map[string]ortha
 	}
 	var firstErr error
 	for _, name := range slices.Sorted(maps.Keys(servers)) {
-		if !servers[name].ManagedBy(r.set.AgentID) || !brokerclient.ValidStoreName(name) {
+		if !servers[name].ManagedBy(r.set.AgentID) || !wire.ValidStoreName(name) {
 			continue // not ours, or a name this agent never pushes: leave it alone
 		}
 		if st := r.stores[name]; st != nil && st.granted {
@@ -687,12 +705,6 @@ func (r *Reconciler) pushGranted(ctx context.Context, now time.Time, servers map
 			st.pushed, st.pushErr = false, ""
 			continue
 		}
-		// The last gate before a token reaches Orthanc (a reload may
-		// have narrowed the list since the token was cached).
-		if hp, ok := config.DicomWebHostAllowed(r.set.AllowedDicomWebHosts, st.token.DicomWebURL); !ok {
-			r.refuseHost(st, hp)
-			continue
-		}
 		why := r.pushReason(st, srv, exists)
 		if why == "" {
 			st.pushed = true
@@ -729,7 +741,11 @@ func (r *Reconciler) pushReason(st *store, srv orthanc.Server, exists bool) stri
 	return ""
 }
 
-// push writes st's whole entry with its cached token.
+// push writes st's whole entry with its cached token. The client refuses
+// a URL its allow-list does not take (a reload may have narrowed the list
+// since the token was cached): that is the store's refusal, not a failed
+// push, so the entry Orthanc has is left as it is and a forced re-push of
+// the other stores does not stay pending for it.
 func (r *Reconciler) push(ctx context.Context, now time.Time, st *store, why string) error {
 	err := r.orth.PutServer(ctx, st.name, orthanc.Definition{
 		URL:     st.token.DicomWebURL,
@@ -738,6 +754,11 @@ func (r *Reconciler) push(ctx context.Context, now time.Time, st *store, why str
 		Marker:  r.set.AgentID,
 		Expiry:  st.token.ExpiresAt,
 	})
+	var re *urlrule.RefusedError
+	if errors.As(err, &re) {
+		r.refuseHost(st, re)
+		return nil
+	}
 	if err != nil {
 		msg := r.redact(err.Error())
 		if msg != st.pushErr {
@@ -845,7 +866,7 @@ func (r *Reconciler) publish() {
 	for _, name := range slices.Sorted(maps.Keys(r.badNames)) {
 		// No Server: such a name never becomes an Orthanc server.
 		s.Stores = append(s.Stores, StoreStatus{Store: r.badNames[name], State: StateError,
-			LastError: ReasonBadStoreName + ": the broker sent a store name that does not match " + brokerclient.StoreNameRule +
+			LastError: ReasonBadStoreName + ": the broker sent a store name that does not match " + wire.StoreNameRule +
 				"; it is never used in an Orthanc URL"})
 	}
 	r.mu.Lock()

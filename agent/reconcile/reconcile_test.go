@@ -18,6 +18,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/agenttest"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
@@ -76,7 +77,14 @@ func (r *recorder) reasons() []string {
 	return slices.Sorted(maps.Keys(r.failures))
 }
 
-func newHarness(t *testing.T, set Settings) *harness {
+// The real client is what the loop is built for: it has every part of
+// Orthanc, the jobs included, or this does not compile.
+var _ Orthanc = (*orthanc.Client)(nil)
+
+// newHarness builds the loop on a fake broker and a fake Orthanc. hosts is
+// the Orthanc client's allow-list (AllowedDicomWebHosts); none: config's
+// default.
+func newHarness(t *testing.T, set Settings, hosts ...string) *harness {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	h := &harness{t: t, clock: agenttest.NewClock(time.Now().Truncate(time.Second)), logs: &logcapture.Buffer{}, priv: priv,
@@ -92,7 +100,7 @@ func newHarness(t *testing.T, set Settings) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.oc = orthanc.New(orthanc.Options{URL: h.orth.URL, DicomWebRoot: "/dicom-web/", Username: "agent", Password: "pw"})
+	h.oc = h.orthancClient(hosts...)
 	if set.AgentID == "" {
 		set.AgentID = agentID
 	}
@@ -108,6 +116,29 @@ func newHarness(t *testing.T, set Settings) *harness {
 		Log:    slog.New(slog.NewJSONHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	return h
+}
+
+// orthancClient is a client of the fake Orthanc that may push to hosts (none:
+// config's default), as the agent builds one from its configuration.
+func (h *harness) orthancClient(hosts ...string) *orthanc.Client {
+	h.t.Helper()
+	return mustOrthanc(h.t, orthanc.Options{URL: h.orth.URL, DicomWebRoot: "/dicom-web/", Username: "agent", Password: "pw"}, hosts...)
+}
+
+func mustOrthanc(t *testing.T, o orthanc.Options, hosts ...string) *orthanc.Client {
+	t.Helper()
+	if len(hosts) == 0 {
+		hosts = config.DefaultAllowedDicomWebHosts
+	}
+	list, err := urlrule.NewAllowList(hosts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := orthanc.New(o, list)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 func (h *harness) store(name string) StoreStatus {
@@ -644,7 +675,7 @@ func TestFailureReasons(t *testing.T) {
 			})
 		}},
 		{ReasonOrthancUnreachable, func(t *testing.T, h *harness) {
-			h.rec.orth = orthanc.New(orthanc.Options{URL: closedURL(), DicomWebRoot: "/dicom-web/"})
+			h.rec.orth = mustOrthanc(t, orthanc.Options{URL: closedURL(), DicomWebRoot: "/dicom-web/"})
 		}},
 		{ReasonOrthancError, func(_ *testing.T, h *harness) { h.orth.Set(func(o *agenttest.Orthanc) { o.Down = true }) }},
 		{ReasonNameConflict, func(_ *testing.T, h *harness) {

@@ -30,7 +30,7 @@ const (
 	// AllowedDicomWebHosts, so its token was not pushed.
 	ReasonHostNotAllowed = "host_not_allowed"
 	// ReasonBadStoreName: the broker named a store outside the store
-	// name rule (brokerclient.StoreNameRule); it was ignored.
+	// name rule (wire.StoreNameRule); it was ignored.
 	ReasonBadStoreName = "bad_store_name"
 )
 

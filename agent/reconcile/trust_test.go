@@ -35,7 +35,7 @@ func (h *harness) assertNoToken() {
 func TestHostNotAllowedNeverPushed(t *testing.T) {
 	tests := []struct {
 		name     string
-		allowed  []string // Settings.AllowedDicomWebHosts; nil: the default
+		allowed  []string // the Orthanc client's AllowedDicomWebHosts; nil: the default
 		urlB     string   // store-b in the store list
 		tokenB   string   // store-b's token URL when it differs from urlB
 		wantHost string   // "": pushed; else refused, naming this host
@@ -61,7 +61,7 @@ func TestHostNotAllowedNeverPushed(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, Settings{AllowedDicomWebHosts: tc.allowed})
+			h := newHarness(t, Settings{}, tc.allowed...)
 			h.broker.Set(func(b *agenttest.Broker) {
 				b.Grants["store-b"] = tc.urlB
 				if tc.tokenB != "" {
@@ -131,17 +131,36 @@ func TestHostNotAllowedLeavesEarlierEntry(t *testing.T) {
 			"evil.example:443"},
 		{"reload narrows the list",
 			func(h *harness) {
-				h.rec.apply(Update{Broker: h.bc, Orthanc: h.oc, Settings: Settings{AgentID: agentID,
-					AllowedDicomWebHosts: []string{"healthcare.googleapis.com"}}})
+				h.rec.apply(Update{Broker: h.bc, Orthanc: h.orthancClient("healthcare.googleapis.com"), Settings: Settings{AgentID: agentID}})
 			},
 			func(h *harness) {
-				h.rec.apply(Update{Broker: h.bc, Orthanc: h.oc, Settings: Settings{AgentID: agentID, AllowedDicomWebHosts: both}})
+				h.rec.apply(Update{Broker: h.bc, Orthanc: h.orthancClient(both...), Settings: Settings{AgentID: agentID}})
+			},
+			"healthcare.europe-west4.rep.googleapis.com:443"},
+		// The client's own gate (PutServer) refuses before the loop has
+		// asked the new list: the same refusal, and nothing is sent.
+		{"reload narrows the list, seen first by the push",
+			func(h *harness) {
+				puts, _ := h.orth.Counts("store-b")
+				h.rec.apply(Update{Broker: h.bc, Orthanc: h.orthancClient("healthcare.googleapis.com"), Settings: Settings{AgentID: agentID}})
+				if err := h.rec.CheckOrthanc(context.Background()); err != nil {
+					h.t.Errorf("check after the reload: %v", err)
+				}
+				if p, _ := h.orth.Counts("store-b"); p != puts || !strings.Contains(h.store("store-b").LastError, ReasonHostNotAllowed) {
+					h.t.Errorf("push after the reload: puts %d -> %d, store-b %+v", puts, p, h.store("store-b"))
+				}
+				if h.events.failures[ReasonOrthancError] != 0 {
+					h.t.Errorf("the client's refusal counted as an Orthanc failure: %v", h.events.failures)
+				}
+			},
+			func(h *harness) {
+				h.rec.apply(Update{Broker: h.bc, Orthanc: h.orthancClient(both...), Settings: Settings{AgentID: agentID}})
 			},
 			"healthcare.europe-west4.rep.googleapis.com:443"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t, Settings{AllowedDicomWebHosts: both})
+			h := newHarness(t, Settings{}, both...)
 			h.broker.Set(func(b *agenttest.Broker) { b.Grants["store-b"] = regionalURL })
 			ctx := context.Background()
 			if err := h.rec.Once(ctx); err != nil {

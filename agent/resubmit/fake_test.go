@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 )
 
 // fakeOrthanc serves the part of Orthanc's REST API the Watcher uses, in
@@ -67,8 +68,15 @@ func newFake(t *testing.T, version string, now func() time.Time) *fakeOrthanc {
 	return f
 }
 
+// client reads the fake's jobs; the Watcher pushes no token, so its
+// allow-list is empty.
 func (f *fakeOrthanc) client() *orthanc.Client {
-	return orthanc.New(orthanc.Options{URL: f.srv.URL, DicomWebRoot: "/dicom-web/", Username: "agent", Password: "pw", Timeout: 5 * time.Second})
+	c, err := orthanc.New(orthanc.Options{URL: f.srv.URL, DicomWebRoot: "/dicom-web/", Username: "agent", Password: "pw", Timeout: 5 * time.Second},
+		&urlrule.AllowList{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return c
 }
 
 // add appends a job and returns its id.

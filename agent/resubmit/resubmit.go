@@ -201,16 +201,12 @@ func parseVersion(v string) (major, minor int, ok bool) {
 // maps every server this agent manages to the time its current token was
 // first pushed (zero: no usable token now, so nothing is sent for it
 // yet); a job of a server not in the map is never touched. It returns the
-// first Orthanc failure (for the metrics); the Status says the rest.
+// first Orthanc failure (for the metrics); the Status says the rest. o is
+// the Orthanc the servers are pushed to; the reconcile loop's Orthanc
+// includes this package's, so it is never missing.
 func (w *Watcher) Check(ctx context.Context, o Orthanc, cfg Config, servers map[string]time.Time) error {
 	if !cfg.Enabled {
 		w.update(func(s *Status) { s.State, s.LastError, s.Waiting = StateDisabled, "", 0 })
-		return nil
-	}
-	if o == nil {
-		w.update(func(s *Status) {
-			s.State, s.LastError, s.Waiting = prefixUnavailable+"this Orthanc client cannot read jobs", "", 0
-		})
 		return nil
 	}
 	w.statePath = cfg.StatePath

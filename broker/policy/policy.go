@@ -25,6 +25,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/strictjson"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // DefaultBaseURL is the Cloud Healthcare API root.
@@ -151,8 +152,6 @@ func describeJSONError(err error) string {
 }
 
 var (
-	nameRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
-	agentRE   = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$`)
 	segmentRE = regexp.MustCompile(`^[A-Za-z0-9_.:-]{1,256}$`)
 	smRE      = regexp.MustCompile(`^sm://projects/[A-Za-z0-9_.:-]+/secrets/[A-Za-z0-9_-]+/versions/(latest|[1-9][0-9]*)$`)
 	emailRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*@[a-z0-9.-]+\.[a-z]{2,}$`)
@@ -183,7 +182,7 @@ func (p *Policy) validate() error {
 	}
 	for _, name := range slices.Sorted(maps.Keys(p.Accounts)) {
 		a := p.Accounts[name]
-		if !nameRE.MatchString(name) {
+		if !wire.ValidStoreName(name) {
 			add("account %q: name must be 1-63 letters, digits, '.', '_' or '-' (it becomes an Orthanc server name)", name)
 			continue
 		}
@@ -201,7 +200,7 @@ func (p *Policy) validate() error {
 	}
 	for _, id := range slices.Sorted(maps.Keys(p.Agents)) {
 		ag := p.Agents[id]
-		if !agentRE.MatchString(id) {
+		if !wire.ValidAgentID(id) {
 			add("agent %q: id must be 1-128 letters, digits, '.', '_', '@' or '-'", id)
 			continue
 		}

@@ -7,19 +7,12 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
-)
-
-// The broker policy's rule for agent ids (broker/policy) and the stricter
-// one of terraform's agents variable (terraform/variables.tf).
-var (
-	brokerAgentIDRE    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$`)
-	terraformAgentIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // placeholderIDs are AgentId values that a template or an example left
@@ -47,7 +40,7 @@ func checkEnrolAgentID(id string) error {
 		return errors.New("is empty: set it to this site's agent id, the name the broker's policy will know it by (e.g. \"clinic-a\")")
 	case strings.ContainsAny(id, "<>{}$") || placeholderIDs[norm]:
 		return fmt.Errorf("%q is a placeholder: set it to this site's agent id (e.g. \"clinic-a\")", clip(id))
-	case !brokerAgentIDRE.MatchString(id):
+	case !wire.ValidAgentID(id):
 		return fmt.Errorf("%q cannot be an agent id: the broker accepts 1-128 letters, digits, '.', '_', '@' or '-', starting with a letter or digit", clip(id))
 	}
 	return nil
@@ -189,7 +182,7 @@ func writeEnrolment(w io.Writer, id, pubLine string, accounts []string, keyFile 
 	b.WriteString("# Register it at the broker in one of two ways.\n")
 	b.WriteString("#\n")
 	b.WriteString("# 1. terraform: add this entry inside agents = { ... } in terraform.tfvars, then terraform apply.\n")
-	if !terraformAgentIDRE.MatchString(id) {
+	if !wire.ValidTerraformAgentID(id) {
 		b.WriteString("#    terraform's agents variable accepts only ids of 1-63 letters, digits, '.', '_' or '-':\n")
 		b.WriteString("#    use way 2, or change Broker.AgentId and run enrol again.\n")
 	}

@@ -1,7 +1,10 @@
-// Package urlrule holds the one rule for where a bearer token may be sent:
-// https anywhere, plain http only to a loopback host (the fakes, the demo).
-// The broker applies it to the URLs it hands out and the agent to the URLs
-// it pushes into Orthanc.
+// Package urlrule decides where a bearer token may be sent. ParseBearerURL
+// is the rule for any bearer URL: https anywhere, plain http only to a
+// loopback host (the fakes, the demo), never with user information. The
+// broker applies it to the URLs it hands out and the agent to the broker's
+// URL and to the token answers it reads. AllowList (allowlist.go) is the
+// agent's narrower gate for the DICOMweb URLs it pushes into Orthanc: only
+// the hosts of its AllowedDicomWebHosts.
 package urlrule
 
 import (

@@ -1,7 +1,8 @@
 // Package wire is the broker ↔ agent contract of API v1 (DESIGN.md): the
 // paths, the JSON shapes of requests and answers, the error words with their
-// HTTP statuses, and the token fingerprint both sides log. The broker, the
-// agent and the test bed all import it, so the contract is written once.
+// HTTP statuses, the token fingerprint both sides log, and the rules for
+// store names and agent ids (rules.go). The broker, the agent and the test
+// bed all import it, so the contract is written once.
 package wire
 
 import (

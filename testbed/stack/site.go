@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
 
@@ -77,7 +78,12 @@ func StowAsync(ctx context.Context, o *orthancproc.Instance, server string, reso
 // Jobs returns o's jobs (GET /jobs?expand) as the agent reads them.
 func Jobs(ctx context.Context, o *orthancproc.Instance) ([]orthanc.Job, error) {
 	user, pass := o.User()
-	c := orthanc.New(orthanc.Options{URL: o.URL, DicomWebRoot: orthancproc.DICOMwebRoot, Username: user, Password: pass, Timeout: 10 * time.Second})
+	// Only reads: an empty allow-list, so this client can push nowhere.
+	c, err := orthanc.New(orthanc.Options{URL: o.URL, DicomWebRoot: orthancproc.DICOMwebRoot, Username: user, Password: pass, Timeout: 10 * time.Second},
+		&urlrule.AllowList{})
+	if err != nil {
+		return nil, err
+	}
 	return c.ListJobs(ctx)
 }
 

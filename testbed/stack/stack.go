@@ -32,6 +32,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/resubmit"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
@@ -595,7 +596,12 @@ func (s *Stack) WaitAgentHealthy(ctx context.Context, timeout time.Duration) (ti
 // agent's marker, read as the agent reads them.
 func (s *Stack) ManagedServers(ctx context.Context) (map[string]orthanc.Server, error) {
 	user, pass := s.Site.User()
-	c := orthanc.New(orthanc.Options{URL: s.Site.URL, DicomWebRoot: orthancproc.DICOMwebRoot, Username: user, Password: pass, Timeout: 5 * time.Second})
+	// Only reads: an empty allow-list, so this client can push nowhere.
+	c, err := orthanc.New(orthanc.Options{URL: s.Site.URL, DicomWebRoot: orthancproc.DICOMwebRoot, Username: user, Password: pass, Timeout: 5 * time.Second},
+		&urlrule.AllowList{})
+	if err != nil {
+		return nil, err
+	}
 	all, err := c.ListServers(ctx)
 	if err != nil {
 		return nil, err
