@@ -18,6 +18,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/reconcile"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
 )
 
@@ -364,26 +365,22 @@ func (b *timedBroker) Tokens(ctx context.Context, names []string) (*brokerclient
 
 // timedOrthanc times the agent's Orthanc calls.
 type timedOrthanc struct {
-	oc        *orthanc.Client
-	list, put []time.Duration
+	*orthanc.Client // every other method of reconcile.Orthanc, untimed
+	list, put       []time.Duration
 }
 
 func (o *timedOrthanc) ListServers(ctx context.Context) (map[string]orthanc.Server, error) {
 	t := time.Now()
-	s, err := o.oc.ListServers(ctx)
+	s, err := o.Client.ListServers(ctx)
 	o.list = append(o.list, time.Since(t))
 	return s, err
 }
 
 func (o *timedOrthanc) PutServer(ctx context.Context, name string, d orthanc.Definition) error {
 	t := time.Now()
-	err := o.oc.PutServer(ctx, name, d)
+	err := o.Client.PutServer(ctx, name, d)
 	o.put = append(o.put, time.Since(t))
 	return err
-}
-
-func (o *timedOrthanc) DeleteServer(ctx context.Context, name string) error {
-	return o.oc.DeleteServer(ctx, name)
 }
 
 // cycleResult holds the distributions of one in-process measurement.
@@ -410,12 +407,19 @@ func newCycleAgent(e *env, s *site) (*cycleAgent, error) {
 	if err != nil {
 		return nil, err
 	}
-	a := &cycleAgent{bc: bc, tb: &timedBroker{bc: bc},
-		to: &timedOrthanc{oc: orthanc.New(orthanc.Options{URL: s.orthanc.URL, DicomWebRoot: orthancproc.DICOMwebRoot, Username: user, Password: pass})}}
+	hosts, err := urlrule.NewAllowList(e.allowedHosts)
+	if err != nil {
+		return nil, err
+	}
+	oc, err := orthanc.New(orthanc.Options{URL: s.orthanc.URL, DicomWebRoot: orthancproc.DICOMwebRoot, Username: user, Password: pass}, hosts)
+	if err != nil {
+		return nil, err
+	}
+	a := &cycleAgent{bc: bc, tb: &timedBroker{bc: bc}, to: &timedOrthanc{Client: oc}}
 	a.rec = reconcile.New(reconcile.Options{
 		Broker: a.tb, Orthanc: a.to, Now: e.clk.Now,
 		Settings: reconcile.Settings{AgentID: s.agentID, ServerOptions: serverOptions,
-			RefreshMargin: 10 * time.Minute, CheckInterval: 10 * time.Second, AllowedDicomWebHosts: e.allowedHosts},
+			RefreshMargin: 10 * time.Minute, CheckInterval: 10 * time.Second},
 	})
 	return a, nil
 }

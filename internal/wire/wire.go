@@ -1,4 +1,4 @@
-// Package wire is the broker ↔ agent contract of API v1 (DESIGN.md): the
+// Package wire is the broker ↔ agent contract of API v1 (docs/design.md): the
 // paths, the JSON shapes of requests and answers, the error words with their
 // HTTP statuses, the token fingerprint both sides log, and the rules for
 // store names and agent ids (rules.go). The broker, the agent and the test

@@ -41,7 +41,7 @@ func TestFingerprint(t *testing.T) {
 	}
 }
 
-// The JSON member names are the contract of DESIGN.md.
+// The JSON member names are the contract of docs/design.md.
 func TestJSONShapes(t *testing.T) {
 	for _, tc := range []struct {
 		v    any
