@@ -69,9 +69,6 @@ type cli struct {
 	// and bound its address, just before the loop starts (the Windows
 	// service reports Running then).
 	onStarted func()
-	// isTerminal, if set, says whether stdout is a terminal (tests); nil
-	// checks the real stdout.
-	isTerminal func() bool
 }
 
 func (c *cli) main(ctx context.Context, args []string) int {
