@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/migrate"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 )
 
 // migrateCmd turns an old GCP plugin configuration into this project's
@@ -45,7 +46,9 @@ func (c *cli) migrateCmd(args []string) int {
 			BrokerURL: *brokerURL, AgentID: *agentID, AgentCommand: cmd}, c.stdout)
 	}
 	if err != nil {
-		fmt.Fprintln(c.stderr, "agent migrate:", err)
+		// Errors name paths and values from the command line and the
+		// Orthanc configuration: escaped for the terminal, as the plan is.
+		fmt.Fprintln(c.stderr, "agent migrate:", logtext.Printable(err.Error()))
 		return exitFailure
 	}
 	return exitOK

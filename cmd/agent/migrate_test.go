@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -20,6 +22,14 @@ func TestMigrateCommand(t *testing.T) {
 	}
 	const secret, refresh = "ZmssLNXXXXXX", "1/e2ngXXXXXX" // the book's placeholders, planted as values
 	out := filepath.Join(t.TempDir(), "plan")
+	// escFile is a file whose name holds ESC and U+009B (not a name
+	// Windows allows: there the case is skipped).
+	escFile := filepath.Join(t.TempDir(), "x\x1b[2J\u009b")
+	if runtime.GOOS != "windows" {
+		if err := os.WriteFile(escFile, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	// run runs the CLI with stdout as the test says: "buffer" (not a
 	// file), "pipe" (as `| gcloud …`), "file" (as `> file`) or "device"
 	// (/dev/null, a character device as a terminal is). It returns what
@@ -87,16 +97,23 @@ func TestMigrateCommand(t *testing.T) {
 		{"credential to a terminal", "device", printCred, exitFailure, "", "terminal"},
 		{"credential to a regular file", "file", printCred, exitFailure, "", "refusing to print a credential to a regular file"},
 		{"credential to a writer that is no file", "buffer", printCred, exitFailure, "", "| gcloud secrets versions add"},
+		{"error names a path with control characters escaped", "buffer", []string{"migrate", "--orthanc-config", cfg, "--out", escFile}, exitFailure, "", `x\x1b[2J\u009b exists and is not a directory`},
 		{"unknown account", "pipe", []string{"migrate", "--orthanc-config", cfg, "--print-credential", "nope"}, exitFailure, "", "nope"},
 		{"credential to a pipe", "pipe", printCred, exitOK, `"authorized_user"`, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if runtime.GOOS == "windows" && slices.Contains(tc.args, escFile) {
+				t.Skip("Windows file names cannot hold control characters")
+			}
 			code, stdout, stderr := run(t, tc.stdout, tc.args...)
 			if code != tc.wantCode || !strings.Contains(stdout, tc.wantOut) || !strings.Contains(stderr, tc.wantErr) {
 				t.Fatalf("exit %d (want %d)\nstdout: %s\nstderr: %s", code, tc.wantCode, stdout, stderr)
 			}
 			if tc.name != "credential to a pipe" && (strings.Contains(stdout+stderr, secret) || strings.Contains(stdout+stderr, refresh)) {
 				t.Fatalf("a credential value was printed:\n%s%s", stdout, stderr)
+			}
+			if strings.ContainsAny(stdout+stderr, "\x1b\u009b") {
+				t.Errorf("a raw control character was printed:\n%q\n%q", stdout, stderr)
 			}
 			if tc.wantCode != exitOK && stdout != "" {
 				t.Errorf("refused, yet wrote %q", stdout)
