@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/reconcile"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 )
 
 // Status is the /healthz body: the reconcile loop's snapshot.
@@ -206,10 +207,14 @@ func Fetch(ctx context.Context, addr string) (*Status, error) {
 
 // WriteTable prints s for people: a summary line, then one row per store
 // (store, Orthanc server name, state, token expires in, last push, last error).
+// Every text of s is printed through logtext.Printable: it came from Orthanc,
+// the broker or a configuration (or from whatever answers on the port), and
+// a control character in it must not drive the terminal or fake a line.
 func WriteTable(w io.Writer, s *Status, now time.Time) error {
+	pr := logtext.Printable
 	health := "healthy"
 	if !s.Healthy {
-		health = "UNHEALTHY (" + s.Reason + ")"
+		health = "UNHEALTHY (" + pr(s.Reason) + ")"
 	}
 	broker := "down"
 	if s.Broker.Up {
@@ -222,12 +227,12 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 	if s.Orthanc.Reachable {
 		orth = "reachable"
 	}
-	fmt.Fprintf(w, "agent %s: %s; broker %s; Orthanc %s\n", s.AgentID, health, broker, orth)
+	fmt.Fprintf(w, "agent %s: %s; broker %s; Orthanc %s\n", pr(s.AgentID), health, broker, orth)
 	if s.Broker.LastError != "" {
-		fmt.Fprintf(w, "broker error: %s\n", s.Broker.LastError)
+		fmt.Fprintf(w, "broker error: %s\n", pr(s.Broker.LastError))
 	}
 	if s.Orthanc.LastError != "" {
-		fmt.Fprintf(w, "Orthanc error: %s\n", s.Orthanc.LastError)
+		fmt.Fprintf(w, "Orthanc error: %s\n", pr(s.Orthanc.LastError))
 	}
 	if line := ResubmitLine(s); line != "" {
 		fmt.Fprintln(w, line)
@@ -254,7 +259,7 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 		if errText == "" {
 			errText = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", st.Store, st.Server, st.State, exp, push, errText)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", pr(st.Store), pr(st.Server), pr(st.State), exp, push, pr(errText))
 	}
 	return tw.Flush()
 }
@@ -263,17 +268,17 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 // again, e.g. "failed uploads: resubmit enabled (DICOMweb 1.20);
 // resubmitted 2, waiting 0, given up 0" or "failed uploads: resubmit
 // unavailable: DICOMweb 1.7 < 1.18". It is "" for an agent that does not
-// report it.
+// report it. Its texts are escaped as WriteTable's are.
 func ResubmitLine(s *Status) string {
 	if s.Resubmit == "" {
 		return ""
 	}
-	line := "failed uploads: resubmit " + s.Resubmit
+	line := "failed uploads: resubmit " + logtext.Printable(s.Resubmit)
 	if strings.HasPrefix(s.Resubmit, "enabled") || s.Resubmitted > 0 || s.ResubmitGivenUp > 0 {
 		line += fmt.Sprintf("; resubmitted %d, waiting %d, given up %d", s.Resubmitted, s.ResubmitWaiting, s.ResubmitGivenUp)
 	}
 	if s.ResubmitError != "" && !strings.HasSuffix(s.Resubmit, s.ResubmitError) {
-		line += "; last error: " + s.ResubmitError
+		line += "; last error: " + logtext.Printable(s.ResubmitError)
 	}
 	return line
 }

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -223,5 +224,70 @@ func TestResubmitMetricAndStatus(t *testing.T) {
 				t.Errorf("table of an older agent mentions resubmit:\n%s", buf.String())
 			}
 		})
+	}
+}
+
+// TestTableEscapesControls: "agent status" prints what a /healthz answer
+// holds, text that came from Orthanc, the broker or a configuration (or
+// from whatever answers on that port). No control character of it reaches
+// the terminal: each is shown escaped, on the line it was on.
+func TestTableEscapesControls(t *testing.T) {
+	payloads := []struct{ name, in, want string }{
+		{"ESC [ 2 J", "\x1b[2J", `\x1b[2J`},
+		{"U+009B", "\u009b2J", `\u009b2J`},
+		{"DEL", "\x7f", `\x7f`},
+		{"NUL", "\x00", `\x00`},
+		{"newline", "\nagent x: healthy", `\nagent x: healthy`},
+		{"invalid UTF-8", "\xff", `\xff`},
+	}
+	fields := []struct {
+		name string
+		set  func(s *Status, v string)
+	}{
+		{"agent id", func(s *Status, v string) { s.AgentID = v }},
+		{"reason", func(s *Status, v string) { s.Reason = v }},
+		{"broker error", func(s *Status, v string) { s.Broker.LastError = v }},
+		{"Orthanc error", func(s *Status, v string) { s.Orthanc.LastError = v }},
+		{"resubmit", func(s *Status, v string) { s.Resubmit = "enabled " + v }},
+		{"resubmit error", func(s *Status, v string) { s.Resubmit, s.ResubmitError = "enabled", v }},
+		{"store name", func(s *Status, v string) { s.Stores[0].Store = v }},
+		{"server name", func(s *Status, v string) { s.Stores[0].Server = v }},
+		{"store state", func(s *Status, v string) { s.Stores[0].State = v }},
+		{"store error", func(s *Status, v string) { s.Stores[0].LastError = v }},
+	}
+	base := func() *Status {
+		return &Status{AgentID: "clinic-a", Broker: reconcile.BrokerStatus{Synced: true, Up: true}, Resubmit: "enabled",
+			Stores: []reconcile.StoreStatus{{Store: "a", Server: "a", State: reconcile.StateError, LastError: "x"}}}
+	}
+	for _, f := range fields {
+		// clean is the table with the field set to plain text.
+		var clean bytes.Buffer
+		s := base()
+		f.set(s, "é日本")
+		if err := WriteTable(&clean, s, t0); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range payloads {
+			t.Run(f.name+"/"+p.name, func(t *testing.T) {
+				s := base()
+				f.set(s, "é日本"+p.in)
+				var buf bytes.Buffer
+				if err := WriteTable(&buf, s, t0); err != nil {
+					t.Fatal(err)
+				}
+				out := buf.String()
+				if !strings.Contains(out, "é日本"+p.want) {
+					t.Errorf("want %q in:\n%s", "é日本"+p.want, out)
+				}
+				if bad := strings.IndexFunc(out, func(r rune) bool {
+					return r != '\n' && (r < 0x20 || r >= 0x7f && r <= 0x9f) || r == utf8.RuneError
+				}); bad >= 0 {
+					t.Errorf("a control character or invalid UTF-8 at byte %d: %q", bad, out)
+				}
+				if got, want := strings.Count(out, "\n"), strings.Count(clean.String(), "\n"); got != want {
+					t.Errorf("%d lines, want %d:\n%s", got, want, out)
+				}
+			})
+		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"os"
 	"path/filepath"
@@ -30,6 +31,25 @@ const (
 var planted = []string{plantedKeyBody, plantedClientSecret, plantedRefreshToken, plantedInlineSecret, plantedInlineToken, plantedPassword, plantedAccessToken}
 
 const plantedPEM = "-----BEGIN PRIVATE KEY-----\n" + plantedKeyBody + "\n-----END PRIVATE KEY-----\n"
+
+// printCredential runs PrintCredential into a pipe, as load-secrets.sh's
+// $(…) does, and returns what came through it.
+func printCredential(t *testing.T, cfg, name string) (string, error) {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan []byte)
+	go func() {
+		b, _ := io.ReadAll(r)
+		r.Close()
+		got <- b
+	}()
+	err = PrintCredential(cfg, name, w)
+	w.Close()
+	return string(<-got), err
+}
 
 // saKeyJSON is a service-account key file as Google's console writes it.
 func saKeyJSON(email string) string {

@@ -8,7 +8,8 @@
 // No credential value (private key, client secret, refresh token, Orthanc
 // password) is ever written into the output directory, printed in the plan
 // or quoted in an error. The only way a value leaves is PrintCredential,
-// which refuses a terminal: it is meant for a pipe into gcloud.
+// which writes only to a pipe (into gcloud): never to a file, where the
+// value would stay on disk, nor to a terminal.
 package migrate
 
 import (
@@ -121,14 +122,16 @@ func checkOptions(o Options) error {
 // PrintCredential writes the authorized_user JSON of the inline account
 // name (AuthorizedUserClientId/ClientSecret/RefreshToken in the Orthanc
 // configuration) to out, for `| gcloud secrets versions add … --data-file=-`.
-// It refuses when isTerminal is true (the caller says whether out is a
-// terminal; see IsTerminal), an unknown account, and accounts whose
-// credential is a file (load-secrets.sh loads that file directly). Nothing
-// is written to out unless it succeeds.
-func PrintCredential(orthancConfig, name string, out io.Writer, isTerminal bool) error {
-	if isTerminal {
+// out must be a pipe (IsPipe): a redirect to a file would leave the refresh
+// token on disk, readable by whoever the umask lets, and a terminal shows
+// it; both are refused before the configuration is read. It also refuses an
+// unknown account, and accounts whose credential is a file (load-secrets.sh
+// loads that file directly). Nothing is written to out unless it succeeds.
+func PrintCredential(orthancConfig, name string, out *os.File) error {
+	if !IsPipe(out) {
 		return &Error{Account: name, Field: "--print-credential",
-			Msg: "refusing to print a credential to a terminal; pipe it: … --print-credential NAME | gcloud secrets versions add SECRET --project=P --data-file=-"}
+			Msg: "refusing to print a credential to " + describeOutput(out) + ": it is written only to a pipe, so it never lands on disk or screen; " +
+				"pipe it: … --print-credential NAME | gcloud secrets versions add SECRET --project=P --data-file=-"}
 	}
 	s, err := loadSite(orthancConfig)
 	if err != nil {
@@ -161,10 +164,31 @@ func PrintCredential(orthancConfig, name string, out io.Writer, isTerminal bool)
 	return err
 }
 
-// IsTerminal reports whether f is a terminal (a character device), for
-// PrintCredential's isTerminal. It errs on the safe side: a file it cannot
-// stat counts as a terminal, and so does /dev/null (also a character device).
-func IsTerminal(f *os.File) bool {
+// IsPipe reports whether f is a pipe (os.ModeNamedPipe: an anonymous pipe
+// such as a shell's `|` or `$(…)`, or a FIFO; on Windows a pipe handle). A
+// nil f, or one that cannot be stat'ed, is not.
+func IsPipe(f *os.File) bool {
+	if f == nil {
+		return false
+	}
 	fi, err := f.Stat()
-	return err != nil || fi.Mode()&os.ModeCharDevice != 0
+	return err == nil && fi.Mode()&os.ModeNamedPipe != 0
+}
+
+// describeOutput names what f is, for the refusal.
+func describeOutput(f *os.File) string {
+	if f == nil {
+		return "an output that is not a file"
+	}
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+		return "an output that cannot be checked"
+	case fi.Mode().IsRegular():
+		return "a regular file"
+	case fi.Mode()&os.ModeCharDevice != 0:
+		return "a terminal or device"
+	default:
+		return "an output that is not a pipe"
+	}
 }

@@ -1,7 +1,6 @@
 package migrate
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"os"
@@ -116,17 +115,18 @@ func TestBookConfigurations(t *testing.T) {
 func TestBookInlinePrintCredential(t *testing.T) {
 	t.Parallel()
 	cfg := bookConfig(t, "user-inline", nil)
-	var out bytes.Buffer
-	if err := PrintCredential(cfg, "my-google", &out, false); err != nil {
+	out, err := printCredential(t, cfg, "my-google")
+	if err != nil {
 		t.Fatal(err)
 	}
 	want := `{"type":"authorized_user","client_id":"XXXXXXXXXX.apps.googleusercontent.com","client_secret":"ZmssLNXXXXXX","refresh_token":"1/e2ngXXXXXX"}`
-	if out.String() != want {
-		t.Errorf("PrintCredential = %s\nwant %s", out.String(), want)
+	if out != want {
+		t.Errorf("PrintCredential = %s\nwant %s", out, want)
 	}
 }
 
-// TestPrintCredential covers the refusals: a terminal, an unknown name, a
+// TestPrintCredential covers the refusals: any output but a pipe (a
+// regular file would keep the refresh token on disk), an unknown name, a
 // file-based account, a broken configuration. Nothing reaches out then.
 func TestPrintCredential(t *testing.T) {
 	t.Parallel()
@@ -143,15 +143,22 @@ func TestPrintCredential(t *testing.T) {
 		"bad.json":  `{"GoogleCloudPlatform": {"Accounts": {"x": {"Project": "osimis-test"}}}}`,
 	})
 	cfg := filepath.Join(dir, "orthanc.json")
+	const refusedOutput = "only to a pipe, so it never lands on disk or screen; pipe it: … --print-credential NAME | gcloud secrets versions add"
 	tests := []struct {
 		name, config, account string
-		terminal              bool
-		want                  string // output, or
-		field, errPart        string // the refusal
+		// out is where it is printed: "" a pipe, "file" a regular file
+		// (a shell's > redirect), "device" a character device as a
+		// terminal is, "closed" a file that cannot be stat'ed, "nil".
+		out            string
+		want           string // output, or
+		field, errPart string // the refusal
 	}{
 		{name: "inline", config: cfg, account: "Inline.User",
 			want: `{"type":"authorized_user","client_id":"id.apps.googleusercontent.com","client_secret":"` + plantedInlineSecret + `","refresh_token":"` + plantedInlineToken + `"}`},
-		{name: "terminal", config: cfg, account: "Inline.User", terminal: true, field: "--print-credential", errPart: "refusing to print a credential to a terminal"},
+		{name: "regular file", config: cfg, account: "Inline.User", out: "file", field: "--print-credential", errPart: "to a regular file: it is written " + refusedOutput},
+		{name: "terminal", config: cfg, account: "Inline.User", out: "device", field: "--print-credential", errPart: "to a terminal or device: it is written " + refusedOutput},
+		{name: "closed file", config: cfg, account: "Inline.User", out: "closed", field: "--print-credential", errPart: "cannot be checked"},
+		{name: "no file", config: cfg, account: "Inline.User", out: "nil", field: "--print-credential", errPart: "not a file"},
 		{name: "unknown", config: cfg, account: "inline.user", field: "--print-credential", errPart: "no such account in GoogleCloudPlatform.Accounts (it has: Inline.User, sa, user)"},
 		{name: "service-account file", config: cfg, account: "sa", field: "ServiceAccountFile", errPart: "load-secrets.sh loads directly"},
 		{name: "authorized_user file", config: cfg, account: "user", field: "AuthorizedUserFile", errPart: "only inline AuthorizedUserClientId"},
@@ -161,11 +168,40 @@ func TestPrintCredential(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			var out bytes.Buffer
-			err := PrintCredential(tc.config, tc.account, &out, tc.terminal)
+			var out string
+			var err error
+			switch tc.out {
+			case "":
+				out, err = printCredential(t, tc.config, tc.account)
+			case "file", "closed":
+				path := filepath.Join(t.TempDir(), "credential.json")
+				f, ferr := os.Create(path)
+				if ferr != nil {
+					t.Fatal(ferr)
+				}
+				if tc.out == "closed" {
+					f.Close()
+				}
+				err = PrintCredential(tc.config, tc.account, f)
+				f.Close()
+				data, rerr := os.ReadFile(path)
+				if rerr != nil {
+					t.Fatal(rerr)
+				}
+				out = string(data)
+			case "device":
+				null, ferr := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+				if ferr != nil {
+					t.Fatal(ferr)
+				}
+				err = PrintCredential(tc.config, tc.account, null)
+				null.Close()
+			case "nil":
+				err = PrintCredential(tc.config, tc.account, nil)
+			}
 			if tc.errPart == "" {
-				if err != nil || out.String() != tc.want {
-					t.Fatalf("PrintCredential = %q, %v; want %q", out.String(), err, tc.want)
+				if err != nil || out != tc.want {
+					t.Fatalf("PrintCredential = %q, %v; want %q", out, err, tc.want)
 				}
 				return
 			}
@@ -173,17 +209,17 @@ func TestPrintCredential(t *testing.T) {
 			if !errors.As(err, &me) || me.Field != tc.field || !strings.Contains(err.Error(), tc.errPart) {
 				t.Fatalf("PrintCredential error = %v (%#v), want field %q and %q", err, me, tc.field, tc.errPart)
 			}
-			if out.Len() != 0 {
-				t.Errorf("refused, yet wrote %d bytes", out.Len())
+			if out != "" {
+				t.Errorf("refused, yet wrote %d bytes", len(out))
 			}
 			noPlanted(t, "error", err.Error())
 		})
 	}
 }
 
-// TestIsTerminal: a pipe and a regular file are not terminals; a character
-// device (here /dev/null) counts as one.
-func TestIsTerminal(t *testing.T) {
+// TestIsPipe: only a pipe is one; a regular file, a character device (here
+// /dev/null, as a terminal is one), a closed file and nil are not.
+func TestIsPipe(t *testing.T) {
 	t.Parallel()
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -207,9 +243,10 @@ func TestIsTerminal(t *testing.T) {
 		name string
 		f    *os.File
 		want bool
-	}{{"pipe", w, false}, {"regular file", f, false}, {"character device", null, true}, {"closed file", closed, true}} {
-		if got := IsTerminal(tc.f); got != tc.want {
-			t.Errorf("IsTerminal(%s) = %v, want %v", tc.name, got, tc.want)
+	}{{"pipe (write end)", w, true}, {"pipe (read end)", r, true}, {"regular file", f, false},
+		{"character device", null, false}, {"closed file", closed, false}, {"nil", nil, false}} {
+		if got := IsPipe(tc.f); got != tc.want {
+			t.Errorf("IsPipe(%s) = %v, want %v", tc.name, got, tc.want)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 )
 
@@ -294,9 +295,15 @@ func safeComment(s string) string {
 	}, s)
 }
 
+// plan writes the plan for the operator's terminal. Each line goes through
+// logtext.Printable: it names users, paths, key fields and options from the
+// Orthanc configuration, a key file and the command line, and a control
+// character in one (ESC, U+009B, a newline) must not drive the terminal or
+// fake a line of the plan. The files written are not escaped: encoding/json
+// and shellQuote keep those exact.
 func (r *render) plan(w io.Writer) {
 	s := r.s
-	p := func(format string, a ...any) { fmt.Fprintf(w, format+"\n", a...) }
+	p := func(format string, a ...any) { fmt.Fprintln(w, logtext.Printable(fmt.Sprintf(format, a...))) }
 	p("Migration of the Google Cloud Platform plugin configured in %s", s.ConfigPath)
 	p("(no credential value is shown here or written anywhere)")
 	p("")

@@ -19,7 +19,7 @@ func TestMain(m *testing.M) {
 			fmt.Fprintln(os.Stderr, "fake agent: unexpected arguments", args)
 			os.Exit(2)
 		}
-		if err := PrintCredential(args[2], args[4], os.Stdout, IsTerminal(os.Stdout)); err != nil {
+		if err := PrintCredential(args[2], args[4], os.Stdout); err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}

@@ -302,11 +302,13 @@ func TestNoSecretInOutput(t *testing.T) {
 	// The refusals speak too.
 	var refusals []string
 	for _, name := range []string{"sa", "user", "adc", "nope"} {
-		if err := PrintCredential(cfg, name, &stdout, false); err != nil {
+		got, err := printCredential(t, cfg, name)
+		stdout.WriteString(got)
+		if err != nil {
 			refusals = append(refusals, err.Error())
 		}
 	}
-	if err := PrintCredential(cfg, "inline", &bytes.Buffer{}, true); err != nil {
+	if err := PrintCredential(cfg, "inline", nil); err != nil {
 		refusals = append(refusals, err.Error())
 	}
 	os.Stderr = saved
@@ -337,16 +339,15 @@ func TestNoSecretInOutput(t *testing.T) {
 	}
 	// Sanity: the fixture does carry the secrets, and the one sanctioned
 	// path (a pipe) prints the inline ones.
-	var cred bytes.Buffer
-	if err := PrintCredential(cfg, "inline", &cred, false); err != nil || !strings.Contains(cred.String(), plantedInlineSecret) || !strings.Contains(cred.String(), plantedInlineToken) {
-		t.Errorf("PrintCredential(inline) = %q, %v", cred.String(), err)
+	if cred, err := printCredential(t, cfg, "inline"); err != nil || !strings.Contains(cred, plantedInlineSecret) || !strings.Contains(cred, plantedInlineToken) {
+		t.Errorf("PrintCredential(inline) = %q, %v", cred, err)
 	}
 	raw, _ := os.ReadFile(filepath.Join(dir, "sa.json"))
 	if !strings.Contains(string(raw), plantedKeyBody) {
 		t.Fatal("fixture lacks the planted key")
 	}
 	var me *Error
-	if err := PrintCredential(cfg, "sa", &cred, false); !errors.As(err, &me) {
+	if _, err := printCredential(t, cfg, "sa"); !errors.As(err, &me) {
 		t.Errorf("PrintCredential(sa) = %v", err)
 	}
 }

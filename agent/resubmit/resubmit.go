@@ -17,7 +17,11 @@
 // was re-sent is remembered across agent restarts in a small JSON file
 // (StateFileName in the agent's state directory), written before each
 // POST, so a restart never sends a job twice. Entries are dropped once
-// Orthanc no longer lists any of their jobs. Jobs of other servers, jobs
+// Orthanc no longer lists any of their jobs, and only then: an entry
+// forgotten while its job is listed makes that job look new, and its
+// instances would be sent twice. So when MaxEntries are remembered, newly
+// failed uploads are not taken on (one warning per check with their
+// count) until Orthanc's history lets older entries go. Jobs of other servers, jobs
 // that failed for another reason (e.g. 9: network error or 5xx), retrieve
 // jobs and jobs in other states are never touched.
 //
@@ -52,9 +56,11 @@ const (
 	MinDICOMwebVersion = "1.18"
 	// StateFileName is the state file's name in the state directory.
 	StateFileName = "resubmitted-jobs.json"
-	// MaxEntries bounds the state file: past it the oldest entries go.
-	// Orthanc keeps only JobsHistorySize (default 10) finished jobs, and
-	// entries are pruned with them, so this is a safety net.
+	// MaxEntries bounds the state file: with that many originals
+	// remembered, new failed uploads are skipped (and logged), never sent
+	// in place of a remembered one. Orthanc keeps only JobsHistorySize
+	// (default 10) finished jobs, and entries are pruned with them, so
+	// this is a safety net.
 	MaxEntries = 1000
 )
 
@@ -300,6 +306,8 @@ type round struct {
 	changed bool
 
 	resubmitted, givenUp, waiting int
+	// skipped counts the new originals not taken on: the state is full.
+	skipped int
 }
 
 func (r *round) run(ctx context.Context, list []orthanc.Job) error {
@@ -349,7 +357,11 @@ func (r *round) run(ctx context.Context, list []orthanc.Job) error {
 		e := &entry{Original: j.ID, Server: j.Server}
 		keep(r.candidate(ctx, e, j, true))
 	}
-	r.bound()
+	if r.skipped > 0 {
+		w.log.Warn("state file of re-sent uploads is full; newer failed uploads are not sent again until Orthanc "+
+			"no longer lists older jobs (its JobsHistorySize); send them by hand if they cannot wait",
+			"skipped", r.skipped, "max_entries", MaxEntries)
+	}
 	if r.changed {
 		keep(r.save())
 	}
@@ -420,6 +432,12 @@ func (r *round) resend(ctx context.Context, e *entry, j orthanc.Job, isNew bool)
 	w := r.w
 	if len(j.Instances) == 0 {
 		return nil // nothing to send (a job without Resources): leave it
+	}
+	if isNew && len(w.state.Jobs) >= MaxEntries {
+		// No room to remember it, and no entry Orthanc still lists may go
+		// to make room: sending it unrecorded could send it twice.
+		r.skipped++
+		return nil
 	}
 	now := w.now().UTC()
 	e.Pending, e.Updated = &now, now
@@ -529,25 +547,6 @@ func (r *round) prune() {
 	if len(w.state.Jobs) != n {
 		r.changed = true
 	}
-}
-
-// bound keeps at most MaxEntries, dropping the finished then the oldest.
-func (r *round) bound() {
-	w := r.w
-	if len(w.state.Jobs) <= MaxEntries {
-		return
-	}
-	sort.SliceStable(w.state.Jobs, func(a, b int) bool {
-		ea, eb := w.state.Jobs[a], w.state.Jobs[b]
-		if (ea.Outcome != "") != (eb.Outcome != "") {
-			return ea.Outcome == "" // unfinished first: they are kept
-		}
-		return ea.Updated.After(eb.Updated)
-	})
-	dropped := len(w.state.Jobs) - MaxEntries
-	w.state.Jobs = w.state.Jobs[:MaxEntries]
-	r.changed = true
-	w.log.Warn("state file of re-sent uploads is full; forgetting the oldest entries", "dropped", dropped, "kept", MaxEntries)
 }
 
 func (r *round) save() error {

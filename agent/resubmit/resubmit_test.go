@@ -496,8 +496,8 @@ func TestDisabledAndErrors(t *testing.T) {
 	}
 }
 
-// TestStateFile: format, mode 0600, pruned with Orthanc's history,
-// bounded, and a damaged file pauses re-sending instead of sending twice.
+// TestStateFile: format, mode 0600, pruned with Orthanc's history (and
+// only with it), bounded, and a damaged file pauses re-sending instead of sending twice.
 func TestStateFile(t *testing.T) {
 	t.Run("format and mode", func(t *testing.T) {
 		h := newHarness(t, "1.20")
@@ -544,7 +544,7 @@ func TestStateFile(t *testing.T) {
 			}
 		}
 	})
-	t.Run("bounded", func(t *testing.T) {
+	t.Run("full: listed entries are kept, new work waits", func(t *testing.T) {
 		h := newHarness(t, "1.20")
 		st := &stateFile{Version: stateVersion}
 		for i := 0; i < MaxEntries+5; i++ {
@@ -555,15 +555,19 @@ func TestStateFile(t *testing.T) {
 		if err := saveState(h.path, st); err != nil {
 			t.Fatal(err)
 		}
+		h.fake.add(failed("store-a", t0.Add(-time.Minute), "new"))
 		if err := h.check(map[string]time.Time{"store-a": t0}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := loadState(h.path)
-		if err != nil || len(got.Jobs) != MaxEntries {
-			t.Fatalf("%d entries (%v), want %d", len(got.Jobs), err, MaxEntries)
+		if err != nil || len(got.Jobs) != MaxEntries+5 {
+			t.Fatalf("%d entries (%v), want all %d: Orthanc still lists their jobs", len(got.Jobs), err, MaxEntries+5)
 		}
-		if got.Jobs[len(got.Jobs)-1].Updated.Before(t0.Add(5 * time.Second)) {
-			t.Error("the newest entries were dropped instead of the oldest")
+		if stows, _, _ := h.fake.snapshot(); len(stows) != 0 {
+			t.Errorf("%d STOW jobs with the state file full, want 0", len(stows))
+		}
+		if !strings.Contains(h.logs.String(), `"skipped":1`) {
+			t.Errorf("the skip is not logged:\n%s", h.logs.String())
 		}
 	})
 	for _, damaged := range []string{"not json", `{"Version":2,"Jobs":[]}`, `{"Version":1,"Jobs":[{"Original":"a","Server":"s","Resent":["a"],"Updated":"2026-12-01T10:00:00Z"}]}`,
@@ -644,4 +648,82 @@ func TestTwoProcessesShareTheStateFile(t *testing.T) {
 	if stows, _, _ := h.fake.snapshot(); len(stows) != 1 {
 		t.Errorf("two watchers on one state file made %d STOW jobs, want 1", len(stows))
 	}
+}
+
+// TestFullStateNeverSendsTwice: past MaxEntries remembered originals the
+// state of a job Orthanc still lists is never forgotten (forgetting it
+// makes the job look new, so its study is sent again at the next check);
+// the new refused jobs wait instead, counted in one log line per check,
+// and are sent once Orthanc's history lets entries go.
+func TestFullStateNeverSendsTwice(t *testing.T) {
+	const refused = MaxEntries + 20
+	h := newHarness(t, "1.20")
+	servers := map[string]time.Time{"store-a": t0}
+	for i := range refused {
+		h.fake.add(failed("store-a", t0.Add(-time.Hour+time.Duration(i)*time.Millisecond), fmt.Sprintf("inst-%04d", i)))
+	}
+	// sent counts the STOW jobs made per instance.
+	sent := func() map[string]int {
+		stows, _, _ := h.fake.snapshot()
+		n := map[string]int{}
+		for _, s := range stows {
+			for _, r := range s.Resources {
+				n[r]++
+			}
+		}
+		return n
+	}
+	const checks = 5
+	for range checks {
+		if err := h.check(servers); err != nil {
+			t.Fatal(err)
+		}
+		// The store accepts what was sent again.
+		h.fake.update(func(f *fakeOrthanc) {
+			for _, j := range f.jobs {
+				if j.State == "Running" {
+					j.State = orthanc.JobStateSuccess
+				}
+			}
+		})
+		h.clock.Advance(time.Minute)
+	}
+	n := sent()
+	if len(n) != MaxEntries {
+		t.Errorf("after %d checks %d studies were sent again, want %d (the cap)", checks, len(n), MaxEntries)
+	}
+	for inst, c := range n {
+		if c > 1 {
+			t.Errorf("%s was sent %d times", inst, c)
+		}
+	}
+	const full = "state file of re-sent uploads is full; newer failed uploads are not sent again"
+	if c := h.countLog(full); c != checks {
+		t.Errorf("%q logged %d times in %d checks, want once per check", full, c, checks)
+	}
+	if !strings.Contains(h.logs.String(), `"skipped":20`) {
+		t.Errorf("the skip log does not count the 20 jobs skipped:\n%s", h.logs.String())
+	}
+	if h.w.Status().Resubmitted != MaxEntries {
+		t.Errorf("status %+v", h.w.Status())
+	}
+
+	// Orthanc's history lets go of the first jobs and the ones sent for
+	// them: their entries are pruned, and the skipped jobs are sent once.
+	h.fake.update(func(f *fakeOrthanc) {
+		f.jobs = slices.DeleteFunc(f.jobs, func(j *fakeJob) bool { return n[j.Instances[0]] > 0 })
+	})
+	if err := h.check(servers); err != nil {
+		t.Fatal(err)
+	}
+	n = sent()
+	if len(n) != refused {
+		t.Errorf("%d studies sent again in all, want %d", len(n), refused)
+	}
+	for inst, c := range n {
+		if c != 1 {
+			t.Errorf("%s was sent %d times, want once", inst, c)
+		}
+	}
+	h.noResubmit()
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -69,9 +70,6 @@ type cli struct {
 	// and bound its address, just before the loop starts (the Windows
 	// service reports Running then).
 	onStarted func()
-	// isTerminal, if set, says whether stdout is a terminal (tests); nil
-	// checks the real stdout.
-	isTerminal func() bool
 }
 
 func (c *cli) main(ctx context.Context, args []string) int {
@@ -232,13 +230,14 @@ func (c *cli) status(ctx context.Context, args []string) int {
 	if addr == "" {
 		var err error
 		if addr, err = config.ListenAddress(c.configPath(*cfgFlag), c.env); err != nil {
-			fmt.Fprintf(c.stderr, "agent status: %v\n", err)
+			fmt.Fprintf(c.stderr, "agent status: %s\n", logtext.Printable(err.Error()))
 			return exitFailure
 		}
 	}
 	s, err := health.Fetch(ctx, addr)
 	if err != nil {
-		fmt.Fprintf(c.stderr, "agent status: %v\n", err)
+		// The address (from a configuration) is in the error, unquoted.
+		fmt.Fprintf(c.stderr, "agent status: %s\n", logtext.Printable(err.Error()))
 		return exitUnreachable
 	}
 	if err := health.WriteTable(c.stdout, s, c.clock()()); err != nil {

@@ -5,6 +5,7 @@ import (
 	"os"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/migrate"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 )
 
 // migrateCmd turns an old GCP plugin configuration into this project's
@@ -29,31 +30,26 @@ func (c *cli) migrateCmd(args []string) int {
 		fmt.Fprintln(c.stderr, "agent migrate: --print-credential and --out do not go together")
 		return exitUsage
 	case *printCred != "":
-		err = migrate.PrintCredential(*orthancConfig, *printCred, c.stdout, c.stdoutIsTerminal())
+		// Only a real pipe passes: a writer that is not a file (nil
+		// here) cannot be checked, so it is refused too.
+		f, _ := c.stdout.(*os.File)
+		err = migrate.PrintCredential(*orthancConfig, *printCred, f)
 	case *out == "":
 		fmt.Fprintln(c.stderr, "agent migrate: --out is required")
 		return exitUsage
 	default:
 		cmd := "orthanc-gcp-agent"
-		if exe, e := os.Executable(); e == nil && c.isTerminal == nil {
+		if exe, e := os.Executable(); e == nil {
 			cmd = exe
 		}
 		err = migrate.Run(migrate.Options{OrthancConfig: *orthancConfig, OutDir: *out,
 			BrokerURL: *brokerURL, AgentID: *agentID, AgentCommand: cmd}, c.stdout)
 	}
 	if err != nil {
-		fmt.Fprintln(c.stderr, "agent migrate:", err)
+		// Errors name paths and values from the command line and the
+		// Orthanc configuration: escaped for the terminal, as the plan is.
+		fmt.Fprintln(c.stderr, "agent migrate:", logtext.Printable(err.Error()))
 		return exitFailure
 	}
 	return exitOK
-}
-
-// stdoutIsTerminal reports whether stdout is a terminal (a credential is
-// never printed there).
-func (c *cli) stdoutIsTerminal() bool {
-	if c.isTerminal != nil {
-		return c.isTerminal()
-	}
-	f, ok := c.stdout.(*os.File)
-	return !ok || migrate.IsTerminal(f)
 }
