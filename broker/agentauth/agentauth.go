@@ -3,9 +3,10 @@
 // "Agent authentication"). The agent side that makes the JWT is
 // internal/assertion.
 //
-// A token is accepted only when it is a compact JWT signed with the key the
+// A token is accepted only when it is a compact JWT signed with a key the
 // policy registers for its issuer, by that key's algorithm (EdDSA for an
-// ed25519: key; never the algorithm the token's header asks for), with
+// ed25519: key, ES256 for an ecdsa-p256: one; never an algorithm the
+// token's header picks for a key of another kind), with
 // iss == sub == agent id, an aud naming this broker, iat and exp present, a
 // lifetime of at most MaxLifetime, valid now (within ClockSkew), and a jti
 // not seen before for that agent while the token is unexpired.
@@ -16,7 +17,10 @@
 package agentauth
 
 import (
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
@@ -80,9 +84,10 @@ type Directory interface {
 	// Audience is the broker URL tokens must be addressed to; it is
 	// compared after dropping one trailing slash on both sides.
 	Audience() string
-	// AgentKey returns the agent's public key; false for unknown OR
+	// AgentKeys returns the agent's public keys (ed25519.PublicKey or a
+	// P-256 *ecdsa.PublicKey; any one authenticates); false for unknown OR
 	// disabled agents.
-	AgentKey(agentID string) (ed25519.PublicKey, bool)
+	AgentKeys(agentID string) ([]crypto.PublicKey, bool)
 	// AgentCount is the number of agents in the policy. The replay cache
 	// is one partition of the per-agent capacity per agent, so one agent
 	// filling its share never refuses another agent's fresh jti; 0 means
@@ -286,16 +291,16 @@ func (v *Verifier) Record(a Verified) error {
 
 // validMethods are the algorithms of the key kinds a policy can hold. The
 // library refuses any other before looking up a key; keyfunc.key then
-// requires the one of the agent's own key.
-var validMethods = []string{jwt.SigningMethodEdDSA.Alg()}
+// keeps only the agent's keys of the token's algorithm.
+var validMethods = []string{jwt.SigningMethodEdDSA.Alg(), jwt.SigningMethodES256.Alg()}
 
-// keyfunc finds the key for one token and remembers what it found, so the
+// keyfunc finds the keys for one token and remembers what it found, so the
 // library's error can be told apart afterwards.
 type keyfunc struct {
 	dir     Directory
 	claims  *claims
 	called  bool   // the library decoded both parts and accepted alg
-	refused string // a Reason key gave the library as its error
+	refused string // a Reason found by key, reported whatever the library says
 	dummy   bool   // the id is unknown or disabled: the dummy key was used
 }
 
@@ -309,21 +314,52 @@ func (k *keyfunc) key(t *jwt.Token) (any, error) {
 		k.refused = ReasonBadClaims
 		return nil, errRefused
 	}
-	pub, ok := k.dir.AgentKey(k.claims.Issuer)
-	if !ok || len(pub) != ed25519.PublicKeySize {
-		// Unknown, disabled or unusable: the library checks the signature
-		// against the dummy key, so the answer takes as long as for a
-		// known agent and response time does not tell which ids exist.
+	alg := t.Method.Alg()
+	keys, ok := k.dir.AgentKeys(k.claims.Issuer)
+	valid := 0 // keys of a kind the broker can check (the policy makes sure)
+	var usable []jwt.VerificationKey
+	for _, pub := range keys {
+		switch algOf(pub) {
+		case "":
+			continue
+		case alg:
+			usable = append(usable, pub)
+		}
+		valid++
+	}
+	switch {
+	case !ok || valid == 0:
+		// Unknown or disabled: the library checks the signature against
+		// the dummy key of the token's algorithm, so the answer takes as
+		// long as for a known agent and response time does not tell which
+		// ids exist.
 		k.dummy = true
-		dummyVerifications.Add(1)
-		return dummyKey, nil
-	}
-	// The algorithm is the key's, never the header's choice.
-	if t.Method != jwt.SigningMethodEdDSA {
+	case len(usable) == 0:
+		// The algorithm is the key's, never the header's choice. The dummy
+		// check keeps this answer as slow as the others too.
 		k.refused = ReasonWrongAlgorithm
-		return nil, errRefused
+	case len(usable) == 1:
+		return usable[0], nil
+	default:
+		return jwt.VerificationKeySet{Keys: usable}, nil
 	}
-	return pub, nil
+	dummyVerifications.Add(1)
+	return dummyKeys[alg], nil
+}
+
+// algOf is the JWS algorithm of a policy key; "" for anything else.
+func algOf(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		if len(k) == ed25519.PublicKeySize {
+			return jwt.SigningMethodEdDSA.Alg()
+		}
+	case *ecdsa.PublicKey:
+		if k.Curve == elliptic.P256() {
+			return jwt.SigningMethodES256.Alg()
+		}
+	}
+	return ""
 }
 
 var errRefused = errors.New("refused by the key lookup")
@@ -381,15 +417,22 @@ func headerOK(t *jwt.Token) bool {
 	return err == nil && ambiguous(raw, headerParams) == nil
 }
 
-// dummyKey is a valid Ed25519 public key (of a random private key thrown
-// away at start-up, so nobody can sign for it), checked against for the
-// unknown and disabled agent ids.
-var dummyKey = func() ed25519.PublicKey {
-	pub, _, err := ed25519.GenerateKey(rand.Reader)
+// dummyKeys are public keys, one per algorithm, of private keys thrown
+// away at start-up (so nobody can sign for them), checked against for the
+// unknown and disabled agent ids and for a key of the wrong kind.
+var dummyKeys = func() map[string]crypto.PublicKey {
+	ed, _, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		panic("agentauth: cannot generate the dummy key: " + err.Error())
 	}
-	return pub
+	ec, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic("agentauth: cannot generate the dummy key: " + err.Error())
+	}
+	return map[string]crypto.PublicKey{
+		jwt.SigningMethodEdDSA.Alg(): ed,
+		jwt.SigningMethodES256.Alg(): &ec.PublicKey,
+	}
 }()
 
 // dummyVerifications counts the checks against dummyKey, for tests.

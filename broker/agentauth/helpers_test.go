@@ -1,6 +1,7 @@
 package agentauth
 
 import (
+	"crypto"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
@@ -26,19 +27,22 @@ func newClock() *clocktest.Clock { return clocktest.New(t0) }
 // testDir is an in-memory policy.
 type testDir struct {
 	aud      string
-	keys     map[string]ed25519.PublicKey
+	keys     map[string]crypto.PublicKey
 	disabled map[string]bool
 	count    int // AgentCount; 0 (unknown) unless a test sets it
 }
 
 func (d *testDir) Audience() string { return d.aud }
 
-func (d *testDir) AgentKey(id string) (ed25519.PublicKey, bool) {
+func (d *testDir) AgentKeys(id string) ([]crypto.PublicKey, bool) {
 	k, ok := d.keys[id]
 	if !ok || d.disabled[id] {
 		return nil, false
 	}
-	return k, true
+	if ks, ok := k.([]crypto.PublicKey); ok { // an agent with two keys
+		return ks, true
+	}
+	return []crypto.PublicKey{k}, true
 }
 
 func (d *testDir) AgentCount() int { return d.count }
@@ -60,7 +64,7 @@ func newAgent(t testing.TB, id string) agent {
 }
 
 func newDir(agents ...agent) *testDir {
-	d := &testDir{aud: testAudience, keys: map[string]ed25519.PublicKey{}, disabled: map[string]bool{}}
+	d := &testDir{aud: testAudience, keys: map[string]crypto.PublicKey{}, disabled: map[string]bool{}}
 	for _, a := range agents {
 		d.keys[a.id] = a.pub
 	}

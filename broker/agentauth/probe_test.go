@@ -1,7 +1,12 @@
 package agentauth
 
 import (
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"fmt"
 	"testing"
 	"time"
 
@@ -51,8 +56,10 @@ func TestUnknownAgentVerifiesDummyKey(t *testing.T) {
 			}
 		})
 	}
-	if len(dummyKey) != ed25519.PublicKeySize {
-		t.Fatalf("dummy key of %d bytes", len(dummyKey))
+	for alg, k := range dummyKeys {
+		if algOf(k) != alg {
+			t.Fatalf("dummy key for %s is of %q", alg, algOf(k))
+		}
 	}
 }
 
@@ -158,4 +165,98 @@ func TestPerAgentCapacityFromRate(t *testing.T) {
 	if v.replay.capAgent != 10*420+20 {
 		t.Errorf("per-agent cap %d", v.replay.capAgent)
 	}
+}
+
+// The algorithm comes from the agent's keys, never from the token's header:
+// an ES256 token for an Ed25519 agent and the reverse are refused, after a
+// dummy check that keeps the answer as slow as any other. An agent with two
+// keys (a rotation, or two kinds) is accepted by either.
+func TestAlgorithmFromTheKey(t *testing.T) {
+	ed := newAgent(t, "clinic-ed")
+	ec := newECAgent(t, "clinic-ec")
+	edOld, edNew := newAgent(t, "clinic-two"), newAgent(t, "clinic-two")
+	mixedEd, mixedEC := newAgent(t, "clinic-mixed"), newECAgent(t, "clinic-mixed")
+	forger := newECAgent(t, "clinic-ec")
+	strangerEC := newECAgent(t, "stranger")
+	dir := newDir(ed, edOld)
+	dir.keys[ec.id] = &ec.priv.PublicKey
+	dir.keys[edOld.id] = []crypto.PublicKey{edOld.pub, edNew.pub}
+	dir.keys[mixedEd.id] = []crypto.PublicKey{mixedEd.pub, &mixedEC.priv.PublicKey}
+	clock := newClock()
+	v := NewVerifier(Options{Now: clock.Now})
+	n := 0
+	es256 := func(id string, key *ecdsa.PrivateKey) string {
+		n++
+		c := ed.baseClaims(clock.Now())
+		c["iss"], c["sub"], c["jti"] = id, id, fmt.Sprint("jti-", n)
+		return "Bearer " + signWith(t, jwt.SigningMethodES256, key, c, nil)
+	}
+	eddsa := func(id string, key ed25519.PrivateKey) string {
+		n++
+		c := ed.baseClaims(clock.Now())
+		c["iss"], c["sub"], c["jti"] = id, id, fmt.Sprint("jti-", n)
+		return "Bearer " + signWith(t, jwt.SigningMethodEdDSA, key, c, nil)
+	}
+	tests := []struct {
+		name, header, reason string
+		dummy                uint64
+	}{
+		{"ES256 for an ecdsa-p256 agent", es256(ec.id, ec.priv), "", 0},
+		{"ES256 forged", es256(ec.id, forger.priv), ReasonBadSignature, 0},
+		{"ES256 for an Ed25519 agent", es256(ed.id, ec.priv), ReasonWrongAlgorithm, 1},
+		{"EdDSA for an ecdsa-p256 agent", eddsa(ec.id, ed.priv), ReasonWrongAlgorithm, 1},
+		{"ES256 for an unknown agent", es256(strangerEC.id, strangerEC.priv), ReasonUnknownAgent, 1},
+		{"old key of two", eddsa(edOld.id, edOld.priv), "", 0},
+		{"new key of two", eddsa(edNew.id, edNew.priv), "", 0},
+		{"neither key of two", eddsa(edNew.id, ed.priv), ReasonBadSignature, 0},
+		{"mixed kinds, EdDSA", eddsa(mixedEd.id, mixedEd.priv), "", 0},
+		{"mixed kinds, ES256", es256(mixedEC.id, mixedEC.priv), "", 0},
+		{"ES384 refused", "Bearer " + signWith(t, jwt.SigningMethodES384, mustP384(t), ec.baseClaims(clock.Now()), nil), ReasonWrongAlgorithm, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := dummyVerifications.Load()
+			id, err := v.Verify(dir, tt.header)
+			got := ""
+			if err != nil {
+				got = reasonOf(t, err)
+			} else if id == "" {
+				t.Fatal("accepted without an id")
+			}
+			if got != tt.reason {
+				t.Fatalf("reason %q, want %q", got, tt.reason)
+			}
+			if n := dummyVerifications.Load() - before; n != tt.dummy {
+				t.Fatalf("%d dummy verifications, want %d", n, tt.dummy)
+			}
+		})
+	}
+}
+
+// ecAgent is an agent with a P-256 key, as a TPM makes.
+type ecAgent struct {
+	id   string
+	priv *ecdsa.PrivateKey
+}
+
+func newECAgent(t testing.TB, id string) ecAgent {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ecAgent{id: id, priv: k}
+}
+
+func (a ecAgent) baseClaims(now time.Time) jwt.MapClaims {
+	return agent{id: a.id}.baseClaims(now)
+}
+
+func mustP384(t testing.TB) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

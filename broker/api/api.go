@@ -5,7 +5,7 @@ package api
 
 import (
 	"context"
-	"crypto/ed25519"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -100,8 +100,8 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 type directory struct{ p *policy.Policy }
 
 func (d directory) Audience() string { return d.p.AudienceURL() }
-func (d directory) AgentKey(id string) (ed25519.PublicKey, bool) {
-	return d.p.AgentKey(id)
+func (d directory) AgentKeys(id string) ([]crypto.PublicKey, bool) {
+	return d.p.AgentKeys(id)
 }
 
 // AgentCount sizes the replay cache: one share per agent in the policy.

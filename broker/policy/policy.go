@@ -5,6 +5,7 @@ package policy
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
@@ -81,7 +82,7 @@ type Agent struct {
 	Accounts  []string
 	Disabled  bool `json:",omitempty"`
 
-	key ed25519.PublicKey
+	keys []crypto.PublicKey // parsed: ed25519.PublicKey or *ecdsa.PublicKey
 }
 
 // Kind says where an account's Google token comes from.
@@ -211,8 +212,9 @@ func (p *Policy) validate() error {
 		key, err := parseAgentKey(ag.PublicKey)
 		if err != nil {
 			add("agent %q: PublicKey: %v", id, err)
+		} else {
+			ag.keys = []crypto.PublicKey{key}
 		}
-		ag.key = key
 		seen := map[string]bool{}
 		for _, acct := range ag.Accounts {
 			switch {
@@ -363,15 +365,20 @@ func checkBaseURL(s string) (*url.URL, error) {
 }
 
 // parseAgentKey parses the policy form of an agent key and refuses a weak
-// one: a point that is not on the curve, a non-canonical encoding (one key,
-// one spelling; crypto/ed25519 and edwards25519's SetBytes accept some), and
-// a small-order point (the identity and its seven siblings), for which a
+// one. A P-256 key must be a point on the curve (agentkey checks it). An
+// Ed25519 key must be a point on its curve, canonically encoded (one key,
+// one spelling; crypto/ed25519 and edwards25519's SetBytes accept some),
+// and not of small order (the identity and its seven siblings), for which a
 // signature with R = that point and S = 0 verifies for any message: anyone
 // could log in as the agent.
-func parseAgentKey(s string) (ed25519.PublicKey, error) {
-	key, err := agentkey.ParsePublicKey(s)
+func parseAgentKey(s string) (crypto.PublicKey, error) {
+	k, err := agentkey.ParsePublicKey(s)
 	if err != nil {
 		return nil, err
+	}
+	key, ok := k.(ed25519.PublicKey)
+	if !ok {
+		return k, nil // *ecdsa.PublicKey on P-256
 	}
 	p, err := new(edwards25519.Point).SetBytes(key)
 	if err != nil {
@@ -444,14 +451,15 @@ func (a *Account) SecretRef() string {
 // AudienceURL returns Audience normalised for comparison with a JWT aud.
 func (p *Policy) AudienceURL() string { return assertion.NormalizeAudience(p.Audience) }
 
-// AgentKey returns the public key of an enabled agent; false for an unknown
-// or disabled one.
-func (p *Policy) AgentKey(id string) (ed25519.PublicKey, bool) {
+// AgentKeys returns the public keys of an enabled agent (each an
+// ed25519.PublicKey or a P-256 *ecdsa.PublicKey); false for an unknown or
+// disabled one.
+func (p *Policy) AgentKeys(id string) ([]crypto.PublicKey, bool) {
 	ag := p.Agents[id]
-	if ag == nil || ag.Disabled || ag.key == nil {
+	if ag == nil || ag.Disabled || len(ag.keys) == 0 {
 		return nil, false
 	}
-	return ag.key, true
+	return ag.keys, true
 }
 
 // Grants returns the accounts agent id may use, in name order. A disabled or

@@ -3,7 +3,11 @@ package policy
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -93,13 +97,13 @@ func TestParseValid(t *testing.T) {
 	if p.Accounts["inline"].Kind() != AuthorizedUser || p.Accounts["user"].Kind() != AuthorizedUser {
 		t.Error("authorized user kinds wrong")
 	}
-	if _, ok := p.AgentKey("clinic-a"); !ok {
+	if _, ok := p.AgentKeys("clinic-a"); !ok {
 		t.Error("clinic-a should have a key")
 	}
-	if _, ok := p.AgentKey("clinic-b"); ok {
+	if _, ok := p.AgentKeys("clinic-b"); ok {
 		t.Error("disabled clinic-b must have no key")
 	}
-	if _, ok := p.AgentKey("nobody"); ok {
+	if _, ok := p.AgentKeys("nobody"); ok {
 		t.Error("unknown agent must have no key")
 	}
 	grants := p.Grants("clinic-a")
@@ -294,7 +298,7 @@ func FuzzParse(f *testing.F) {
 		}
 		// Whatever parses must be internally consistent.
 		for id, ag := range p.Agents {
-			if _, ok := p.AgentKey(id); ok == (ag.Disabled || ag.key == nil) {
+			if _, ok := p.AgentKeys(id); ok == (ag.Disabled || len(ag.keys) == 0) {
 				t.Fatalf("agent %q key state inconsistent", id)
 			}
 			for _, a := range p.Grants(id) {
@@ -366,14 +370,42 @@ func TestParseRefusesWeakPublicKeys(t *testing.T) {
 		t.Error("expected the forged signature to verify against the identity key (the attack this refuses)")
 	}
 
-	// A real key is accepted and is what AgentKey returns.
+	// A real key is accepted and is what AgentKeys returns.
 	pub, _, _ := agentkey.Generate()
 	p, err := Parse(withKey(t, hex.EncodeToString(pub)))
 	if err != nil {
 		t.Fatalf("valid key refused: %v", err)
 	}
-	if got, ok := p.AgentKey("clinic-a"); !ok || !bytes.Equal(got, pub) {
-		t.Errorf("AgentKey = %x, %v", got, ok)
+	if got, ok := p.AgentKeys("clinic-a"); !ok || len(got) != 1 || !pub.Equal(got[0]) {
+		t.Errorf("AgentKeys = %v, %v", got, ok)
+	}
+}
+
+// ecdsa-p256: keys (TPM-made) are accepted; a point off the curve is
+// refused naming the agent and the field.
+func TestECDSAP256AgentKeys(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	line, err := agentkey.FormatECDSAP256(&k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withLine := func(line string) []byte {
+		return doc(t, func(m map[string]any) {
+			m["Agents"].(map[string]any)["clinic-a"].(map[string]any)["PublicKey"] = line
+		})
+	}
+	p, err := Parse(withLine(line))
+	if err != nil {
+		t.Fatalf("ecdsa-p256 key refused: %v", err)
+	}
+	if got, ok := p.AgentKeys("clinic-a"); !ok || len(got) != 1 || !k.PublicKey.Equal(got[0]) {
+		t.Errorf("AgentKeys = %v, %v", got, ok)
+	}
+	raw, _ := k.PublicKey.Bytes()
+	raw[64] ^= 1
+	_, err = Parse(withLine(agentkey.PrefixECDSAP256 + base64.StdEncoding.EncodeToString(raw)))
+	if err == nil || !strings.Contains(err.Error(), `agent "clinic-a": PublicKey:`) || !strings.Contains(err.Error(), "not a point on the P-256 curve") {
+		t.Fatalf("off-curve key: %v", err)
 	}
 }
 

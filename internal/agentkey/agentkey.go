@@ -1,11 +1,16 @@
-// Package agentkey reads and writes agent Ed25519 keys in the project's two
+// Package agentkey reads and writes agent keys in the project's two
 // formats: the private key file an agent keeps (PEM PKCS#8, mode 0600) and
-// the public key line registered in the broker policy
-// ("ed25519:" + standard base64, with padding, of the raw 32-byte key).
+// the public key line registered in the broker policy: "ed25519:" +
+// standard base64, with padding, of the raw 32-byte key, or "ecdsa-p256:"
+// + standard base64 of the 65-byte uncompressed P-256 point (the kind a TPM
+// makes).
 package agentkey
 
 import (
+	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/base64"
@@ -17,34 +22,66 @@ import (
 	"strings"
 )
 
-// Prefix starts every public key line.
-const Prefix = "ed25519:"
+// Prefixes of the public key lines, one per key kind.
+const (
+	Prefix          = "ed25519:"
+	PrefixECDSAP256 = "ecdsa-p256:"
+)
 
-// FormatPublicKey returns the policy form of pub.
+// FormatPublicKey returns the policy form of an Ed25519 key.
 func FormatPublicKey(pub ed25519.PublicKey) string {
 	return Prefix + base64.StdEncoding.EncodeToString(pub)
 }
 
-// ParsePublicKey parses the policy form. It accepts only the canonical
-// encoding so that one key has exactly one spelling in a policy.
-func ParsePublicKey(s string) (ed25519.PublicKey, error) {
-	rest, ok := strings.CutPrefix(s, Prefix)
-	if !ok {
-		return nil, fmt.Errorf("public key must start with %q", Prefix)
+// FormatECDSAP256 returns the policy form of a P-256 key.
+func FormatECDSAP256(pub *ecdsa.PublicKey) (string, error) {
+	if pub == nil || pub.Curve != elliptic.P256() {
+		return "", errors.New("not a P-256 public key")
+	}
+	raw, err := pub.Bytes()
+	if err != nil {
+		return "", err
+	}
+	return PrefixECDSAP256 + base64.StdEncoding.EncodeToString(raw), nil
+}
+
+// ParsePublicKey parses a policy public key line into an
+// ed25519.PublicKey or a *ecdsa.PublicKey on P-256. It accepts only the
+// canonical base64 so that one key has exactly one spelling in a policy,
+// and a P-256 point only if it is on the curve.
+func ParsePublicKey(s string) (crypto.PublicKey, error) {
+	kind, rest := "", ""
+	switch {
+	case strings.HasPrefix(s, Prefix):
+		kind, rest = Prefix, s[len(Prefix):]
+	case strings.HasPrefix(s, PrefixECDSAP256):
+		kind, rest = PrefixECDSAP256, s[len(PrefixECDSAP256):]
+	default:
+		return nil, fmt.Errorf("public key must start with %q or %q", Prefix, PrefixECDSAP256)
 	}
 	raw, err := base64.StdEncoding.Strict().DecodeString(rest)
-	if err != nil {
+	// The decoder skips CR/LF even in strict mode; insist on one spelling.
+	if err != nil || base64.StdEncoding.EncodeToString(raw) != rest {
 		return nil, errors.New("public key is not valid standard base64")
 	}
-	// The decoder skips CR/LF even in strict mode; insist on one spelling.
-	if base64.StdEncoding.EncodeToString(raw) != rest {
-		return nil, errors.New("public key is not valid standard base64")
+	if kind == PrefixECDSAP256 {
+		if len(raw) != p256PointSize {
+			return nil, fmt.Errorf("ecdsa-p256 public key is %d bytes, want %d (uncompressed point)", len(raw), p256PointSize)
+		}
+		pub, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), raw)
+		if err != nil {
+			return nil, errors.New("ecdsa-p256 public key is not a point on the P-256 curve")
+		}
+		return pub, nil
 	}
 	if len(raw) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("public key is %d bytes, want %d", len(raw), ed25519.PublicKeySize)
 	}
 	return ed25519.PublicKey(raw), nil
 }
+
+// p256PointSize is an uncompressed P-256 point: 0x04 || X || Y.
+const p256PointSize = 65
 
 // Generate makes a new key pair.
 func Generate() (ed25519.PublicKey, ed25519.PrivateKey, error) {

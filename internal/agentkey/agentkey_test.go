@@ -26,8 +26,63 @@ func TestPublicKeyRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ParsePublicKey(%q): %v", line, err)
 		}
-		if !got.Equal(pub) {
+		if !pub.Equal(got) {
 			t.Fatal("round trip changed the key")
+		}
+	}
+}
+
+func TestECDSAP256PublicKeyRoundTrip(t *testing.T) {
+	for range 20 {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		line, err := FormatECDSAP256(&k.PublicKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(line, PrefixECDSAP256) || len(line) != len(PrefixECDSAP256)+88 {
+			t.Fatalf("line %q is not ecdsa-p256: + standard base64 of 65 bytes", line)
+		}
+		got, err := ParsePublicKey(line)
+		if err != nil {
+			t.Fatalf("ParsePublicKey(%q): %v", line, err)
+		}
+		if !k.PublicKey.Equal(got) {
+			t.Fatal("round trip changed the key")
+		}
+	}
+	if _, err := FormatECDSAP256(nil); err == nil {
+		t.Fatal("formatted a nil key")
+	}
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if _, err := FormatECDSAP256(&p384.PublicKey); err == nil {
+		t.Fatal("formatted a P-384 key as P-256")
+	}
+}
+
+func TestParseECDSAP256Rejects(t *testing.T) {
+	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	raw, _ := k.PublicKey.Bytes()
+	offCurve := bytes.Clone(raw)
+	offCurve[64] ^= 1
+	compressed := append([]byte{0x02 | raw[64]&1}, raw[1:33]...)
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	raw384, _ := p384.PublicKey.Bytes()
+	enc := func(b []byte) string { return PrefixECDSAP256 + base64.StdEncoding.EncodeToString(b) }
+	for name, in := range map[string]string{
+		"not on the curve":     enc(offCurve),
+		"compressed point":     enc(compressed),
+		"P-384 point":          enc(raw384),
+		"point at infinity":    enc([]byte{0}),
+		"all zero coordinates": enc(append([]byte{4}, make([]byte, 64)...)),
+		"ed25519 bytes":        enc(raw[:32]),
+		"missing padding":      strings.TrimRight(enc(raw), "="),
+		"upper-case prefix":    "ECDSA-P256:" + base64.StdEncoding.EncodeToString(raw),
+	} {
+		if _, err := ParsePublicKey(in); err == nil {
+			t.Errorf("%s: accepted", name)
 		}
 	}
 }
