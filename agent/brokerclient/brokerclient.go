@@ -349,7 +349,7 @@ func notTokenChar(r rune) bool { return r <= ' ' || r >= 0x7f }
 
 func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
 	op := method + " " + path
-	jwt, err := assertion.Sign(c.key, c.agentID, c.aud, c.now(), assertion.DefaultLifetime)
+	jwt, err := assertion.Sign(c.key, c.agentID, c.aud, c.now(), assertion.DefaultLifetime, nil)
 	if err != nil {
 		return &Error{Op: op, Reason: ReasonRejected, Msg: "cannot sign assertion"}
 	}

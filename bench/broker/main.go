@@ -359,7 +359,7 @@ func (s *setupState) run(c, n int) (result, error) {
 	signed := make([][]string, c)
 	for w := range c {
 		for range per {
-			tok, err := assertion.Sign(s.keys[w], fmt.Sprintf("agent-%d", w), s.url, now, assertion.MaxLifetime)
+			tok, err := assertion.Sign(s.keys[w], fmt.Sprintf("agent-%d", w), s.url, now, assertion.MaxLifetime, nil)
 			if err != nil {
 				return result{}, err
 			}
@@ -501,7 +501,7 @@ func startToFirstToken(bin string, s *setupState, n int) ([]time.Duration, error
 		if err := os.WriteFile(path, data, 0o600); err != nil {
 			return nil, err
 		}
-		tok, err := assertion.Sign(s.keys[0], "agent-0", url, time.Now(), assertion.MaxLifetime)
+		tok, err := assertion.Sign(s.keys[0], "agent-0", url, time.Now(), assertion.MaxLifetime, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -528,7 +528,7 @@ func startToFirstToken(bin string, s *setupState, n int) ([]time.Duration, error
 				if resp.StatusCode == 401 {
 					// The assertion's jti was consumed by a request that
 					// failed later; sign a fresh one.
-					tok, _ = assertion.Sign(s.keys[0], "agent-0", url, time.Now(), assertion.MaxLifetime)
+					tok, _ = assertion.Sign(s.keys[0], "agent-0", url, time.Now(), assertion.MaxLifetime, nil)
 				}
 			}
 			time.Sleep(2 * time.Millisecond)

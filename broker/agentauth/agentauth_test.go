@@ -383,7 +383,7 @@ func TestOptionsDefaults(t *testing.T) {
 	}
 	// The default clock is the wall clock: a fresh token is accepted.
 	a := newAgent(t, "clinic-a")
-	tok, err := assertion.Sign(a.priv, a.id, testAudience, time.Now(), assertion.DefaultLifetime)
+	tok, err := assertion.Sign(a.priv, a.id, testAudience, time.Now(), assertion.DefaultLifetime, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,7 @@ func newDir(agents ...agent) *testDir {
 // sign makes a real assertion the way agents do.
 func (a agent) sign(t testing.TB, now time.Time) string {
 	t.Helper()
-	tok, err := assertion.Sign(a.priv, a.id, testAudience, now, assertion.DefaultLifetime)
+	tok, err := assertion.Sign(a.priv, a.id, testAudience, now, assertion.DefaultLifetime, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

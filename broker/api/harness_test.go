@@ -124,7 +124,7 @@ func newHarness(t testing.TB, w io.Writer) *harness {
 
 func (h *harness) assertion(t testing.TB) string {
 	t.Helper()
-	tok, err := assertion.Sign(h.priv, "clinic-a", testAudience, time.Now(), assertion.DefaultLifetime)
+	tok, err := assertion.Sign(h.priv, "clinic-a", testAudience, time.Now(), assertion.DefaultLifetime, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

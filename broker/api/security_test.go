@@ -76,7 +76,7 @@ func newSpec(t testing.TB, id string, disabled bool) agentSpec {
 
 func (a agentSpec) header(t testing.TB, now time.Time) string {
 	t.Helper()
-	tok, err := assertion.Sign(a.priv, a.id, testAudience, now, assertion.DefaultLifetime)
+	tok, err := assertion.Sign(a.priv, a.id, testAudience, now, assertion.DefaultLifetime, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,13 +1,20 @@
 package assertion
 
 import (
+	"crypto"
+	"crypto/ecdh"
+	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // decodePart decodes one base64url JWT segment into a generic map, so the
@@ -43,7 +50,7 @@ func TestSignClaimsShape(t *testing.T) {
 	jtis := map[string]bool{}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			tok, err := Sign(priv, "clinic-a", tc.audience, now, tc.lifetime)
+			tok, err := Sign(priv, "clinic-a", tc.audience, now, tc.lifetime, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -97,7 +104,7 @@ func TestSignFreshJTI(t *testing.T) {
 	now := time.Now()
 	seen := map[string]bool{}
 	for range 200 {
-		tok, err := Sign(priv, "a", "https://b", now, DefaultLifetime)
+		tok, err := Sign(priv, "a", "https://b", now, DefaultLifetime, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -127,5 +134,96 @@ func TestNormalizeAudience(t *testing.T) {
 		if got := NormalizeAudience(tc.in); got != tc.want {
 			t.Errorf("NormalizeAudience(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// ES256 from any P-256 crypto.Signer (a TPM key is one): the JWS signature
+// is r || s, 64 bytes, and golang-jwt's ES256 verifies it.
+func TestSignES256WithASigner(t *testing.T) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for range 20 { // r and s of varying lengths
+		tok, err := Sign(signerOnly{k}, "clinic-tpm", "https://b", now, DefaultLifetime, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts := strings.Split(tok, ".")
+		if h := decodePart(t, parts[0]); h["alg"] != "ES256" || h["typ"] != "JWT" {
+			t.Fatalf("header %v", h)
+		}
+		sig, _ := base64.RawURLEncoding.DecodeString(parts[2])
+		if len(sig) != 64 {
+			t.Fatalf("signature of %d bytes, want r||s of 64", len(sig))
+		}
+		if err := jwt.SigningMethodES256.Verify(parts[0]+"."+parts[1], sig, &k.PublicKey); err != nil {
+			t.Fatalf("golang-jwt refuses it: %v", err)
+		}
+	}
+	p384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if _, err := Sign(p384, "a", "https://b", now, DefaultLifetime, nil); err == nil {
+		t.Fatal("signed with a P-384 key")
+	}
+	if _, err := Sign(badSigner{k}, "a", "https://b", now, DefaultLifetime, nil); err == nil {
+		t.Fatal("accepted a malformed signature from the signer")
+	}
+}
+
+// signerOnly hides the *ecdsa.PrivateKey behind crypto.Signer, as a TPM
+// key is.
+type signerOnly struct{ k *ecdsa.PrivateKey }
+
+func (s signerOnly) Public() crypto.PublicKey { return &s.k.PublicKey }
+func (s signerOnly) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
+	return s.k.Sign(r, d, o)
+}
+
+type badSigner struct{ k *ecdsa.PrivateKey }
+
+func (s badSigner) Public() crypto.PublicKey { return &s.k.PublicKey }
+func (badSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return []byte{0x30, 0}, nil
+}
+
+// The cnf claim carries the recipient key as an OKP JWK, and X25519 reads
+// back exactly that and nothing else.
+func TestConfirmationClaim(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	x, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	tok, err := Sign(priv, "clinic-a", "https://b", time.Now(), DefaultLifetime, x.PublicKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := decodePart(t, strings.Split(tok, ".")[1])
+	jwk, _ := c["cnf"].(map[string]any)["jwk"].(map[string]any)
+	if jwk["kty"] != "OKP" || jwk["crv"] != "X25519" || len(jwk) != 3 {
+		t.Fatalf("cnf %v", c["cnf"])
+	}
+	got, err := (&JWK{Kty: "OKP", Crv: "X25519", X: jwk["x"].(string)}).X25519()
+	if err != nil || !got.Equal(x.PublicKey()) {
+		t.Fatalf("round trip: %v", err)
+	}
+	raw := base64.RawURLEncoding.EncodeToString(x.PublicKey().Bytes())
+	for name, j := range map[string]*JWK{
+		"nil":            nil,
+		"kty EC":         {Kty: "EC", Crv: "X25519", X: raw},
+		"crv Ed25519":    {Kty: "OKP", Crv: "Ed25519", X: raw},
+		"padded x":       {Kty: "OKP", Crv: "X25519", X: raw + "="},
+		"std alphabet x": {Kty: "OKP", Crv: "X25519", X: base64.StdEncoding.EncodeToString(x.PublicKey().Bytes())},
+		"31 bytes":       {Kty: "OKP", Crv: "X25519", X: base64.RawURLEncoding.EncodeToString(x.PublicKey().Bytes()[:31])},
+		"33 bytes":       {Kty: "OKP", Crv: "X25519", X: raw + "AA"},
+		"empty":          {},
+		"lower-case kty": {Kty: "okp", Crv: "X25519", X: raw},
+		"x with newline": {Kty: "OKP", Crv: "X25519", X: raw[:10] + "\n" + raw[10:]},
+	} {
+		if _, err := j.X25519(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if tok, _ := Sign(priv, "a", "https://b", time.Now(), DefaultLifetime, nil); strings.Contains(tok, "cnf") ||
+		decodePart(t, strings.Split(tok, ".")[1])["cnf"] != nil {
+		t.Fatal("cnf present without a recipient")
 	}
 }
