@@ -3,11 +3,11 @@ package broker_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
 	"io"
 	"log/slog"
 	"net"
@@ -26,7 +26,10 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/cloudlog"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/tokenseal"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/logcapture"
 )
 
 const (
@@ -45,17 +48,20 @@ const (
 // refresh-token grants), IAM Credentials over REST authenticated from the
 // metadata server.
 type env struct {
-	t       *testing.T
-	cloud   *fakegcp.Cloud
-	clk     *clocktest.Clock
-	url     string
-	broker  *broker.Broker
-	logs    *logcapture.Buffer
-	keys    map[string]ed25519.PrivateKey
-	saKeyID string
-	policy  map[string]any
-	secrets []string // every credential value, to look for in logs
-	issued  []string // every token the broker answered with
+	t      *testing.T
+	cloud  *fakegcp.Cloud
+	clk    *clocktest.Clock
+	url    string
+	broker *broker.Broker
+	logs   *logcapture.Buffer
+	keys   map[string]ed25519.PrivateKey
+	// recipient is the X25519 key every assertion carries (cnf), so the
+	// tests can open the sealed tokens; an agent makes one per request.
+	recipient *ecdh.PrivateKey
+	saKeyID   string
+	policy    map[string]any
+	secrets   []string // every credential value, to look for in logs
+	issued    []string // every token the broker answered with
 	// assertions holds the signature part of every assertion sent.
 	assertions []string
 	issuedMu   sync.Mutex
@@ -72,7 +78,12 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(cloud.Close)
 	t.Setenv("GCE_METADATA_HOST", cloud.Metadata.Host())
 
-	e := &env{t: t, cloud: cloud, clk: clocktest.New(time.Now().UTC().Truncate(time.Second)), logs: &logcapture.Buffer{}, keys: map[string]ed25519.PrivateKey{}}
+	recipient, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, cloud: cloud, clk: clocktest.New(time.Now().UTC().Truncate(time.Second)), logs: &logcapture.Buffer{},
+		keys: map[string]ed25519.PrivateKey{}, recipient: recipient}
 	cloud.Tokens.SetNow(e.clk.Now)
 	dir := t.TempDir()
 
@@ -207,13 +218,13 @@ func (e *env) assertion(id string, mutate func(c *jwt.RegisteredClaims)) string 
 // the wrong one) and remembers its signature for the log leak check.
 func (e *env) assertionBy(id string, key ed25519.PrivateKey, mutate func(c *jwt.RegisteredClaims)) string {
 	now := e.clk.Now()
-	c := jwt.RegisteredClaims{
+	c := assertion.Claims{RegisteredClaims: jwt.RegisteredClaims{
 		Issuer: id, Subject: id, Audience: jwt.ClaimStrings{e.url},
 		IssuedAt: jwt.NewNumericDate(now), ExpiresAt: jwt.NewNumericDate(now.Add(2 * time.Minute)),
 		ID: fmt.Sprintf("%d-%d", now.UnixNano(), jtiSeq.next()),
-	}
+	}, Cnf: &assertion.Confirmation{JWK: assertion.X25519JWK(e.recipient.PublicKey())}}
 	if mutate != nil {
-		mutate(&c)
+		mutate(&c.RegisteredClaims)
 	}
 	tok, err := jwt.NewWithClaims(jwt.SigningMethodEdDSA, c).SignedString(key)
 	if err != nil {
@@ -236,7 +247,8 @@ var jtiSeq seq
 
 type tokenItem struct {
 	Store       string `json:"store"`
-	AccessToken string `json:"access_token"`
+	Sealed      string `json:"sealed_access_token"`
+	AccessToken string `json:"-"` // opened by tokens
 	TokenType   string `json:"token_type"`
 	ExpiresAt   string `json:"expires_at"`
 	DICOMwebURL string `json:"dicomweb_url"`
@@ -282,9 +294,17 @@ func (e *env) tokens(agent string, stores ...string) (int, tokensResp) {
 	if err := json.Unmarshal(data, &r); err != nil {
 		e.t.Errorf("POST /v1/tokens: %d %s", status, data)
 	}
+	if bytes.Contains(data, []byte(`"access_token"`)) {
+		e.t.Errorf("POST /v1/tokens answered a plaintext access_token: %s", data)
+	}
 	e.issuedMu.Lock()
-	for _, tok := range r.Tokens {
-		e.issued = append(e.issued, tok.AccessToken)
+	for i, tok := range r.Tokens {
+		plain, err := tokenseal.Open(e.recipient, tok.Store, tok.Sealed)
+		if err != nil {
+			e.t.Errorf("sealed token of %s: %v", tok.Store, err)
+		}
+		r.Tokens[i].AccessToken = plain
+		e.issued = append(e.issued, plain)
 	}
 	e.issuedMu.Unlock()
 	return status, r

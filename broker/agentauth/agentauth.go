@@ -18,6 +18,7 @@ package agentauth
 
 import (
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -36,19 +37,22 @@ import (
 // Reasons a Verify call fails. Each is one fixed word, safe as a log field
 // or metric label.
 const (
-	ReasonMissing          = "missing"
-	ReasonMalformed        = "malformed"
-	ReasonWrongAlgorithm   = "wrong_algorithm"
-	ReasonBadSignature     = "bad_signature"
-	ReasonUnknownAgent     = "unknown_agent"
-	ReasonWrongAudience    = "wrong_audience"
-	ReasonExpired          = "expired"
-	ReasonNotYetValid      = "not_yet_valid"
-	ReasonLifetimeTooLong  = "lifetime_too_long"
-	ReasonReplayed         = "replayed"
-	ReasonBadClaims        = "bad_claims"
-	ReasonReplayCacheFull  = "replay_cache_full"
-	maxReportedAgentIDSize = 128
+	ReasonMissing         = "missing"
+	ReasonMalformed       = "malformed"
+	ReasonWrongAlgorithm  = "wrong_algorithm"
+	ReasonBadSignature    = "bad_signature"
+	ReasonUnknownAgent    = "unknown_agent"
+	ReasonWrongAudience   = "wrong_audience"
+	ReasonExpired         = "expired"
+	ReasonNotYetValid     = "not_yet_valid"
+	ReasonLifetimeTooLong = "lifetime_too_long"
+	ReasonReplayed        = "replayed"
+	ReasonBadClaims       = "bad_claims"
+	ReasonReplayCacheFull = "replay_cache_full"
+	// ReasonNoConfirmationKey: a token request whose assertion has no cnf
+	// key to seal the answer to (an agent older than sealed answers).
+	ReasonNoConfirmationKey = "no_confirmation_key"
+	maxReportedAgentIDSize  = 128
 )
 
 // Reasons lists every Reason an *Error can carry, for pre-registering
@@ -58,6 +62,7 @@ func Reasons() []string {
 		ReasonMissing, ReasonMalformed, ReasonWrongAlgorithm, ReasonBadSignature,
 		ReasonUnknownAgent, ReasonWrongAudience, ReasonExpired, ReasonNotYetValid,
 		ReasonLifetimeTooLong, ReasonReplayed, ReasonBadClaims, ReasonReplayCacheFull,
+		ReasonNoConfirmationKey,
 	}
 }
 
@@ -212,10 +217,13 @@ func (v *Verifier) Verify(dir Directory, authorizationHeader string) (agentID st
 // Verified is an assertion that passed every check but the replay check,
 // for Record.
 type Verified struct {
-	Agent   string // the authenticated agent id
-	jti     string
-	expires time.Time // exp + skew
-	agents  int       // agents in the policy
+	Agent string // the authenticated agent id
+	// Recipient is the X25519 key of the assertion's cnf claim, to seal
+	// the answer's tokens to; nil when the assertion has none.
+	Recipient *ecdh.PublicKey
+	jti       string
+	expires   time.Time // exp + skew
+	agents    int       // agents in the policy
 }
 
 // Check verifies an Authorization header value — signature, agent and
@@ -266,10 +274,11 @@ func (v *Verifier) Check(dir Directory, authorizationHeader string) (Verified, e
 		return Verified{}, &Error{Reason: ReasonReplayed, AgentID: reportableID(c.Issuer)}
 	}
 	return Verified{
-		Agent:   c.Issuer,
-		jti:     c.ID,
-		expires: c.ExpiresAt.Add(v.skew),
-		agents:  dir.AgentCount(),
+		Agent:     c.Issuer,
+		Recipient: c.recipient,
+		jti:       c.ID,
+		expires:   c.ExpiresAt.Add(v.skew),
+		agents:    dir.AgentCount(),
 	}, nil
 }
 

@@ -2,12 +2,13 @@ package agentauth
 
 import (
 	"bytes"
+	"crypto/ecdh"
 	"encoding/json"
 	"errors"
 	"strings"
 	"time"
 
-	"github.com/golang-jwt/jwt/v5"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
 )
 
 // claims is the assertion's claim set as jwt.ParseWithClaims decodes it.
@@ -15,8 +16,9 @@ import (
 // Validate, which the library calls after them, adds the rules that are the
 // broker's own.
 type claims struct {
-	jwt.RegisteredClaims
-	maxLifetime time.Duration // set before parsing; not a claim
+	assertion.Claims
+	maxLifetime time.Duration   // set before parsing; not a claim
+	recipient   *ecdh.PublicKey // cnf.jwk, parsed by Validate; nil without cnf
 }
 
 // Sentinels for the broker's own claim rules; reasonFor maps them.
@@ -31,13 +33,21 @@ func (c *claims) UnmarshalJSON(b []byte) error {
 	if err := ambiguous(b, registeredClaims); err != nil {
 		return err
 	}
-	return json.Unmarshal(b, &c.RegisteredClaims)
+	return json.Unmarshal(b, &c.Claims)
 }
 
 // Validate is the broker's part of the claim check (jwt.ClaimsValidator):
 // iss == sub, a jti the replay cache can hold, iat and exp both present,
-// exp after iat, and at most maxLifetime between them.
+// exp after iat, at most maxLifetime between them, and a cnf, when
+// present, that holds exactly an X25519 key.
 func (c *claims) Validate() error {
+	if c.Cnf != nil {
+		pub, err := c.Cnf.JWK.X25519()
+		if err != nil {
+			return errBadClaims
+		}
+		c.recipient = pub
+	}
 	switch {
 	case c.Issuer == "" || c.Subject != c.Issuer,
 		c.ID == "" || len(c.ID) > MaxJTIBytes,
@@ -51,8 +61,8 @@ func (c *claims) Validate() error {
 }
 
 // registeredClaims are the claim names encoding/json would fill in
-// jwt.RegisteredClaims.
-var registeredClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti"}
+// assertion.Claims.
+var registeredClaims = []string{"iss", "sub", "aud", "exp", "nbf", "iat", "jti", "cnf"}
 
 // headerParams are the JOSE header parameters Check reads.
 var headerParams = []string{"alg", "typ", "crit"}

@@ -2,6 +2,7 @@ package agentauth
 
 import (
 	"crypto"
+	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
@@ -13,6 +14,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/ratelimit"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
 )
 
 // Unknown and disabled ids go through the same signature work as a known
@@ -259,4 +261,64 @@ func mustP384(t testing.TB) *ecdsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// The cnf claim: an X25519 OKP key comes back as Verified.Recipient; a cnf
+// that is anything else is refused (bad_claims); none leaves it nil (the
+// API decides whether the request needs one).
+func TestConfirmationKey(t *testing.T) {
+	a := newAgent(t, "clinic-a")
+	dir := newDir(a)
+	clock := newClock()
+	v := NewVerifier(Options{Now: clock.Now})
+	x, _ := ecdh.X25519().GenerateKey(rand.Reader)
+	good := assertion.X25519JWK(x.PublicKey())
+	n := 0
+	with := func(cnf any) string {
+		n++
+		c := a.baseClaims(clock.Now())
+		c["jti"] = fmt.Sprint("cnf-", n)
+		if cnf != nil {
+			c["cnf"] = cnf
+		}
+		return "Bearer " + signWith(t, jwt.SigningMethodEdDSA, a.priv, c, nil)
+	}
+	tests := []struct {
+		name      string
+		header    string
+		reason    string
+		recipient bool
+	}{
+		{"X25519 key", with(map[string]any{"jwk": good}), "", true},
+		{"signed by the agent's own code", func() string {
+			tok, err := assertion.Sign(a.priv, a.id, testAudience, clock.Now(), assertion.DefaultLifetime, x.PublicKey())
+			if err != nil {
+				t.Fatal(err)
+			}
+			return "Bearer " + tok
+		}(), "", true},
+		{"no cnf", with(nil), "", false},
+		{"cnf without jwk", with(map[string]any{}), ReasonBadClaims, false},
+		{"cnf null jwk", with(map[string]any{"jwk": nil}), ReasonBadClaims, false},
+		{"EC key", with(map[string]any{"jwk": map[string]any{"kty": "EC", "crv": "P-256", "x": good.X}}), ReasonBadClaims, false},
+		{"Ed25519 OKP", with(map[string]any{"jwk": map[string]any{"kty": "OKP", "crv": "Ed25519", "x": good.X}}), ReasonBadClaims, false},
+		{"short x", with(map[string]any{"jwk": map[string]any{"kty": "OKP", "crv": "X25519", "x": good.X[:20]}}), ReasonBadClaims, false},
+		{"jku instead", with(map[string]any{"jku": "https://attacker.example/keys"}), ReasonBadClaims, false},
+		{"cnf as a string", with("x"), ReasonMalformed, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := v.Check(dir, tt.header)
+			reason := ""
+			if err != nil {
+				reason = reasonOf(t, err)
+			}
+			if reason != tt.reason || (got.Recipient != nil) != tt.recipient {
+				t.Fatalf("reason %q (want %q), recipient %v", reason, tt.reason, got.Recipient)
+			}
+			if tt.recipient && !got.Recipient.Equal(x.PublicKey()) {
+				t.Fatal("recipient is not the cnf key")
+			}
+		})
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/tokencache"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/strictjson"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/tokenseal"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
@@ -72,13 +73,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			methodNotAllowed(w, http.MethodGet)
 			return
 		}
-		s.authenticated(w, r, s.stores)
+		s.authenticated(w, r, false, s.stores)
 	case wire.PathTokens:
 		if r.Method != http.MethodPost {
 			methodNotAllowed(w, http.MethodPost)
 			return
 		}
-		s.authenticated(w, r, s.tokens)
+		s.authenticated(w, r, true, s.tokens)
 	default:
 		writeError(w, wire.CodeNotFound, "no such endpoint")
 	}
@@ -109,14 +110,18 @@ func (d directory) AgentCount() int { return len(d.p.Agents) }
 
 // authenticated runs h for a verified, rate-limited agent. Every
 // authentication failure gets the same answer, so nobody can learn which
-// agent ids exist; the reason goes to the server log only.
-func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, h func(http.ResponseWriter, *http.Request, *policy.Policy, string)) {
+// agent ids exist; the reason goes to the server log only. sealed says the
+// answer holds tokens, so the assertion must carry the key to seal them to.
+func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, sealed bool, h func(http.ResponseWriter, *http.Request, *policy.Policy, agentauth.Verified)) {
 	p := s.Policy()
 	if p == nil {
 		writeError(w, wire.CodeUnavailable, "policy not loaded")
 		return
 	}
 	v, err := s.Auth.Check(directory{p}, r.Header.Get("Authorization"))
+	if err == nil && sealed && v.Recipient == nil {
+		err = &agentauth.Error{Reason: agentauth.ReasonNoConfirmationKey, AgentID: v.Agent}
+	}
 	if err != nil {
 		s.authFailed(w, r, err)
 		return
@@ -134,7 +139,7 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, h func(ht
 		s.authFailed(w, r, err)
 		return
 	}
-	h(w, r, p, v.Agent)
+	h(w, r, p, v)
 }
 
 // authFailed answers every authentication failure the same way; the reason
@@ -150,7 +155,8 @@ func (s *Server) authFailed(w http.ResponseWriter, r *http.Request, err error) {
 	writeError(w, wire.CodeUnauthenticated, "missing or invalid agent assertion")
 }
 
-func (s *Server) stores(w http.ResponseWriter, r *http.Request, p *policy.Policy, agent string) {
+func (s *Server) stores(w http.ResponseWriter, r *http.Request, p *policy.Policy, v agentauth.Verified) {
+	agent := v.Agent
 	out := wire.StoresResponse{Stores: []wire.Store{}}
 	for _, a := range p.Grants(agent) {
 		out.Stores = append(out.Stores, wire.Store{Name: a.Name(), DicomWebURL: a.DICOMwebURL()})
@@ -158,7 +164,8 @@ func (s *Server) stores(w http.ResponseWriter, r *http.Request, p *policy.Policy
 	writeJSON(w, http.StatusOK, out)
 }
 
-func (s *Server) tokens(w http.ResponseWriter, r *http.Request, p *policy.Policy, agent string) {
+func (s *Server) tokens(w http.ResponseWriter, r *http.Request, p *policy.Policy, v agentauth.Verified) {
+	agent := v.Agent
 	req, status, err := decodeTokenRequest(w, r)
 	if err != nil {
 		code := wire.CodeBadRequest
@@ -194,16 +201,24 @@ func (s *Server) tokens(w http.ResponseWriter, r *http.Request, p *policy.Policy
 			resp.Errors = append(resp.Errors, wire.StoreError{Store: name, Code: code, Message: msg})
 			continue
 		}
+		// Sealed to the request's own key: a replay of this request, to
+		// this instance or another, gets nothing it can open.
+		sealed, err := tokenseal.Seal(v.Recipient, name, res.Token.AccessToken)
+		if err != nil {
+			s.Log.Error("token not sealed; not handed out", "agent", agent, "account", name, "error", logtext.Clip(err.Error()))
+			resp.Errors = append(resp.Errors, wire.StoreError{Store: name, Code: wire.CodeUnavailable, Message: "the token could not be sealed"})
+			continue
+		}
 		expires := res.Token.Expiry.UTC().Format(time.RFC3339)
 		if res.Fallback {
 			s.Log.Warn("mint failed; served a cached token that is still valid", "agent", agent, "account", name, "expires_at", expires)
 		}
 		resp.Tokens = append(resp.Tokens, wire.Token{
-			Store:       name,
-			AccessToken: res.Token.AccessToken,
-			TokenType:   wire.TokenType,
-			ExpiresAt:   expires,
-			DicomWebURL: a.DICOMwebURL(),
+			Store:             name,
+			SealedAccessToken: sealed,
+			TokenType:         wire.TokenType,
+			ExpiresAt:         expires,
+			DicomWebURL:       a.DICOMwebURL(),
 		})
 		recs = append(recs, audit.Record{
 			Agent: agent, Account: name, ExpiresAt: res.Token.Expiry, Token: res.Token.AccessToken,

@@ -3,7 +3,9 @@ package api
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"io"
@@ -63,7 +65,10 @@ func (failingWriter) Write([]byte) (int, error) {
 type harness struct {
 	srv  *Server
 	priv ed25519.PrivateKey
-	logs *safeBuffer
+	// recipient is the X25519 key the harness's assertions carry (cnf);
+	// an agent makes one per request.
+	recipient *ecdh.PrivateKey
+	logs      *safeBuffer
 }
 
 type safeBuffer struct {
@@ -105,7 +110,11 @@ func newHarness(t testing.TB, w io.Writer) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{priv: priv}
+	recipient, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{priv: priv, recipient: recipient}
 	if w == nil {
 		h.logs = &safeBuffer{}
 		w = h.logs
@@ -124,7 +133,7 @@ func newHarness(t testing.TB, w io.Writer) *harness {
 
 func (h *harness) assertion(t testing.TB) string {
 	t.Helper()
-	tok, err := assertion.Sign(h.priv, "clinic-a", testAudience, time.Now(), assertion.DefaultLifetime, nil)
+	tok, err := assertion.Sign(h.priv, "clinic-a", testAudience, time.Now(), assertion.DefaultLifetime, h.recipient.PublicKey())
 	if err != nil {
 		t.Fatal(err)
 	}

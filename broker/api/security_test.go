@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"crypto/ecdh"
 	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"net/http/httptest"
@@ -76,7 +78,11 @@ func newSpec(t testing.TB, id string, disabled bool) agentSpec {
 
 func (a agentSpec) header(t testing.TB, now time.Time) string {
 	t.Helper()
-	tok, err := assertion.Sign(a.priv, a.id, testAudience, now, assertion.DefaultLifetime, nil)
+	x, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := assertion.Sign(a.priv, a.id, testAudience, now, assertion.DefaultLifetime, x.PublicKey())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,10 +186,15 @@ func TestAuthFailuresIdentical(t *testing.T) {
 	p := testPolicy(t, "/nonexistent/a.json", known, off)
 	h := newHarness(t, nil)
 	h.srv.Policy = func() *policy.Policy { return p }
+	noCnf, err := assertion.Sign(known.priv, known.id, testAudience, now, assertion.DefaultLifetime, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct{ name, header string }{
 		{"bad signature", forger.header(t, now)},
 		{"unknown id", stranger.header(t, now)},
 		{"disabled id", off.header(t, now)},
+		{"token request without a key to seal to", "Bearer " + noCnf},
 	}
 	var first string
 	for _, tt := range tests {
@@ -199,6 +210,18 @@ func TestAuthFailuresIdentical(t *testing.T) {
 		} else if got != first {
 			t.Errorf("%s: answer %q differs from %q", tt.name, got, first)
 		}
+	}
+	if !strings.Contains(h.logs.String(), `"reason":"no_confirmation_key"`) {
+		t.Errorf("the log does not say why the request without cnf was refused:\n%s", h.logs)
+	}
+	// The refused request's jti was not recorded, and GET /v1/stores needs
+	// no key: the same assertion is good for it.
+	r := httptest.NewRequest("GET", "/v1/stores", nil)
+	r.Header.Set("Authorization", "Bearer "+noCnf)
+	rec := httptest.NewRecorder()
+	h.srv.ServeHTTP(rec, r)
+	if rec.Code != 200 {
+		t.Errorf("GET /v1/stores without cnf: %d %s", rec.Code, rec.Body)
 	}
 }
 

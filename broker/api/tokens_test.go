@@ -9,6 +9,7 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/audit"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/cloudlog"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/tokenseal"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
@@ -25,9 +26,21 @@ func TestTokensAnswerAndAudit(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(resp.Tokens) != 2 || resp.Tokens[0].Store != "store-b" || resp.Tokens[1].Store != "store-a" ||
-		resp.Tokens[0].AccessToken != testToken || resp.Tokens[0].TokenType != wire.TokenType ||
+		resp.Tokens[0].TokenType != wire.TokenType ||
 		resp.Tokens[0].ExpiresAt != "2030-01-02T04:00:00Z" || !strings.HasSuffix(resp.Tokens[0].DicomWebURL, "/dicomStores/b/dicomWeb/") {
 		t.Errorf("tokens %+v", resp.Tokens)
+	}
+	// Each token is sealed to the assertion's key for its own store.
+	for _, tk := range resp.Tokens {
+		if got, err := tokenseal.Open(h.recipient, tk.Store, tk.SealedAccessToken); err != nil || got != testToken {
+			t.Errorf("%s: opened %q, %v", tk.Store, got, err)
+		}
+	}
+	if _, err := tokenseal.Open(h.recipient, "store-a", resp.Tokens[0].SealedAccessToken); err == nil {
+		t.Error("store-b's sealed token opened as store-a's")
+	}
+	if strings.Contains(rec.Body.String(), testToken) || strings.Contains(rec.Body.String(), `"access_token"`) {
+		t.Errorf("plaintext token in the answer: %s", rec.Body)
 	}
 	if len(resp.Errors) != 1 || resp.Errors[0] != (wire.StoreError{Store: "other", Code: wire.CodeForbidden, Message: "this agent may not use this store"}) || resp.Error != nil {
 		t.Errorf("errors %+v, error %+v", resp.Errors, resp.Error)

@@ -38,14 +38,22 @@ type TokenRequest struct {
 	Stores []string `json:"stores"`
 }
 
-// Token is one issued access token. ExpiresAt is RFC 3339.
+// Token is one issued access token, sealed to the X25519 key of the
+// request's assertion (cnf): SealedAccessToken is base64url, without
+// padding, of HPKE's encapsulated key followed by the ciphertext
+// (internal/tokenseal). ExpiresAt is RFC 3339. There is no plaintext
+// access_token: an answer with one is from an old or wrong broker, and the
+// agent refuses it (PlaintextTokenField).
 type Token struct {
-	Store       string `json:"store"`
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresAt   string `json:"expires_at"`
-	DicomWebURL string `json:"dicomweb_url"`
+	Store             string `json:"store"`
+	SealedAccessToken string `json:"sealed_access_token"`
+	TokenType         string `json:"token_type"`
+	ExpiresAt         string `json:"expires_at"`
+	DicomWebURL       string `json:"dicomweb_url"`
 }
+
+// PlaintextTokenField is the field a token item must not have.
+const PlaintextTokenField = "access_token"
 
 // StoreError is the failure of one store in a token answer.
 type StoreError struct {

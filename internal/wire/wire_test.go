@@ -49,8 +49,8 @@ func TestJSONShapes(t *testing.T) {
 	}{
 		{StoresResponse{Stores: []Store{{Name: "a", DicomWebURL: "https://h/"}}}, `{"stores":[{"name":"a","dicomweb_url":"https://h/"}]}`},
 		{TokenRequest{Stores: []string{"a"}}, `{"stores":["a"]}`},
-		{TokenResponse{Tokens: []Token{{Store: "a", AccessToken: "t", TokenType: TokenType, ExpiresAt: "2026-01-01T00:00:00Z", DicomWebURL: "https://h/"}}, Errors: []StoreError{{Store: "b", Code: CodeForbidden, Message: "m"}}},
-			`{"tokens":[{"store":"a","access_token":"t","token_type":"Bearer","expires_at":"2026-01-01T00:00:00Z","dicomweb_url":"https://h/"}],"errors":[{"store":"b","code":"forbidden","message":"m"}]}`},
+		{TokenResponse{Tokens: []Token{{Store: "a", SealedAccessToken: "t", TokenType: TokenType, ExpiresAt: "2026-01-01T00:00:00Z", DicomWebURL: "https://h/"}}, Errors: []StoreError{{Store: "b", Code: CodeForbidden, Message: "m"}}},
+			`{"tokens":[{"store":"a","sealed_access_token":"t","token_type":"Bearer","expires_at":"2026-01-01T00:00:00Z","dicomweb_url":"https://h/"}],"errors":[{"store":"b","code":"forbidden","message":"m"}]}`},
 		{TokenResponse{Error: &ErrorBody{Code: CodeUpstream, Message: "m"}, Tokens: []Token{}, Errors: []StoreError{}}, `{"error":{"code":"upstream","message":"m"},"tokens":[],"errors":[]}`},
 		{ErrorResponse{Error: ErrorBody{Code: CodeUnavailable, Message: "m"}}, `{"error":{"code":"unavailable","message":"m"}}`},
 	} {
