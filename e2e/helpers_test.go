@@ -35,9 +35,10 @@ func newStack(t *testing.T, opts stack.Options) *stack.Stack {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
+			tokens, _ := s.DistinctTokens()
 			for _, f := range []struct{ name, path string }{{"broker", s.BrokerLogPath}, {"agent", s.AgentLogPath}, {"site Orthanc", s.Site.LogPath}} {
 				data, _ := os.ReadFile(f.path)
-				t.Logf("last lines of the %s log:\n%s", f.name, lastLines(redact(data, s.Tap.DistinctTokens()), 25))
+				t.Logf("last lines of the %s log:\n%s", f.name, lastLines(redact(data, tokens), 25))
 			}
 		}
 		if err := s.Close(); err != nil {
@@ -119,7 +120,10 @@ func frontGET(t *testing.T, url, token string) int {
 // latestToken is the last token the broker handed out for store.
 func latestToken(t *testing.T, s *stack.Stack, store string) string {
 	t.Helper()
-	issued := s.Tap.Issued()
+	issued, err := s.HandedOut()
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i := len(issued) - 1; i >= 0; i-- {
 		if issued[i].Store == store {
 			return issued[i].AccessToken
@@ -144,32 +148,30 @@ type leakSource struct {
 func assertNoTokenLeaks(t *testing.T, s *stack.Stack) {
 	t.Helper()
 	ctx := ctxFor(t, 30*time.Second)
-	tokens := s.Tap.DistinctTokens()
-	if len(tokens) == 0 {
-		t.Fatal("the tap saw no token at all")
+	// Every token the broker handed out, with its plaintext: each audit
+	// line names one by fingerprint, and the token server minted it.
+	tokens, err := s.DistinctTokens()
+	if err != nil {
+		t.Fatal(err)
 	}
-
-	// The tap's set is complete: each audit line is one of its tokens, each
-	// of its tokens is audited, and the token server minted no other.
+	if len(tokens) == 0 {
+		t.Fatal("the broker handed out no token at all")
+	}
+	// The answers the agent received are all sealed, and there are exactly
+	// as many token items as audit lines: each issuance reached the agent
+	// with its line, and nothing was handed out unaudited.
 	auditLines, err := s.Audit()
 	if err != nil {
 		t.Fatal(err)
 	}
-	byFP := map[string]bool{}
-	for _, tok := range tokens {
-		byFP[wire.Fingerprint(tok)] = true
-	}
-	audited := map[string]bool{}
-	for _, a := range auditLines {
-		audited[a.Fingerprint] = true
-		if !byFP[a.Fingerprint] {
-			t.Errorf("audit line for %s (fingerprint %s) matches no token the agent received", a.Account, a.Fingerprint)
+	items := s.Tap.Issued()
+	for _, it := range items {
+		if it.Plaintext || it.Sealed == "" {
+			t.Errorf("token item for %s was not sealed", it.Store)
 		}
 	}
-	for fp := range byFP {
-		if !audited[fp] {
-			t.Errorf("token %s reached the agent without an audit line", fp)
-		}
+	if len(items) != len(auditLines) {
+		t.Errorf("the agent received %d token items; the broker wrote %d audit lines", len(items), len(auditLines))
 	}
 	minted := 0
 	for _, st := range s.Stores() {

@@ -245,7 +245,11 @@ func TestFailedUploadsSentAgain(t *testing.T) {
 		if !bytes.Contains(data, []byte(failed[store.Name].ID)) || !bytes.Contains(data, []byte(resent.ID)) {
 			t.Errorf("state file does not name the original and the new job:\n%s", data)
 		}
-		for _, tok := range s.Tap.DistinctTokens() {
+		tokens, err := s.DistinctTokens()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, tok := range tokens {
 			if bytes.Contains(data, []byte(tok)) {
 				t.Error("a token is in the state file")
 			}

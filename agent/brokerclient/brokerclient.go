@@ -8,7 +8,9 @@ package brokerclient
 import (
 	"bytes"
 	"context"
+	"crypto/ecdh"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -22,6 +24,7 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/tokenseal"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
@@ -216,7 +219,7 @@ func (c *Client) CloseIdleConnections() { c.http.CloseIdleConnections() }
 func (c *Client) Stores(ctx context.Context) ([]Store, error) {
 	const op = http.MethodGet + " " + wire.PathStores
 	var out wire.StoresResponse
-	if err := c.do(ctx, http.MethodGet, wire.PathStores, nil, &out); err != nil {
+	if err := c.do(ctx, http.MethodGet, wire.PathStores, nil, nil, &out); err != nil {
 		return nil, err
 	}
 	seen := map[string]bool{}
@@ -242,22 +245,56 @@ func (c *Client) Tokens(ctx context.Context, names []string) (*Tokens, error) {
 			return nil, fmt.Errorf("brokerclient: store name %q does not match %s", logtext.Clip(n), wire.StoreNameRule)
 		}
 	}
+	// A key for this request only: the broker seals every token of the
+	// answer to it, so the answer is useless to anyone who replays the
+	// request. The private half lives in memory until this call returns.
+	recipient, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, &Error{Op: http.MethodPost + " " + wire.PathTokens, Reason: ReasonRejected, Msg: "cannot make the request's X25519 key"}
+	}
 	body, _ := json.Marshal(wire.TokenRequest{Stores: names})
 	var raw json.RawMessage
-	if err := c.do(ctx, http.MethodPost, wire.PathTokens, body, &raw); err != nil {
+	if err := c.do(ctx, http.MethodPost, wire.PathTokens, body, recipient.PublicKey(), &raw); err != nil {
 		return nil, err
 	}
-	return decodeTokens(names, raw)
+	return decodeTokens(names, raw, recipient)
+}
+
+// tokenAnswer is the answer of POST /v1/tokens as the agent decodes it:
+// wire's shape, plus the plaintext field an old or wrong broker would send,
+// so that such an answer is refused, never used.
+type tokenAnswer struct {
+	Tokens []struct {
+		wire.Token
+		Plaintext json.RawMessage `json:"access_token"`
+	} `json:"tokens"`
+	Errors []wire.StoreError `json:"errors"`
 }
 
 // decodeTokens is what Tokens does with a 200 answer's body: decode it as
-// do does, then check it. The fuzz target drives it.
-func decodeTokens(asked []string, data []byte) (*Tokens, error) {
-	var out wire.TokenResponse
-	if err := decode(http.MethodPost+" "+wire.PathTokens, data, &out); err != nil {
+// do does, open each sealed token with recipient, then check it. The fuzz
+// target drives it.
+func decodeTokens(asked []string, data []byte, recipient *ecdh.PrivateKey) (*Tokens, error) {
+	const op = http.MethodPost + " " + wire.PathTokens
+	var ans tokenAnswer
+	if err := decode(op, data, &ans); err != nil {
 		return nil, err
 	}
-	return checkTokens(asked, &out), nil
+	out := &wire.TokenResponse{Errors: ans.Errors}
+	var opened []Secret
+	for _, t := range ans.Tokens {
+		if t.Plaintext != nil {
+			return nil, &Error{Op: op, Status: http.StatusOK, Reason: ReasonBadResponse, Retryable: true,
+				Msg: "the answer carries a plaintext " + wire.PlaintextTokenField + " field: the broker is too old or not this agent's (tokens must come sealed)"}
+		}
+		out.Tokens = append(out.Tokens, t.Token)
+		plain, err := tokenseal.Open(recipient, t.Store, t.SealedAccessToken)
+		if err != nil {
+			plain = "" // checkTokens refuses the item
+		}
+		opened = append(opened, Secret(plain))
+	}
+	return checkTokens(asked, out, opened), nil
 }
 
 // minRedactLen is the shortest access token value that is scrubbed from
@@ -265,22 +302,25 @@ func decodeTokens(asked []string, data []byte) (*Tokens, error) {
 // words.
 const minRedactLen = 8
 
-// checkTokens turns the decoded answer of POST /v1/tokens into Tokens. It
-// trusts nothing in it: a token item becomes a Token only if it is for a
-// store in asked and its token, type, expiry and URL pass; anything else
-// is a StoreError (or ignored, for stores not asked). Every access token
-// value of the answer is scrubbed from the error texts, so a broker that
-// echoes a token in a message cannot put it into the agent's logs.
-func checkTokens(asked []string, out *wire.TokenResponse) *Tokens {
+// checkTokens turns the decoded answer of POST /v1/tokens into Tokens;
+// opened[i] is the plaintext of out.Tokens[i], "" when it could not be
+// opened. It trusts nothing in the answer: a token item becomes a Token
+// only if it is for a store in asked and its token, type, expiry and URL
+// pass; anything else is a StoreError (or ignored, for stores not asked).
+// Every access token value of the answer is scrubbed from the error texts,
+// so a broker that echoes a token in a message cannot put it into the
+// agent's logs.
+func checkTokens(asked []string, out *wire.TokenResponse, opened []Secret) *Tokens {
 	want := make(map[string]bool, len(asked))
 	for _, n := range asked {
 		want[n] = true
 	}
 	var secrets []string
-	for _, t := range out.Tokens {
+	for _, o := range opened {
 		// The value, and the forms logtext.Clip can turn it into.
-		clipped := strings.TrimSuffix(logtext.Clip(t.AccessToken), "…")
-		for _, v := range []string{t.AccessToken, clipped, strings.TrimSpace(clipped)} {
+		tok := string(o)
+		clipped := strings.TrimSuffix(logtext.Clip(tok), "…")
+		for _, v := range []string{tok, clipped, strings.TrimSpace(clipped)} {
 			if len(v) >= minRedactLen {
 				secrets = append(secrets, v)
 			}
@@ -294,7 +334,8 @@ func checkTokens(asked []string, out *wire.TokenResponse) *Tokens {
 		e.Code, e.Message = scrubClip(e.Code, secrets), scrubClip(e.Message, secrets)
 		res.Errors = append(res.Errors, e)
 	}
-	for _, t := range out.Tokens {
+	for i, t := range out.Tokens {
+		tok := string(opened[i])
 		bad := func(msg string) {
 			res.Errors = append(res.Errors, StoreError{Store: t.Store, Code: CodeBadResponse, Message: scrubClip(msg, secrets)})
 		}
@@ -303,8 +344,10 @@ func checkTokens(asked []string, out *wire.TokenResponse) *Tokens {
 		switch {
 		case !want[t.Store]:
 			continue // not asked for: ignore rather than manage it
-		case t.AccessToken == "" || strings.ContainsFunc(t.AccessToken, notTokenChar):
-			bad("access_token is empty or has characters not allowed in an HTTP header")
+		case tok == "":
+			bad("sealed_access_token cannot be opened with this request's key for this store")
+		case strings.ContainsFunc(tok, notTokenChar):
+			bad("the opened access token has characters not allowed in an HTTP header")
 		case !strings.EqualFold(t.TokenType, wire.TokenType):
 			bad(fmt.Sprintf("token_type %q is not %s", logtext.Clip(t.TokenType), wire.TokenType))
 		case err != nil:
@@ -313,7 +356,7 @@ func checkTokens(asked []string, out *wire.TokenResponse) *Tokens {
 			bad(fmt.Sprintf("dicomweb_url %v", urlErr))
 		default:
 			res.Tokens = append(res.Tokens, Token{
-				Store: t.Store, AccessToken: Secret(t.AccessToken), TokenType: wire.TokenType,
+				Store: t.Store, AccessToken: Secret(tok), TokenType: wire.TokenType,
 				ExpiresAt: exp, DicomWebURL: t.DicomWebURL,
 			})
 		}
@@ -347,9 +390,11 @@ func scrub(s string, secrets []string) string {
 // Authorization header Orthanc will send.
 func notTokenChar(r rune) bool { return r <= ' ' || r >= 0x7f }
 
-func (c *Client) do(ctx context.Context, method, path string, body []byte, out any) error {
+// do makes one call. recipient, when not nil, is the request's X25519 key,
+// carried in the assertion's cnf claim.
+func (c *Client) do(ctx context.Context, method, path string, body []byte, recipient *ecdh.PublicKey, out any) error {
 	op := method + " " + path
-	jwt, err := assertion.Sign(c.key, c.agentID, c.aud, c.now(), assertion.DefaultLifetime, nil)
+	jwt, err := assertion.Sign(c.key, c.agentID, c.aud, c.now(), assertion.DefaultLifetime, recipient)
 	if err != nil {
 		return &Error{Op: op, Reason: ReasonRejected, Msg: "cannot sign assertion"}
 	}

@@ -206,10 +206,7 @@ func TestTokenItemValidation(t *testing.T) {
 		item("cleartext", "ya29.x", "bearer", exp, "http://healthcare.googleapis.com/v1/"),
 		item("unasked", "ya29.x", "Bearer", exp, good),
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		json.NewEncoder(w).Encode(map[string]any{"tokens": items, "errors": []any{}})
-	}))
-	defer srv.Close()
+	srv := sealingServer(t, func() any { return map[string]any{"tokens": items, "errors": []any{}} })
 	c, _ := New(Options{URL: srv.URL, AgentID: "a", Key: priv})
 	res, err := c.Tokens(context.Background(), []string{"ok", "crlf", "empty", "mac", "when", "cleartext"})
 	if err != nil {

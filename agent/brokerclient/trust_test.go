@@ -2,6 +2,8 @@ package brokerclient
 
 import (
 	"context"
+	"crypto/ecdh"
+	"crypto/rand"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -83,10 +85,7 @@ func TestTokenAnswerTrustsNothing(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-				json.NewEncoder(w).Encode(tc.answer)
-			}))
-			defer srv.Close()
+			srv := sealingServer(t, func() any { return tc.answer })
 			c, _ := New(Options{URL: srv.URL, AgentID: "a", Key: priv})
 			res, err := c.Tokens(context.Background(), []string{"a", "b"})
 			if err != nil {
@@ -101,6 +100,9 @@ func TestTokenAnswerTrustsNothing(t *testing.T) {
 		})
 	}
 }
+
+// fuzzRecipient is the request key FuzzTokens seals its answers to.
+var fuzzRecipient, _ = ecdh.X25519().GenerateKey(rand.Reader)
 
 // FuzzTokens feeds raw answer bodies of POST /v1/tokens through the
 // client's decoding and checks: no panic; every token it returns is for
@@ -135,12 +137,17 @@ func FuzzTokens(f *testing.F) {
 				return // Tokens refuses such a list before any request
 			}
 		}
-		res, err := decodeTokens(asked, body)
 		// The access tokens in the body, as encoding/json reads them.
-		var raw wire.TokenResponse
+		var raw struct {
+			Tokens []struct {
+				AccessToken string `json:"access_token"`
+			} `json:"tokens"`
+		}
 		_ = json.Unmarshal(body, &raw)
 		var secrets []string
+		plaintext := false
 		for _, tk := range raw.Tokens {
+			plaintext = plaintext || tk.AccessToken != ""
 			// The value, and the value with control characters made spaces
 			// and the ends trimmed (what a log line could show of it).
 			for _, v := range []string{tk.AccessToken, strings.TrimSpace(strings.Map(func(r rune) rune {
@@ -161,39 +168,56 @@ func FuzzTokens(f *testing.F) {
 				}
 			}
 		}
-		if err != nil {
-			if res != nil {
-				t.Fatal("result with an error")
+		check := func(res *Tokens, err error) {
+			if err != nil {
+				if res != nil {
+					t.Fatal("result with an error")
+				}
+				leaks("error", err.Error())
+				if Reason(err) != ReasonBadResponse {
+					t.Fatalf("reason %s", Reason(err))
+				}
+				return
 			}
-			leaks("error", err.Error())
-			if Reason(err) != ReasonBadResponse {
-				t.Fatalf("reason %s", Reason(err))
+			want := map[string]bool{}
+			for _, n := range asked {
+				want[n] = true
 			}
-			return
+			for _, tk := range res.Tokens {
+				a := string(tk.AccessToken)
+				switch {
+				case !want[tk.Store] || !wire.ValidStoreName(tk.Store):
+					t.Fatalf("token for store %q not asked", tk.Store)
+				case a == "" || strings.ContainsFunc(a, notTokenChar):
+					t.Fatalf("token %q has characters not allowed in a header", a)
+				case tk.TokenType != wire.TokenType || tk.ExpiresAt.IsZero():
+					t.Fatalf("token type %q expiry %v", tk.TokenType, tk.ExpiresAt)
+				case urlrule.CheckBearerURL(tk.DicomWebURL) != nil:
+					t.Fatalf("token URL %q breaks the bearer rule", tk.DicomWebURL)
+				}
+			}
+			for _, e := range res.Errors {
+				if !want[e.Store] {
+					t.Fatalf("error for store %q not asked", e.Store)
+				}
+				leaks("error code", e.Code)
+				leaks("error message", e.Message)
+			}
 		}
-		want := map[string]bool{}
-		for _, n := range asked {
-			want[n] = true
+		// As sent: an answer with a plaintext token is refused whole.
+		res, err := decodeTokens(asked, body, fuzzRecipient)
+		if err == nil && plaintext {
+			t.Fatalf("accepted an answer with a plaintext access_token: %q", body)
 		}
-		for _, tk := range res.Tokens {
-			a := string(tk.AccessToken)
-			switch {
-			case !want[tk.Store] || !wire.ValidStoreName(tk.Store):
-				t.Fatalf("token for store %q not asked", tk.Store)
-			case a == "" || strings.ContainsFunc(a, notTokenChar):
-				t.Fatalf("token %q has characters not allowed in a header", a)
-			case tk.TokenType != wire.TokenType || tk.ExpiresAt.IsZero():
-				t.Fatalf("token type %q expiry %v", tk.TokenType, tk.ExpiresAt)
-			case urlrule.CheckBearerURL(tk.DicomWebURL) != nil:
-				t.Fatalf("token URL %q breaks the bearer rule", tk.DicomWebURL)
+		check(res, err)
+		// Sealed the way the broker seals: the same checks on what opens.
+		var generic map[string]any
+		if json.Unmarshal(body, &generic) == nil && generic != nil {
+			sealed, err := json.Marshal(sealWith(t, fuzzRecipient.PublicKey(), generic))
+			if err != nil {
+				t.Fatal(err)
 			}
-		}
-		for _, e := range res.Errors {
-			if !want[e.Store] {
-				t.Fatalf("error for store %q not asked", e.Store)
-			}
-			leaks("error code", e.Code)
-			leaks("error message", e.Message)
+			check(decodeTokens(asked, sealed, fuzzRecipient))
 		}
 	})
 }

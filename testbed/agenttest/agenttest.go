@@ -6,6 +6,7 @@
 package agenttest
 
 import (
+	"crypto/ecdh"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
@@ -23,6 +24,8 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/tokenseal"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/clocktest"
 )
@@ -120,7 +123,8 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, b.Fail, wire.ErrorResponse{Error: wire.ErrorBody{Code: codeFor(b.Fail), Message: "test failure"}})
 		return
 	}
-	if err := b.checkAssertion(r); err != nil {
+	recipient, err := b.checkAssertion(r)
+	if err != nil || (r.URL.Path == wire.PathTokens && recipient == nil) {
 		writeErr(w, wire.CodeUnauthenticated, "authentication failed")
 		return
 	}
@@ -161,8 +165,13 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 			}
 			tok := "ya29.fake-" + randHex(24)
 			b.Issued = append(b.Issued, tok)
+			sealed, err := tokenseal.Seal(recipient, s, tok)
+			if err != nil {
+				writeErr(w, wire.CodeUnavailable, "cannot seal")
+				return
+			}
 			out.Tokens = append(out.Tokens, wire.Token{
-				Store: s, AccessToken: tok, TokenType: wire.TokenType,
+				Store: s, SealedAccessToken: sealed, TokenType: wire.TokenType,
 				ExpiresAt: b.Now().Add(b.Lifetime).UTC().Format(time.RFC3339), DicomWebURL: u,
 			})
 		}
@@ -172,28 +181,36 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// checkAssertion verifies the request's EdDSA JWT as docs/design.md says.
-func (b *Broker) checkAssertion(r *http.Request) error {
+// checkAssertion verifies the request's EdDSA JWT as docs/design.md says
+// and returns the X25519 key of its cnf claim (nil when there is none) to
+// seal the answer's tokens to.
+func (b *Broker) checkAssertion(r *http.Request) (*ecdh.PublicKey, error) {
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
-		return fmt.Errorf("no bearer")
+		return nil, fmt.Errorf("no bearer")
 	}
-	var claims jwt.RegisteredClaims
+	var claims assertion.Claims
 	_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return b.Pub, nil },
 		jwt.WithValidMethods([]string{"EdDSA"}), jwt.WithAudience(b.URL),
 		jwt.WithIssuer(b.AgentID), jwt.WithSubject(b.AgentID), jwt.WithTimeFunc(b.Now),
 		jwt.WithLeeway(time.Minute), jwt.WithExpirationRequired(), jwt.WithIssuedAt())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if claims.ID == "" || b.seenJTI[claims.ID] {
-		return fmt.Errorf("jti replay")
+		return nil, fmt.Errorf("jti replay")
 	}
 	if claims.ExpiresAt.Sub(claims.IssuedAt.Time) > 5*time.Minute {
-		return fmt.Errorf("lifetime")
+		return nil, fmt.Errorf("lifetime")
+	}
+	var recipient *ecdh.PublicKey
+	if claims.Cnf != nil {
+		if recipient, err = claims.Cnf.JWK.X25519(); err != nil {
+			return nil, err
+		}
 	}
 	b.seenJTI[claims.ID] = true
-	return nil
+	return recipient, nil
 }
 
 // Orthanc is a fake Orthanc DICOMweb server registry on 127.0.0.1.

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // TokenInfo describes an access token a fake issued.
@@ -411,6 +413,20 @@ func (s *TokenServer) Introspect(token string) (TokenInfo, bool) {
 	ti, ok := s.tokens[token]
 	ti.Scopes = slices.Clone(ti.Scopes)
 	return ti, ok
+}
+
+// ByFingerprint returns the token this server minted whose audit
+// fingerprint (wire.Fingerprint) is fp. The broker hands tokens out sealed,
+// so tests find the plaintext of an audited issuance here.
+func (s *TokenServer) ByFingerprint(fp string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for tok := range s.tokens {
+		if wire.Fingerprint(tok) == fp {
+			return tok, true
+		}
+	}
+	return "", false
 }
 
 // Valid returns the token's info when it is known and unexpired by the injected clock.

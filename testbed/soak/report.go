@@ -269,7 +269,10 @@ func countRotations(data []byte, from, to time.Time) (int, error) {
 // anything shaped like one) in every log of the run.
 func (r *runner) scanLeaks() []string {
 	files := []string{r.s.BrokerLogPath, r.s.AgentLogPath, r.s.Site.LogPath, r.s.CloudOrthanc.LogPath}
-	tokens := r.s.Tap.DistinctTokens()
+	tokens, err := r.s.DistinctTokens()
+	if err != nil {
+		return []string{"cannot list the tokens handed out: " + err.Error()}
+	}
 	var out []string
 	for _, f := range files {
 		data, err := os.ReadFile(f)

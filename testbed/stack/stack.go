@@ -17,12 +17,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -694,6 +696,47 @@ func (s *Stack) Audit() ([]AuditLine, error) {
 		out = append(out, a)
 	}
 	return out, sc.Err()
+}
+
+// HandedOut is every token the broker handed out, in order, with its
+// plaintext: each audit line (one per issuance, written before the answer)
+// joined by its fingerprint with the token the fake token server minted.
+// The answers themselves are sealed to keys only the agent holds.
+func (s *Stack) HandedOut() ([]HandedOutToken, error) {
+	lines, err := s.Audit()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]HandedOutToken, 0, len(lines))
+	for _, a := range lines {
+		tok, ok := s.Cloud.Tokens.ByFingerprint(a.Fingerprint)
+		if !ok {
+			return nil, fmt.Errorf("stack: audit line for %s (fingerprint %s) names no token the token server minted", a.Account, a.Fingerprint)
+		}
+		out = append(out, HandedOutToken{Store: a.Account, AccessToken: tok, ExpiresAt: a.ExpiresAt})
+	}
+	return out, nil
+}
+
+// HandedOutToken is one issuance: the store, the plaintext token and its
+// expiry.
+type HandedOutToken struct {
+	Store       string
+	AccessToken string
+	ExpiresAt   time.Time
+}
+
+// DistinctTokens lists each token value the broker handed out once, sorted.
+func (s *Stack) DistinctTokens() ([]string, error) {
+	h, err := s.HandedOut()
+	if err != nil {
+		return nil, err
+	}
+	seen := map[string]bool{}
+	for _, t := range h {
+		seen[t.AccessToken] = true
+	}
+	return slices.Sorted(maps.Keys(seen)), nil
 }
 
 // tail returns the last n lines of a log file.

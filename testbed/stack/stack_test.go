@@ -103,7 +103,7 @@ func TestBrokerTap(t *testing.T) {
 		switch r.URL.Path {
 		case "/v1/tokens":
 			w.Header().Set("Content-Type", "application/json")
-			io.WriteString(w, `{"tokens":[{"store":"store-a","access_token":"ya29.one","token_type":"Bearer","expires_at":"2030-01-01T00:00:00Z"},
+			io.WriteString(w, `{"tokens":[{"store":"store-a","sealed_access_token":"c2VhbGVk","token_type":"Bearer","expires_at":"2030-01-01T00:00:00Z"},
 				{"store":"store-b","access_token":"ya29.two","token_type":"Bearer","expires_at":"2030-01-01T00:00:00Z"}]}`)
 		default:
 			io.WriteString(w, `{"stores":[]}`)
@@ -138,11 +138,9 @@ func TestBrokerTap(t *testing.T) {
 	if got := tap.Requests(); got["POST /v1/tokens"] != 2 || got["GET /v1/stores"] != 1 || tap.TotalRequests() != 3 {
 		t.Errorf("requests %v", got)
 	}
-	if got := tap.DistinctTokens(); !slices.Equal(got, []string{"ya29.one", "ya29.two"}) {
-		t.Errorf("distinct tokens %v", got)
-	}
 	issued := tap.Issued()
-	if len(issued) != 4 || issued[0].Store != "store-a" || !issued[0].SeenAt.Equal(now) || issued[0].ExpiresAt.Year() != 2030 {
+	if len(issued) != 4 || issued[0].Store != "store-a" || issued[0].Sealed != "c2VhbGVk" || issued[0].Plaintext ||
+		!issued[0].SeenAt.Equal(now) || issued[0].ExpiresAt.Year() != 2030 || !issued[1].Plaintext {
 		t.Errorf("issued %+v", issued)
 	}
 	// Broker down: the agent sees a dropped connection, not an HTTP answer.

@@ -17,20 +17,25 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
-// IssuedToken is one token the broker handed to the agent, as the tap saw it.
+// IssuedToken is one token the broker handed to the agent, as the tap saw
+// it: sealed to the request's key, which only the agent holds. Its
+// plaintext is found through the broker's audit line (Stack.HandedOut).
 type IssuedToken struct {
-	Store       string
-	AccessToken string
-	ExpiresAt   time.Time
-	SeenAt      time.Time
+	Store     string
+	Sealed    string
+	ExpiresAt time.Time
+	SeenAt    time.Time
+	// Plaintext is true when the answer carried an access_token field: a
+	// broker that does not seal. The agent refuses such an answer.
+	Plaintext bool
 }
 
 // BrokerTap is a recording reverse proxy between the agent and the broker:
 // the agent's Broker.Url points at it. It counts requests and keeps every
-// token the broker answered with, so tests can look for those exact values
-// in logs. It lives in the test process, so it keeps listening while the
-// broker is killed; then it drops the agent's connection without an answer,
-// which the agent sees as an unreachable broker, as it would without a tap.
+// token item the broker answered with. It lives in the test process, so it
+// keeps listening while the broker is killed; then it drops the agent's
+// connection without an answer, which the agent sees as an unreachable
+// broker, as it would without a tap.
 type BrokerTap struct {
 	srv   *http.Server
 	url   string
@@ -40,7 +45,6 @@ type BrokerTap struct {
 	mu       sync.Mutex
 	requests map[string]int // by "METHOD /path"
 	tokens   []IssuedToken
-	seen     map[string]bool
 }
 
 func startBrokerTap(target string, now func() time.Time) (*BrokerTap, error) {
@@ -52,7 +56,7 @@ func startBrokerTap(target string, now func() time.Time) (*BrokerTap, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &BrokerTap{url: "http://" + ln.Addr().String(), now: now, requests: map[string]int{}, seen: map[string]bool{}}
+	t := &BrokerTap{url: "http://" + ln.Addr().String(), now: now, requests: map[string]int{}}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = nil
 	tr.DisableKeepAlives = true // the broker is restarted under the tap
@@ -101,7 +105,12 @@ func (t *BrokerTap) record(resp *http.Response) error {
 		return err
 	}
 	resp.Body = io.NopCloser(bytes.NewReader(body))
-	var doc wire.TokenResponse
+	var doc struct {
+		Tokens []struct {
+			wire.Token
+			Plaintext json.RawMessage `json:"access_token"`
+		} `json:"tokens"`
+	}
 	if json.Unmarshal(body, &doc) != nil {
 		return nil // not ours to judge; the agent will complain
 	}
@@ -109,14 +118,9 @@ func (t *BrokerTap) record(resp *http.Response) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, tk := range doc.Tokens {
-		if tk.AccessToken == "" {
-			continue
-		}
-		if !t.seen[tk.AccessToken] {
-			t.seen[tk.AccessToken] = true
-		}
 		exp, _ := time.Parse(time.RFC3339, tk.ExpiresAt) // zero if malformed: the agent refuses it
-		t.tokens = append(t.tokens, IssuedToken{Store: tk.Store, AccessToken: tk.AccessToken, ExpiresAt: exp, SeenAt: now})
+		t.tokens = append(t.tokens, IssuedToken{Store: tk.Store, Sealed: tk.SealedAccessToken, ExpiresAt: exp, SeenAt: now,
+			Plaintext: tk.Plaintext != nil})
 	}
 	return nil
 }
@@ -141,19 +145,12 @@ func (t *BrokerTap) TotalRequests() int {
 	return n
 }
 
-// Issued lists every token handed out, in order (a token served twice from
-// the broker's cache appears twice).
+// Issued lists every token item handed out, in order (a token served
+// twice from the broker's cache appears twice, sealed differently).
 func (t *BrokerTap) Issued() []IssuedToken {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return append([]IssuedToken(nil), t.tokens...)
-}
-
-// DistinctTokens lists each token value handed out once, sorted.
-func (t *BrokerTap) DistinctTokens() []string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return slices.Sorted(maps.Keys(t.seen))
 }
 
 func (t *BrokerTap) close() { _ = t.srv.Close() }
