@@ -13,10 +13,13 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 )
 
-// serviceName is the Windows service's name and its event log source.
-const serviceName = "orthanc-gcp-agent"
+// serviceName is the Windows service's name and its event log source; the
+// key and password file checks allow its service SID (agentkey.ServiceSID).
+const serviceName = agentkey.ServiceName
 
 // serviceStopTimeout bounds how long a Stop waits for the agent to finish
 // (it needs at most about 5 s to close the health server); it is also the

@@ -116,8 +116,9 @@ func ParsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
 }
 
 // WriteNew generates a key pair and writes the private key to path with mode
-// 0600 (on Windows: a protected DACL granting only SYSTEM, Administrators
-// and the current user). It never overwrites an existing file.
+// 0600 (on Windows: owned by the current user, with a protected DACL
+// granting only SYSTEM, Administrators and that user). It never overwrites
+// an existing file.
 func WriteNew(path string) (ed25519.PublicKey, error) {
 	pub, priv, err := Generate()
 	if err != nil {
@@ -149,8 +150,9 @@ func WriteNew(path string) (ed25519.PublicKey, error) {
 // ReadFile loads a private key, refusing a file that group or others can
 // read: a readable agent key lets anyone on the host act as the agent. On
 // Unix that is any mode bit for group or others; on Windows, an ACL entry
-// that lets Everyone, Authenticated Users, BUILTIN\Users (or a similar
-// group, see CheckDACL) read or change the file.
+// that lets anyone but SYSTEM, Administrators, the file's owner, the
+// agent's service SID or the account the agent runs as read or change the
+// file (see CheckDACL).
 func ReadFile(path string) (ed25519.PrivateKey, error) {
 	fi, err := os.Stat(path)
 	if err != nil {

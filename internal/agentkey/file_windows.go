@@ -1,6 +1,7 @@
 package agentkey
 
 import (
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -10,8 +11,9 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// createPrivate creates path for writing with a protected DACL granting
-// only SYSTEM, Administrators and the current user (PrivateSDDL). The DACL
+// createPrivate creates path for writing, owned by the current user, with a
+// protected DACL granting only SYSTEM, Administrators and that user
+// (PrivateSDDL). The DACL
 // is given to CreateFile itself, so there is no moment at which the file
 // exists with the directory's inherited permissions; CREATE_NEW fails if
 // anything already has the name.
@@ -45,49 +47,85 @@ func currentUserSID() (string, error) {
 	return tu.User.Sid.String(), nil
 }
 
-// checkPrivate refuses a key file whose DACL lets "others" (Everyone,
-// Authenticated Users, BUILTIN\Users, …) read or change it. Mode bits mean
-// nothing on Windows.
+// checkPrivate refuses a key file whose DACL lets anyone but SYSTEM,
+// Administrators, its owner, the agent's service SID or the account the
+// agent runs as read or change it (see CheckDACL). Mode bits mean nothing
+// on Windows.
 func checkPrivate(path string, _ fs.FileInfo) error {
 	return CheckFileACL(path, ReadAccess|WriteAccess)
 }
 
-// CheckFileACL reads path's DACL and refuses it, with a message naming the
-// group and the icacls command that fixes it, if it grants any right in
-// mask to a group that stands for "others" (see CheckDACL).
+// CheckFileACL reads path's owner and DACL and refuses them (see
+// CheckDACL) with a message naming each trustee outside the allow-list,
+// with its account name when Windows knows it, and the commands that fix
+// the file. Besides SYSTEM, Administrators and the owner, it allows the
+// agent's service SID (NT SERVICE\orthanc-gcp-agent) and the account this
+// process runs as.
 func CheckFileACL(path string, mask uint32) error {
-	aces, null, err := fileACEs(path)
+	owner, aces, null, err := fileSecurity(path)
 	if err != nil {
 		return fmt.Errorf("%s: reading its ACL: %w", path, err)
 	}
-	if err := CheckDACL(aces, null, mask); err != nil {
-		return fmt.Errorf("%s %v; allow only SYSTEM, Administrators and the agent's account (%s)", path, err, ACLFixHint(path))
+	runAs, _ := currentUserSID() // "" if unknown: then only the rest is allowed
+	err = CheckDACL(owner, []string{ServiceSID(ServiceName), runAs}, aces, null, mask)
+	var e *ACLError
+	if !errors.As(err, &e) {
+		return err
 	}
-	return nil
+	e.Owner.Name = accountName(e.Owner)
+	for i := range e.Grants {
+		e.Grants[i].Name = accountName(e.Grants[i].Trustee)
+	}
+	if runAs != "" {
+		runAs = Trustee{SID: runAs, Name: accountName(Trustee{SID: runAs})}.String()
+	}
+	return refusal(path, e, runAs)
 }
 
-// fileACEs returns path's DACL entries; null reports a missing or NULL
-// DACL (full access for everyone).
-func fileACEs(path string) (aces []ACE, null bool, err error) {
-	sd, err := windows.GetNamedSecurityInfo(path, windows.SE_FILE_OBJECT, windows.DACL_SECURITY_INFORMATION)
+// accountName is t's name as Windows gives it (DOMAIN\account, in the
+// system's language), else t.Name (from CheckDACL's table, "" if none).
+func accountName(t Trustee) string {
+	if t.SID == "" {
+		return ""
+	}
+	sid, err := windows.StringToSid(t.SID)
+	if err == nil {
+		if account, domain, _, err := sid.LookupAccount(""); err == nil && account != "" {
+			if domain == "" {
+				return account
+			}
+			return domain + `\` + account
+		}
+	}
+	return t.Name
+}
+
+// fileSecurity returns path's owner SID ("" if it has none) and DACL
+// entries; null reports a missing or NULL DACL (full access for everyone).
+func fileSecurity(path string) (owner string, aces []ACE, null bool, err error) {
+	sd, err := windows.GetNamedSecurityInfo(path, windows.SE_FILE_OBJECT,
+		windows.OWNER_SECURITY_INFORMATION|windows.DACL_SECURITY_INFORMATION)
 	if err != nil {
-		return nil, false, err
+		return "", nil, false, err
 	}
 	defer runtime.KeepAlive(sd)
+	if o, _, err := sd.Owner(); err == nil && o != nil {
+		owner = o.String()
+	}
 	dacl, _, err := sd.DACL()
 	if err == windows.ERROR_OBJECT_NOT_FOUND {
-		return nil, true, nil
+		return owner, nil, true, nil
 	}
 	if err != nil {
-		return nil, false, err
+		return "", nil, false, err
 	}
 	if dacl == nil {
-		return nil, true, nil
+		return owner, nil, true, nil
 	}
 	for i := uint32(0); i < uint32(dacl.AceCount); i++ {
 		var ace *windows.ACCESS_ALLOWED_ACE
 		if err := windows.GetAce(dacl, i, &ace); err != nil {
-			return nil, false, err
+			return "", nil, false, err
 		}
 		e := ACE{Type: ace.Header.AceType, Flags: ace.Header.AceFlags, Mask: uint32(ace.Mask)}
 		sid := unsafe.Pointer(&ace.SidStart)
@@ -107,5 +145,5 @@ func fileACEs(path string) (aces []ACE, null bool, err error) {
 		e.SID = (*windows.SID)(sid).String()
 		aces = append(aces, e)
 	}
-	return aces, false, nil
+	return owner, aces, false, nil
 }

@@ -1,0 +1,42 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/windows"
+)
+
+// TestPasswordFileACLWindows: Orthanc.PasswordFile is refused when its DACL
+// lets anyone outside SYSTEM, Administrators, its owner, the agent's
+// service SID and the account the agent runs as read it (CI only compiles
+// this; the rule is tested everywhere in internal/agentkey).
+func TestPasswordFileACLWindows(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "orthanc.password")
+	if err := os.WriteFile(path, []byte("secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// A file of the user's temporary directory: SYSTEM, Administrators
+	// and the user, who owns it.
+	if pw, err := readPassword(path); err != nil || pw != "secret" {
+		t.Fatalf("readPassword = %q, %v", pw, err)
+	}
+	sd, err := windows.SecurityDescriptorFromString("D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FR;;;S-1-5-32-555)")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dacl, _, err := sd.DACL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := windows.SetNamedSecurityInfo(path, windows.SE_FILE_OBJECT,
+		windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err = readPassword(path)
+	if err == nil || !strings.Contains(err.Error(), "S-1-5-32-555") || !strings.Contains(err.Error(), "icacls") {
+		t.Fatalf("Remote Desktop Users may read the password file: got %v", err)
+	}
+}
