@@ -77,13 +77,24 @@ type Account struct {
 }
 
 // Agent is one on-prem agent and the accounts it may use.
+//
+// Its key is PublicKey, or PublicKeys: a list of one or two keys of any
+// kind, any of which authenticates. Two is enough to roll a key over
+// without a window in which the site is locked out (register the new key
+// next to the old, switch the agent, then drop the old one) and to move a
+// site from a file key to a TPM-made one; more would only widen what a
+// stolen key can hide behind. Exactly one of the two fields is set.
 type Agent struct {
-	PublicKey string
-	Accounts  []string
-	Disabled  bool `json:",omitempty"`
+	PublicKey  string   `json:",omitempty"`
+	PublicKeys []string `json:",omitempty"`
+	Accounts   []string
+	Disabled   bool `json:",omitempty"`
 
 	keys []crypto.PublicKey // parsed: ed25519.PublicKey or *ecdsa.PublicKey
 }
+
+// MaxAgentKeys is how many keys an agent's PublicKeys may list.
+const MaxAgentKeys = 2
 
 // Kind says where an account's Google token comes from.
 type Kind int
@@ -209,11 +220,12 @@ func (p *Policy) validate() error {
 			add("agent %q: must be an object", id)
 			continue
 		}
-		key, err := parseAgentKey(ag.PublicKey)
-		if err != nil {
-			add("agent %q: PublicKey: %v", id, err)
-		} else {
-			ag.keys = []crypto.PublicKey{key}
+		keys, keyErrs := ag.parseKeys()
+		for _, e := range keyErrs {
+			add("agent %q: %v", id, e)
+		}
+		if len(keyErrs) == 0 {
+			ag.keys = keys
 		}
 		seen := map[string]bool{}
 		for _, acct := range ag.Accounts {
@@ -227,6 +239,44 @@ func (p *Policy) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// parseKeys parses PublicKey or PublicKeys (exactly one of them is set)
+// into the agent's key list, each key checked by parseAgentKey. The errors
+// name the field and, in a list, the index.
+func (ag *Agent) parseKeys() ([]crypto.PublicKey, []error) {
+	switch {
+	case ag.PublicKey != "" && ag.PublicKeys != nil:
+		return nil, []error{errors.New("PublicKey and PublicKeys are both set: set exactly one")}
+	case ag.PublicKey == "" && ag.PublicKeys == nil:
+		return nil, []error{errors.New("no key: set PublicKey or PublicKeys")}
+	case ag.PublicKeys == nil:
+		k, err := parseAgentKey(ag.PublicKey)
+		if err != nil {
+			return nil, []error{fmt.Errorf("PublicKey: %v", err)}
+		}
+		return []crypto.PublicKey{k}, nil
+	case len(ag.PublicKeys) == 0 || len(ag.PublicKeys) > MaxAgentKeys:
+		return nil, []error{fmt.Errorf("PublicKeys: %d keys; list 1 or %d (the current key and the next one)", len(ag.PublicKeys), MaxAgentKeys)}
+	}
+	var errs []error
+	keys := make([]crypto.PublicKey, len(ag.PublicKeys)) // nil where refused
+	for i, s := range ag.PublicKeys {
+		k, err := parseAgentKey(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("PublicKeys[%d]: %v", i, err))
+			continue
+		}
+		// Compared as keys, not strings: one key, one entry, whatever the
+		// spelling.
+		for j, prev := range keys[:i] {
+			if prev != nil && prev.(interface{ Equal(crypto.PublicKey) bool }).Equal(k) {
+				errs = append(errs, fmt.Errorf("PublicKeys[%d]: the same key as PublicKeys[%d] (listed twice)", i, j))
+			}
+		}
+		keys[i] = k
+	}
+	return keys, errs
 }
 
 func (a *Account) validate() []error {

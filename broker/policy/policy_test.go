@@ -291,6 +291,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"Accounts":{"a":null},"Agents":{"b":null}}`))
 	f.Add([]byte(`{"Audience":"https://x","Accounts":{"a":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"s","ImpersonateServiceAccount":"a@b.cc"}},"Agents":{"x":{"PublicKey":"ed25519:","Accounts":["a"]}}}`))
+	f.Add([]byte(`{"Audience":"https://x","Accounts":{"a":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"s","ImpersonateServiceAccount":"a@b.cc"}},"Agents":{"x":{"PublicKeys":["ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="],"Accounts":["a"]}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(data)
 		if err != nil {
@@ -518,5 +519,86 @@ func TestTerraformBaseURLRuleMatches(t *testing.T) {
 		if got := rule.MatchString(tt.base); got != want {
 			t.Errorf("terraform takes %q: %v, want %v (broker: %v)", tt.base, got, want, tt.ok)
 		}
+	}
+}
+
+// An agent has PublicKey or PublicKeys (one or two keys of any kind),
+// never both; each listed key is checked like PublicKey and named by its
+// index.
+func TestAgentPublicKeys(t *testing.T) {
+	ed1, ed2, ed3 := pubKey(t), pubKey(t), pubKey(t)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecLine, err := agentkey.FormatECDSAP256(&ec.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	identity := agentkey.FormatPublicKey(append([]byte{1}, make([]byte, 31)...)) // small order
+	tests := []struct {
+		name  string
+		set   map[string]any // clinic-a's key fields; nil value = delete
+		nkeys int            // accepted with this many keys, when want is empty
+		want  []string       // error substrings
+	}{
+		{name: "one listed key", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1}}, nkeys: 1},
+		{name: "two keys of two kinds", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, ecLine}}, nkeys: 2},
+		{name: "two Ed25519 keys", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, ed2}}, nkeys: 2},
+		{name: "null list means absent", set: map[string]any{"PublicKeys": json.RawMessage("null")}, nkeys: 1},
+		{name: "null list and no PublicKey", set: map[string]any{"PublicKey": nil, "PublicKeys": json.RawMessage("null")}, want: []string{`agent "clinic-a": no key`}},
+		{name: "both fields", set: map[string]any{"PublicKeys": []any{ed2}}, want: []string{`agent "clinic-a": PublicKey and PublicKeys are both set`}},
+		{name: "neither field", set: map[string]any{"PublicKey": nil}, want: []string{`agent "clinic-a": no key: set PublicKey or PublicKeys`}},
+		{name: "empty PublicKey, no list", set: map[string]any{"PublicKey": ""}, want: []string{`agent "clinic-a": no key`}},
+		{name: "empty list", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{}}, want: []string{`agent "clinic-a": PublicKeys: 0 keys`}},
+		{name: "three keys", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, ed2, ed3}}, want: []string{`agent "clinic-a": PublicKeys: 3 keys`}},
+		{name: "malformed second key", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, "ed25519:AAAA"}}, want: []string{`agent "clinic-a": PublicKeys[1]:`}},
+		{name: "wrong prefix", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{"rsa:AAAA"}}, want: []string{`agent "clinic-a": PublicKeys[0]:`, "ed25519:"}},
+		{name: "weak second key", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, identity}}, want: []string{`agent "clinic-a": PublicKeys[1]:`, "small-order"}},
+		{name: "key listed twice", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, ed1}}, want: []string{`agent "clinic-a": PublicKeys[1]: the same key as PublicKeys[0]`}},
+		{name: "P-256 key listed twice", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ecLine, ecLine}}, want: []string{`agent "clinic-a": PublicKeys[1]: the same key as PublicKeys[0]`}},
+		{name: "empty entry", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, ""}}, want: []string{`agent "clinic-a": PublicKeys[1]:`}},
+		{name: "not a list", set: map[string]any{"PublicKey": nil, "PublicKeys": ed1}, want: []string{"PublicKeys"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Parse(doc(t, func(m map[string]any) {
+				for k, v := range tt.set {
+					if v == nil {
+						delete(agent(m, "clinic-a"), k)
+					} else {
+						agent(m, "clinic-a")[k] = v
+					}
+				}
+			}))
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if keys, ok := p.AgentKeys("clinic-a"); !ok || len(keys) != tt.nkeys {
+					t.Fatalf("AgentKeys = %d keys, %v; want %d", len(keys), ok, tt.nkeys)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+
+	// The keys come back in the order listed, each the key written.
+	p, err := Parse(doc(t, func(m map[string]any) {
+		delete(agent(m, "clinic-a"), "PublicKey")
+		agent(m, "clinic-a")["PublicKeys"] = []any{ecLine, ed1}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := p.AgentKeys("clinic-a")
+	want0, _ := agentkey.ParsePublicKey(ed1)
+	if len(keys) != 2 || !ec.PublicKey.Equal(keys[0]) || !want0.(ed25519.PublicKey).Equal(keys[1]) {
+		t.Errorf("AgentKeys = %v", keys)
 	}
 }
