@@ -13,6 +13,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -291,7 +292,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"Accounts":{"a":null},"Agents":{"b":null}}`))
 	f.Add([]byte(`{"Audience":"https://x","Accounts":{"a":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"s","ImpersonateServiceAccount":"a@b.cc"}},"Agents":{"x":{"PublicKey":"ed25519:","Accounts":["a"]}}}`))
-	f.Add([]byte(`{"Audience":"https://x","Accounts":{"a":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"s","ImpersonateServiceAccount":"a@b.cc"}},"Agents":{"x":{"PublicKeys":["ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="],"Accounts":["a"]}}}`))
+	f.Add([]byte(`{"Audience":"https://x","Accounts":{"a":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"s","ImpersonateServiceAccount":"a@b.cc"}},"Agents":{"x":{"PublicKeys":["ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="],"Accounts":["a"],"AllowedSourceRanges":["203.0.113.0/24","2001:db8::/32"]}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(data)
 		if err != nil {
@@ -301,6 +302,9 @@ func FuzzParse(f *testing.F) {
 		for id, ag := range p.Agents {
 			if _, ok := p.AgentKeys(id); ok == (ag.Disabled || len(ag.keys) == 0) {
 				t.Fatalf("agent %q key state inconsistent", id)
+			}
+			if p.SourceAllowed(id, netip.Addr{}) != (ag.AllowedSourceRanges == nil) || len(ag.ranges) != len(ag.AllowedSourceRanges) {
+				t.Fatalf("agent %q source ranges inconsistent", id)
 			}
 			for _, a := range p.Grants(id) {
 				if a == nil || a.DICOMwebURL() == "" || a.Kind() == 0 {
@@ -600,5 +604,89 @@ func TestAgentPublicKeys(t *testing.T) {
 	want0, _ := agentkey.ParsePublicKey(ed1)
 	if len(keys) != 2 || !ec.PublicKey.Equal(keys[0]) || !want0.(ed25519.PublicKey).Equal(keys[1]) {
 		t.Errorf("AgentKeys = %v", keys)
+	}
+}
+
+func TestAllowedSourceRangesRules(t *testing.T) {
+	tests := []struct {
+		name   string
+		ranges any      // the field's JSON value
+		want   []string // error substrings; none = accepted
+	}{
+		{name: "IPv4 and IPv6", ranges: []any{"203.0.113.0/24", "2001:db8:cafe::/48"}},
+		{name: "one address", ranges: []any{"203.0.113.7/32", "2001:db8::7/128"}},
+		{name: "anywhere, said outright", ranges: []any{"0.0.0.0/0", "::/0"}},
+		{name: "overlapping prefixes", ranges: []any{"10.0.0.0/8", "10.1.0.0/16"}},
+		{name: "empty list", ranges: []any{}, want: []string{`agent "clinic-a": AllowedSourceRanges: an empty list would refuse every request`}},
+		{name: "host bits set", ranges: []any{"10.0.0.1/8"}, want: []string{`agent "clinic-a": AllowedSourceRanges[0]: "10.0.0.1/8" has host bits set: write 10.0.0.0/8, or the address alone as 10.0.0.1/32`}},
+		{name: "IPv6 host bits set", ranges: []any{"203.0.113.0/24", "2001:db8::1/64"}, want: []string{`agent "clinic-a": AllowedSourceRanges[1]: "2001:db8::1/64" has host bits set: write 2001:db8::/64`}},
+		{name: "bare address", ranges: []any{"203.0.113.7"}, want: []string{`agent "clinic-a": AllowedSourceRanges[0]: "203.0.113.7" is not a CIDR prefix`}},
+		{name: "garbage", ranges: []any{"203.0.113.0/24", "office"}, want: []string{`agent "clinic-a": AllowedSourceRanges[1]: "office" is not a CIDR prefix`}},
+		{name: "prefix too long", ranges: []any{"203.0.113.0/33"}, want: []string{"AllowedSourceRanges[0]:", "not a CIDR prefix"}},
+		{name: "leading zeros", ranges: []any{"010.0.0.0/8"}, want: []string{"AllowedSourceRanges[0]:", "not a CIDR prefix"}},
+		{name: "zone", ranges: []any{"fe80::%eth0/64"}, want: []string{"AllowedSourceRanges[0]:", "not a CIDR prefix"}},
+		{name: "surrounding space", ranges: []any{" 203.0.113.0/24"}, want: []string{"AllowedSourceRanges[0]:", "not a CIDR prefix"}},
+		{name: "IPv4-mapped prefix", ranges: []any{"::ffff:10.0.0.0/104"}, want: []string{`AllowedSourceRanges[0]: "::ffff:10.0.0.0/104" is an IPv4-mapped IPv6 prefix`}},
+		{name: "listed twice", ranges: []any{"203.0.113.0/24", "10.0.0.0/8", "203.0.113.0/24"}, want: []string{"AllowedSourceRanges[2]: 203.0.113.0/24 listed twice (also [0])"}},
+		{name: "not a list", ranges: "203.0.113.0/24", want: []string{"AllowedSourceRanges"}},
+		{name: "every problem reported", ranges: []any{"10.0.0.1/8", "x"}, want: []string{"AllowedSourceRanges[0]:", "AllowedSourceRanges[1]:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(doc(t, func(m map[string]any) { agent(m, "clinic-a")["AllowedSourceRanges"] = tt.ranges }))
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestSourceAllowed(t *testing.T) {
+	p, err := Parse(doc(t, func(m map[string]any) {
+		agent(m, "clinic-a")["AllowedSourceRanges"] = []any{"203.0.113.0/24", "2001:db8:cafe::/48", "198.51.100.7/32"}
+		// clinic-b has none: anywhere.
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		agent, addr string // addr "" = the zero Addr (no client address)
+		want        bool
+	}{
+		{"clinic-a", "203.0.113.1", true},
+		{"clinic-a", "203.0.113.255", true},
+		{"clinic-a", "203.0.114.1", false},
+		{"clinic-a", "198.51.100.7", true},
+		{"clinic-a", "198.51.100.8", false},
+		{"clinic-a", "2001:db8:cafe:1::9", true},
+		{"clinic-a", "2001:db8:caff::9", false},
+		{"clinic-a", "::ffff:203.0.113.9", true},    // IPv4-mapped: unmapped first
+		{"clinic-a", "::ffff:192.0.2.1", false},     // … and still checked
+		{"clinic-a", "2001:db8:cafe::1%eth0", true}, // a zone does not hide the address
+		{"clinic-a", "::203.0.113.9", false},        // IPv4-compatible is not IPv4
+		{"clinic-a", "", false},                     // no client address: refused where bound
+		{"clinic-b", "192.0.2.1", true},             // no ranges: anywhere
+		{"clinic-b", "", true},
+		{"nobody", "203.0.113.1", false},
+	}
+	for _, tt := range tests {
+		var a netip.Addr
+		if tt.addr != "" {
+			a = netip.MustParseAddr(tt.addr)
+		}
+		if got := p.SourceAllowed(tt.agent, a); got != tt.want {
+			t.Errorf("SourceAllowed(%s, %s) = %v, want %v", tt.agent, tt.addr, got, tt.want)
+		}
 	}
 }
