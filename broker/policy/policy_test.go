@@ -690,3 +690,72 @@ func TestSourceAllowed(t *testing.T) {
 		}
 	}
 }
+
+// TestTerraformKeyRuleMatches: the module's key-line rule (terraform/
+// variables.tf, for public_key and each of public_keys) takes exactly the
+// lines of the right shape for agentkey: canonical standard base64 of 32
+// bytes after ed25519:, or of a 65-byte uncompressed point (0x04 first)
+// after ecdsa-p256:. What it cannot see (a point off the curve, a weak
+// Ed25519 key) is the broker's to refuse.
+func TestTerraformKeyRuleMatches(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "..", "terraform", "variables.tf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`can\(regex\(("\^\(ed25519:(?:[^"\\]|\\.)*"),\s*k\)\)`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal(`terraform/variables.tf: no can(regex("^(ed25519:...", k)) key rule`)
+	}
+	pattern, err := strconv.Unquote(string(m[1]))
+	if err != nil {
+		t.Fatalf("the rule's HCL string: %v", err)
+	}
+	rule := regexp.MustCompile(pattern)
+	b64 := base64.StdEncoding.EncodeToString
+	random := func(n int, first byte) []byte {
+		b := make([]byte, n)
+		_, _ = rand.Read(b)
+		if n > 0 {
+			b[0] = first
+		}
+		return b
+	}
+	type line struct {
+		s    string
+		want bool
+	}
+	var lines []line
+	for range 200 {
+		ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		ecLine, _ := agentkey.FormatECDSAP256(&ec.PublicKey)
+		lines = append(lines,
+			line{pubKey(t), true},
+			line{ecLine, true},
+			line{"ed25519:" + b64(random(32, byte(len(lines)))), true},
+			line{"ecdsa-p256:" + b64(random(65, 4)), true}, // off the curve: the broker's to refuse
+			line{"ed25519:" + b64(random(31, 1)), false},
+			line{"ed25519:" + b64(random(33, 1)), false},
+			line{"ecdsa-p256:" + b64(random(65, 2)), false}, // compressed-point tag
+			line{"ecdsa-p256:" + b64(random(64, 4)), false},
+			line{"ecdsa-p256:" + b64(random(33, 3)), false},
+			line{"ed25519:" + base64.RawStdEncoding.EncodeToString(random(32, 1)), false},
+		)
+		// Non-zero padding bits: a second spelling of the same key.
+		good := pubKey(t)
+		last := strings.IndexByte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", good[len(good)-2])
+		alt := good[:len(good)-2] + string("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[last|1]) + "="
+		lines = append(lines, line{alt, false})
+	}
+	lines = append(lines, line{"ed25519:not-a-key", false}, line{"rsa:AAAA", false}, line{"", false},
+		line{pubKey(t) + "\n", false}, line{" " + pubKey(t), false}, line{"ED25519:" + strings.TrimPrefix(pubKey(t), "ed25519:"), false})
+	for _, l := range lines {
+		if got := rule.MatchString(l.s); got != l.want {
+			t.Fatalf("terraform takes %q: %v, want %v", l.s, got, l.want)
+		}
+		if _, err := agentkey.ParsePublicKey(l.s); err != nil && l.want && !strings.Contains(err.Error(), "curve") {
+			t.Fatalf("terraform takes %q, which agentkey refuses for its shape: %v", l.s, err)
+		} else if err == nil && !l.want {
+			t.Fatalf("agentkey takes %q, which terraform refuses", l.s)
+		}
+	}
+}
