@@ -47,6 +47,7 @@ FUZZ_TARGETS = \
 	./agent/config:FuzzParse \
 	./broker/agentauth:FuzzVerify \
 	./broker/api:FuzzTokenRequest \
+	./broker/clientaddr:FuzzFrom \
 	./broker/policy:FuzzParse \
 	./internal/strictjson:FuzzUnmarshal
 fuzz:

@@ -2,6 +2,7 @@
 //
 //	policy/      what exists and who may use it (authorisation)
 //	agentauth/   who is calling (EdDSA JWT assertions, replay protection)
+//	clientaddr/  where a request comes from (TCP peer or X-Forwarded-For)
 //	ratelimit/   how often each agent may call
 //	secretref/   reading sm:// or file secrets, cached
 //	mint/        turning an account into a fresh Google token
@@ -58,6 +59,11 @@ type Config struct {
 	// agent, 0 = off) and BROKER_RATE_BURST.
 	RateLimit float64
 	RateBurst int
+	// TrustedProxyHops is BROKER_TRUSTED_PROXY_HOPS: how many proxies in
+	// front of the broker append to X-Forwarded-For (broker/clientaddr).
+	// 0, the default, takes the TCP peer as the client; behind Cloud Run's
+	// front end the peer is Google's proxy, so the Terraform module sets it.
+	TrustedProxyHops int
 	// SecretManagerEndpoint (BROKER_SECRETMANAGER_ENDPOINT) points the Secret
 	// Manager client at a plain-gRPC fake. Tests and the demo only.
 	SecretManagerEndpoint string
@@ -129,6 +135,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.RateBurst = n
 	}
+	if v := getenv("BROKER_TRUSTED_PROXY_HOPS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("BROKER_TRUSTED_PROXY_HOPS: %q is not a whole number >= 0 (0: the TCP peer is the client; N: the Nth X-Forwarded-For entry from the right)", logtext.Truncate(v, 32)))
+		}
+		c.TrustedProxyHops = n
+	}
 	return c, errors.Join(errs...)
 }
 
@@ -188,6 +201,8 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 		Tokens:  accountTokens{cache: b.tokens, mint: minter},
 		Audit:   audit.New(c.Log.Handler()),
 		Log:     c.Log,
+
+		TrustedProxyHops: c.TrustedProxyHops,
 	}
 
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/ecdh"
 	"crypto/ed25519"
@@ -14,6 +15,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -809,6 +811,11 @@ func TestConfigFromEnv(t *testing.T) {
 		{map[string]string{"BROKER_CONFIG": "/p", "BROKER_MIN_REMAINING": "-1m"}, "BROKER_MIN_REMAINING"},
 		{map[string]string{"BROKER_CONFIG": "/p", "BROKER_RATE_LIMIT": "x"}, "BROKER_RATE_LIMIT"},
 		{map[string]string{"BROKER_CONFIG": "/p", "BROKER_RATE_BURST": "0"}, "BROKER_RATE_BURST"},
+		{map[string]string{"BROKER_CONFIG": "/p.json", "BROKER_TRUSTED_PROXY_HOPS": "0"}, ""},
+		{map[string]string{"BROKER_CONFIG": "/p.json", "BROKER_TRUSTED_PROXY_HOPS": "2"}, ""},
+		{map[string]string{"BROKER_CONFIG": "/p", "BROKER_TRUSTED_PROXY_HOPS": "-1"}, `BROKER_TRUSTED_PROXY_HOPS: "-1" is not a whole number >= 0`},
+		{map[string]string{"BROKER_CONFIG": "/p", "BROKER_TRUSTED_PROXY_HOPS": "one"}, `BROKER_TRUSTED_PROXY_HOPS: "one"`},
+		{map[string]string{"BROKER_CONFIG": "/p", "BROKER_TRUSTED_PROXY_HOPS": "1.5"}, "BROKER_TRUSTED_PROXY_HOPS"},
 	}
 	for _, tt := range tests {
 		c, err := broker.ConfigFromEnv(func(k string) string { return tt.env[k] })
@@ -819,6 +826,8 @@ func TestConfigFromEnv(t *testing.T) {
 			t.Errorf("%v: err %v, want %q", tt.env, err, tt.want)
 		case tt.want == "" && (c.Refresh != broker.DefaultRefresh || c.MinRemaining != 15*time.Minute):
 			t.Errorf("defaults: %+v", c)
+		case tt.want == "" && strconv.Itoa(c.TrustedProxyHops) != cmp.Or(tt.env["BROKER_TRUSTED_PROXY_HOPS"], "0"):
+			t.Errorf("TrustedProxyHops = %d for %v", c.TrustedProxyHops, tt.env)
 		}
 	}
 }

@@ -98,9 +98,11 @@ locals {
     Agents = {
       for id, ag in var.agents : id => {
         for k, v in {
-          PublicKey = ag.public_key
-          Accounts  = ag.accounts
-          Disabled  = ag.disabled ? true : null
+          PublicKey           = ag.public_key
+          PublicKeys          = ag.public_keys
+          Accounts            = ag.accounts
+          AllowedSourceRanges = ag.allowed_source_ranges
+          Disabled            = ag.disabled ? true : null
         } : k => v if v != null
       }
     }
@@ -288,6 +290,12 @@ resource "google_cloud_run_v2_service" "broker" {
       env {
         name  = "BROKER_MIN_REMAINING"
         value = var.min_remaining
+      }
+      # Where a request comes from: the Nth X-Forwarded-For entry from the
+      # right (docs/design.md, "Bound networks").
+      env {
+        name  = "BROKER_TRUSTED_PROXY_HOPS"
+        value = tostring(var.trusted_proxy_hops)
       }
 
       resources {

@@ -130,11 +130,31 @@ variable "accounts" {
 }
 
 variable "agents" {
-  description = "Agents (Orthanc sites) keyed by agent id: the Ed25519 public key line that `agent keygen` printed (\"ed25519:<base64>\"), the account names the agent may use, and disabled = true to revoke it without deleting the entry."
+  description = <<-EOT
+    Agents (Orthanc sites) keyed by agent id. Each has:
+      public_key             the key line `agent keygen` printed
+                             ("ed25519:<base64>", or "ecdsa-p256:<base64>"
+                             for a TPM-made key), or instead
+      public_keys            a list of 1 or 2 such lines, any of which
+                             authenticates: the current key and the next
+                             one while a site rolls its key over.
+                             Set exactly one of the two.
+      accounts               the account names the agent may use.
+      allowed_source_ranges  optional CIDR prefixes (IPv4 or IPv6, written
+                             canonically: 203.0.113.0/24, 203.0.113.7/32,
+                             2001:db8:cafe::/48) the site's requests must
+                             come from; absent = from anywhere. A key
+                             copied off the site is then of no use
+                             elsewhere. See trusted_proxy_hops.
+      disabled               true to revoke the agent without deleting the
+                             entry.
+  EOT
   type = map(object({
-    public_key = string
-    accounts   = list(string)
-    disabled   = optional(bool, false)
+    public_key            = optional(string)
+    public_keys           = optional(list(string))
+    accounts              = list(string)
+    allowed_source_ranges = optional(list(string))
+    disabled              = optional(bool, false)
   }))
   default = {}
 
@@ -146,13 +166,66 @@ variable "agents" {
     error_message = "Agent ids must be 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit."
   }
   validation {
-    # 32 raw bytes in standard base64 with padding: 43 characters and "=".
-    condition     = alltrue([for a in values(var.agents) : can(regex("^ed25519:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$", a.public_key))])
-    error_message = "Each public_key must be the line `agent keygen` prints: ed25519: followed by the base64 of a 32-byte key."
+    condition     = alltrue([for a in values(var.agents) : (a.public_key == null) != (a.public_keys == null)])
+    error_message = "Each agent needs exactly one of public_key (one key line) and public_keys (a list of 1 or 2)."
+  }
+  validation {
+    condition = alltrue([for a in values(var.agents) :
+      a.public_keys == null || (length(coalesce(a.public_keys, [])) >= 1 && length(coalesce(a.public_keys, [])) <= 2 && length(distinct(coalesce(a.public_keys, []))) == length(coalesce(a.public_keys, [])))
+    ])
+    error_message = "Each public_keys must list 1 or 2 different keys (the current key and the next one)."
+  }
+  validation {
+    # The key lines of broker/policy (internal/agentkey), whose tests hold
+    # this rule to them (TestTerraformKeyRuleMatches): an Ed25519 key is 32
+    # raw bytes, a P-256 key the 65-byte uncompressed point (0x04 first),
+    # each in standard base64 with padding. Weak keys are the broker's to
+    # refuse.
+    condition = alltrue(flatten([for a in values(var.agents) : [
+      for k in concat(a.public_key == null ? [] : [a.public_key], coalesce(a.public_keys, [])) :
+      can(regex("^(ed25519:[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=|ecdsa-p256:B[A-P][A-Za-z0-9+/]{84}[AEIMQUYcgkosw048]=)$", k))
+    ]]))
+    error_message = "Each public_key (and each entry of public_keys) must be the line `agent keygen` prints: ed25519: followed by the base64 of a 32-byte key, or ecdsa-p256: followed by the base64 of a 65-byte uncompressed P-256 point."
   }
   validation {
     condition     = alltrue([for a in values(var.agents) : length(a.accounts) > 0 && length(distinct(a.accounts)) == length(a.accounts)])
     error_message = "Each agent needs a non-empty list of distinct account names."
+  }
+  validation {
+    # The broker refuses an empty list (it would lock the agent out), a
+    # prefix with host bits set (10.0.0.1/8) and a repeated one.
+    # cidrsubnet(r, 0, 0) is r's canonical form, so comparing with it
+    # refuses host bits, leading zeros and other spellings alike.
+    condition = alltrue([for a in values(var.agents) :
+      a.allowed_source_ranges == null || (
+        length(coalesce(a.allowed_source_ranges, [])) > 0 &&
+        length(distinct(coalesce(a.allowed_source_ranges, []))) == length(coalesce(a.allowed_source_ranges, [])) &&
+        alltrue([for r in coalesce(a.allowed_source_ranges, []) : can(cidrsubnet(r, 0, 0)) && try(cidrsubnet(r, 0, 0) == lower(r), false)])
+      )
+    ])
+    error_message = "Each allowed_source_ranges must be a non-empty list of distinct CIDR prefixes in canonical form, such as 203.0.113.0/24, 203.0.113.7/32 or 2001:db8:cafe::/48 (no host bits set: 10.0.0.0/8, not 10.0.0.1/8). Leave it out to allow any address."
+  }
+}
+
+variable "trusted_proxy_hops" {
+  description = <<-EOT
+    BROKER_TRUSTED_PROXY_HOPS: how many proxies in front of the broker
+    append to X-Forwarded-For, so which entry, counted from the right, is
+    the client address agents' allowed_source_ranges are checked against
+    and audit lines show. The default, 1, is a broker reached directly at
+    its run.app URL: Google's front end appends the one address it saw.
+    Behind an external Application Load Balancer (serverless NEG), which
+    appends "<client-ip>,<load-balancer-ip>", set 2. A value too high lets
+    a client choose its own address; too low refuses every bound agent
+    (its log line shows the load balancer's address), so check the
+    "client" of audit lines after a change. See docs/design.md.
+  EOT
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.trusted_proxy_hops >= 0 && floor(var.trusted_proxy_hops) == var.trusted_proxy_hops
+    error_message = "The trusted_proxy_hops must be a whole number >= 0 (0: the TCP peer is the client, which on Cloud Run is Google's proxy)."
   }
 }
 

@@ -55,6 +55,14 @@ const (
 	maxReportedAgentIDSize  = 128
 )
 
+// ReasonSourceNotAllowed is the one Reason the Verifier never returns: the
+// assertion is good, but the agent's AllowedSourceRanges (broker/policy)
+// do not hold the address the request came from. broker/api finds that
+// out and answers it as an *Error like every other authentication
+// failure, so it is listed here with them: one list of the words the
+// broker's "agent authentication failed" line can carry.
+const ReasonSourceNotAllowed = "source_not_allowed"
+
 // Reasons lists every Reason an *Error can carry, for pre-registering
 // metric label values.
 func Reasons() []string {
@@ -62,7 +70,7 @@ func Reasons() []string {
 		ReasonMissing, ReasonMalformed, ReasonWrongAlgorithm, ReasonBadSignature,
 		ReasonUnknownAgent, ReasonWrongAudience, ReasonExpired, ReasonNotYetValid,
 		ReasonLifetimeTooLong, ReasonReplayed, ReasonBadClaims, ReasonReplayCacheFull,
-		ReasonNoConfirmationKey,
+		ReasonNoConfirmationKey, ReasonSourceNotAllowed,
 	}
 }
 
@@ -108,7 +116,8 @@ type Error struct {
 	// AgentID is the agent id the token claims (its iss), for server logs
 	// only. It is proven only for the reasons found after the signature
 	// check (wrong_audience, expired, not_yet_valid, lifetime_too_long,
-	// replayed, replay_cache_full, and bad_claims with an iss); otherwise
+	// replayed, replay_cache_full, source_not_allowed, and bad_claims with
+	// an iss); otherwise
 	// anyone could have written it. Empty when absent, longer than 128
 	// bytes or not printable ASCII, so it is always safe to log.
 	AgentID string

@@ -472,8 +472,8 @@ func TestReasonsAreFixedWords(t *testing.T) {
 		}
 		seen[r] = true
 	}
-	if len(seen) != 13 {
-		t.Fatalf("%d reasons, want the 13 of the contract", len(seen))
+	if len(seen) != 14 {
+		t.Fatalf("%d reasons, want the 14 of the contract", len(seen))
 	}
 }
 

@@ -12,10 +12,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/agentauth"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/audit"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/clientaddr"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/mint"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/tokencache"
@@ -50,7 +52,7 @@ type Limiter interface {
 	Allow(agentID string) bool
 }
 
-// Server serves the API. All fields are required.
+// Server serves the API. All fields but TrustedProxyHops are required.
 type Server struct {
 	Policy  func() *policy.Policy
 	Auth    Authenticator
@@ -58,6 +60,13 @@ type Server struct {
 	Tokens  Tokens
 	Audit   *audit.Logger
 	Log     *slog.Logger
+
+	// TrustedProxyHops is BROKER_TRUSTED_PROXY_HOPS: how many proxies in
+	// front of the broker append to X-Forwarded-For, so where a request
+	// comes from is that header's entry this far from the right; 0 is the
+	// TCP peer (broker/clientaddr). The address is logged and checked
+	// against an agent's AllowedSourceRanges.
+	TrustedProxyHops int
 }
 
 // ServeHTTP routes a request.
@@ -126,11 +135,22 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, sealed bo
 		s.authFailed(w, r, err)
 		return
 	}
+	// The agent's networks are checked once its key has proven who it is
+	// (so the refusal can name it) and before the rate limit and Record:
+	// a stolen key or a captured assertion used from elsewhere spends
+	// neither the agent's budget nor its replay share, and does not burn
+	// the jti. The answer is the 401 of every other failure. An address
+	// that cannot be told (an X-Forwarded-For chain shorter than the
+	// trusted hops) is refused for an agent that has ranges.
+	if addr, _ := clientaddr.FromRequest(r, s.TrustedProxyHops); !p.SourceAllowed(v.Agent, addr) {
+		s.authFailed(w, r, &agentauth.Error{Reason: agentauth.ReasonSourceNotAllowed, AgentID: v.Agent})
+		return
+	}
 	// The limit comes after the signature check (only a real agent spends
 	// its own budget; Check has already refused a replayed jti) and before
 	// the jti is recorded, so refused requests cannot fill the replay cache.
 	if !s.Limiter.Allow(v.Agent) {
-		s.Log.Warn("agent rate limited", "agent", v.Agent, "client", r.RemoteAddr)
+		s.Log.Warn("agent rate limited", "agent", v.Agent, "client", s.client(r))
 		w.Header().Set("Retry-After", "1")
 		writeError(w, wire.CodeRateLimited, "too many requests; slow down")
 		return
@@ -143,16 +163,44 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, sealed bo
 }
 
 // authFailed answers every authentication failure the same way; the reason
-// goes to the server log only.
+// goes to the server log only, with the client address it was judged by.
+// A source_not_allowed line also carries the right end of X-Forwarded-For
+// when the broker reads it, so a wrong BROKER_TRUSTED_PROXY_HOPS shows.
 func (s *Server) authFailed(w http.ResponseWriter, r *http.Request, err error) {
-	attrs := []any{"client", r.RemoteAddr, "path", r.URL.Path}
+	attrs := []any{"client", s.client(r), "path", r.URL.Path}
 	var ae *agentauth.Error
 	if errors.As(err, &ae) {
 		attrs = append(attrs, "reason", ae.Reason, "claimed_agent", ae.AgentID) // agentauth keeps it short and printable
+		if ae.Reason == agentauth.ReasonSourceNotAllowed && s.TrustedProxyHops > 0 {
+			attrs = append(attrs, "forwarded_for", forwardedTail(r))
+		}
 	}
 	s.Log.Warn("agent authentication failed", attrs...)
 	w.Header().Set("WWW-Authenticate", `Bearer realm="orthanc-gcp-broker"`)
 	writeError(w, wire.CodeUnauthenticated, "missing or invalid agent assertion")
+}
+
+// client is where r came from (broker/clientaddr), for log and audit
+// lines: the address, or "unknown" when it cannot be told.
+func (s *Server) client(r *http.Request) string {
+	if a, ok := clientaddr.FromRequest(r, s.TrustedProxyHops); ok {
+		return a.String()
+	}
+	return "unknown"
+}
+
+// maxForwardedLog bounds forwardedTail.
+const maxForwardedLog = 200
+
+// forwardedTail is the right end of r's X-Forwarded-For chain (the part
+// the trusted proxies wrote; the client wrote the rest), at most
+// maxForwardedLog bytes, control characters blanked.
+func forwardedTail(r *http.Request) string {
+	chain := strings.Join(r.Header.Values(clientaddr.Header), ",")
+	if len(chain) > maxForwardedLog {
+		chain = chain[len(chain)-maxForwardedLog:]
+	}
+	return logtext.Clip(strings.ToValidUTF8(chain, ""))
 }
 
 func (s *Server) stores(w http.ResponseWriter, r *http.Request, p *policy.Policy, v agentauth.Verified) {
@@ -222,7 +270,7 @@ func (s *Server) tokens(w http.ResponseWriter, r *http.Request, p *policy.Policy
 		})
 		recs = append(recs, audit.Record{
 			Agent: agent, Account: name, ExpiresAt: res.Token.Expiry, Token: res.Token.AccessToken,
-			Client: r.RemoteAddr, Forwarded: r.Header.Get("X-Forwarded-For"), Cached: res.Cached,
+			Client: s.client(r), Forwarded: r.Header.Get("X-Forwarded-For"), Cached: res.Cached,
 		})
 	}
 	// The audit lines are written before any token leaves: a token is

@@ -24,7 +24,7 @@ type Record struct {
 	Account   string
 	ExpiresAt time.Time
 	Token     string // hashed, never logged
-	Client    string // remote address
+	Client    string // where the request came from (broker/clientaddr), or "unknown"
 	Forwarded string // X-Forwarded-For as received (Cloud Run appends the client)
 	Cached    bool
 }

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/netip"
 	"net/url"
 	"regexp"
 	"slices"
@@ -77,13 +78,32 @@ type Account struct {
 }
 
 // Agent is one on-prem agent and the accounts it may use.
+//
+// Its key is PublicKey, or PublicKeys: a list of one or two keys of any
+// kind, any of which authenticates. Two is enough to roll a key over
+// without a window in which the site is locked out (register the new key
+// next to the old, switch the agent, then drop the old one) and to move a
+// site from a file key to a TPM-made one; more would only widen what a
+// stolen key can hide behind. Exactly one of the two fields is set.
+//
+// AllowedSourceRanges binds the agent to its site's networks: when set, a
+// request signed with its key is refused unless it comes from one of
+// these prefixes (broker/clientaddr says where a request comes from). A
+// key copied off the site is then of no use elsewhere. Absent means from
+// anywhere.
 type Agent struct {
-	PublicKey string
-	Accounts  []string
-	Disabled  bool `json:",omitempty"`
+	PublicKey           string   `json:",omitempty"`
+	PublicKeys          []string `json:",omitempty"`
+	Accounts            []string
+	AllowedSourceRanges []string `json:",omitempty"`
+	Disabled            bool     `json:",omitempty"`
 
-	keys []crypto.PublicKey // parsed: ed25519.PublicKey or *ecdsa.PublicKey
+	keys   []crypto.PublicKey // parsed: ed25519.PublicKey or *ecdsa.PublicKey
+	ranges []netip.Prefix     // parsed AllowedSourceRanges
 }
+
+// MaxAgentKeys is how many keys an agent's PublicKeys may list.
+const MaxAgentKeys = 2
 
 // Kind says where an account's Google token comes from.
 type Kind int
@@ -209,12 +229,18 @@ func (p *Policy) validate() error {
 			add("agent %q: must be an object", id)
 			continue
 		}
-		key, err := parseAgentKey(ag.PublicKey)
-		if err != nil {
-			add("agent %q: PublicKey: %v", id, err)
-		} else {
-			ag.keys = []crypto.PublicKey{key}
+		keys, keyErrs := ag.parseKeys()
+		for _, e := range keyErrs {
+			add("agent %q: %v", id, e)
 		}
+		if len(keyErrs) == 0 {
+			ag.keys = keys
+		}
+		ranges, rangeErrs := parseSourceRanges(ag.AllowedSourceRanges)
+		for _, e := range rangeErrs {
+			add("agent %q: %v", id, e)
+		}
+		ag.ranges = ranges
 		seen := map[string]bool{}
 		for _, acct := range ag.Accounts {
 			switch {
@@ -227,6 +253,86 @@ func (p *Policy) validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// parseKeys parses PublicKey or PublicKeys (exactly one of them is set)
+// into the agent's key list, each key checked by parseAgentKey. The errors
+// name the field and, in a list, the index.
+func (ag *Agent) parseKeys() ([]crypto.PublicKey, []error) {
+	switch {
+	case ag.PublicKey != "" && ag.PublicKeys != nil:
+		return nil, []error{errors.New("PublicKey and PublicKeys are both set: set exactly one")}
+	case ag.PublicKey == "" && ag.PublicKeys == nil:
+		return nil, []error{errors.New("no key: set PublicKey or PublicKeys")}
+	case ag.PublicKeys == nil:
+		k, err := parseAgentKey(ag.PublicKey)
+		if err != nil {
+			return nil, []error{fmt.Errorf("PublicKey: %v", err)}
+		}
+		return []crypto.PublicKey{k}, nil
+	case len(ag.PublicKeys) == 0 || len(ag.PublicKeys) > MaxAgentKeys:
+		return nil, []error{fmt.Errorf("PublicKeys: %d keys; list 1 or %d (the current key and the next one)", len(ag.PublicKeys), MaxAgentKeys)}
+	}
+	var errs []error
+	keys := make([]crypto.PublicKey, len(ag.PublicKeys)) // nil where refused
+	for i, s := range ag.PublicKeys {
+		k, err := parseAgentKey(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("PublicKeys[%d]: %v", i, err))
+			continue
+		}
+		// Compared as keys, not strings: one key, one entry, whatever the
+		// spelling.
+		for j, prev := range keys[:i] {
+			if prev != nil && prev.(interface{ Equal(crypto.PublicKey) bool }).Equal(k) {
+				errs = append(errs, fmt.Errorf("PublicKeys[%d]: the same key as PublicKeys[%d] (listed twice)", i, j))
+			}
+		}
+		keys[i] = k
+	}
+	return keys, errs
+}
+
+// parseSourceRanges parses AllowedSourceRanges: CIDR prefixes, IPv4 or
+// IPv6, each in its one canonical form. A prefix with host bits set
+// (10.0.0.1/8) is refused rather than masked: it is more likely a typo for
+// 10.0.0.1/32 than a wish for the whole /8, and the reader of the policy
+// should see what is allowed. An empty list is refused too: it would lock
+// the agent out, which is what Disabled says plainly.
+func parseSourceRanges(list []string) ([]netip.Prefix, []error) {
+	if list == nil {
+		return nil, nil
+	}
+	if len(list) == 0 {
+		return nil, []error{errors.New("AllowedSourceRanges: an empty list would refuse every request; omit the field to allow any address, or set Disabled")}
+	}
+	var errs []error
+	out := make([]netip.Prefix, 0, len(list))
+	seen := make(map[netip.Prefix]int, len(list))
+	for i, s := range list {
+		q := logtext.Truncate(s, 64)
+		p, err := netip.ParsePrefix(s)
+		switch {
+		case err != nil:
+			errs = append(errs, fmt.Errorf("AllowedSourceRanges[%d]: %q is not a CIDR prefix such as 203.0.113.0/24 or 2001:db8::/48 (one address is 203.0.113.7/32)", i, q))
+			continue
+		case p != p.Masked():
+			errs = append(errs, fmt.Errorf("AllowedSourceRanges[%d]: %q has host bits set: write %s, or the address alone as %s", i, q, p.Masked(), netip.PrefixFrom(p.Addr(), p.Addr().BitLen())))
+			continue
+		case p.Addr().Is4In6():
+			// Client addresses are unmapped before matching, so this
+			// would never match anything.
+			errs = append(errs, fmt.Errorf("AllowedSourceRanges[%d]: %q is an IPv4-mapped IPv6 prefix: write the IPv4 prefix", i, q))
+			continue
+		}
+		if j, dup := seen[p]; dup {
+			errs = append(errs, fmt.Errorf("AllowedSourceRanges[%d]: %s listed twice (also [%d])", i, p, j))
+			continue
+		}
+		seen[p] = i
+		out = append(out, p)
+	}
+	return out, errs
 }
 
 func (a *Account) validate() []error {
@@ -460,6 +566,32 @@ func (p *Policy) AgentKeys(id string) ([]crypto.PublicKey, bool) {
 		return nil, false
 	}
 	return ag.keys, true
+}
+
+// SourceAllowed reports whether agent id may be served a request from
+// addr: always for an agent without AllowedSourceRanges, otherwise only
+// when addr is in one of them. addr is compared without a zone and with
+// IPv4-mapped IPv6 unmapped (::ffff:203.0.113.7 is 203.0.113.7), so one
+// client has one spelling. The zero Addr stands for a client address
+// that could not be found: it is allowed only where any address is.
+// Unknown agents are refused.
+func (p *Policy) SourceAllowed(id string, addr netip.Addr) bool {
+	ag := p.Agents[id]
+	switch {
+	case ag == nil:
+		return false
+	case ag.AllowedSourceRanges == nil:
+		return true
+	case !addr.IsValid():
+		return false
+	}
+	addr = addr.WithZone("").Unmap()
+	for _, r := range ag.ranges {
+		if r.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // Grants returns the accounts agent id may use, in name order. A disabled or

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -291,6 +292,7 @@ func FuzzParse(f *testing.F) {
 	f.Add([]byte(`{}`))
 	f.Add([]byte(`{"Accounts":{"a":null},"Agents":{"b":null}}`))
 	f.Add([]byte(`{"Audience":"https://x","Accounts":{"a":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"s","ImpersonateServiceAccount":"a@b.cc"}},"Agents":{"x":{"PublicKey":"ed25519:","Accounts":["a"]}}}`))
+	f.Add([]byte(`{"Audience":"https://x","Accounts":{"a":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"s","ImpersonateServiceAccount":"a@b.cc"}},"Agents":{"x":{"PublicKeys":["ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="],"Accounts":["a"],"AllowedSourceRanges":["203.0.113.0/24","2001:db8::/32"]}}}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		p, err := Parse(data)
 		if err != nil {
@@ -300,6 +302,9 @@ func FuzzParse(f *testing.F) {
 		for id, ag := range p.Agents {
 			if _, ok := p.AgentKeys(id); ok == (ag.Disabled || len(ag.keys) == 0) {
 				t.Fatalf("agent %q key state inconsistent", id)
+			}
+			if p.SourceAllowed(id, netip.Addr{}) != (ag.AllowedSourceRanges == nil) || len(ag.ranges) != len(ag.AllowedSourceRanges) {
+				t.Fatalf("agent %q source ranges inconsistent", id)
 			}
 			for _, a := range p.Grants(id) {
 				if a == nil || a.DICOMwebURL() == "" || a.Kind() == 0 {
@@ -517,6 +522,240 @@ func TestTerraformBaseURLRuleMatches(t *testing.T) {
 		want := tt.ok && (u == nil || !urlrule.IsLoopbackHost(u.Hostname()))
 		if got := rule.MatchString(tt.base); got != want {
 			t.Errorf("terraform takes %q: %v, want %v (broker: %v)", tt.base, got, want, tt.ok)
+		}
+	}
+}
+
+// An agent has PublicKey or PublicKeys (one or two keys of any kind),
+// never both; each listed key is checked like PublicKey and named by its
+// index.
+func TestAgentPublicKeys(t *testing.T) {
+	ed1, ed2, ed3 := pubKey(t), pubKey(t), pubKey(t)
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ecLine, err := agentkey.FormatECDSAP256(&ec.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	identity := agentkey.FormatPublicKey(append([]byte{1}, make([]byte, 31)...)) // small order
+	tests := []struct {
+		name  string
+		set   map[string]any // clinic-a's key fields; nil value = delete
+		nkeys int            // accepted with this many keys, when want is empty
+		want  []string       // error substrings
+	}{
+		{name: "one listed key", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1}}, nkeys: 1},
+		{name: "two keys of two kinds", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, ecLine}}, nkeys: 2},
+		{name: "two Ed25519 keys", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, ed2}}, nkeys: 2},
+		{name: "null list means absent", set: map[string]any{"PublicKeys": json.RawMessage("null")}, nkeys: 1},
+		{name: "null list and no PublicKey", set: map[string]any{"PublicKey": nil, "PublicKeys": json.RawMessage("null")}, want: []string{`agent "clinic-a": no key`}},
+		{name: "both fields", set: map[string]any{"PublicKeys": []any{ed2}}, want: []string{`agent "clinic-a": PublicKey and PublicKeys are both set`}},
+		{name: "neither field", set: map[string]any{"PublicKey": nil}, want: []string{`agent "clinic-a": no key: set PublicKey or PublicKeys`}},
+		{name: "empty PublicKey, no list", set: map[string]any{"PublicKey": ""}, want: []string{`agent "clinic-a": no key`}},
+		{name: "empty list", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{}}, want: []string{`agent "clinic-a": PublicKeys: 0 keys`}},
+		{name: "three keys", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, ed2, ed3}}, want: []string{`agent "clinic-a": PublicKeys: 3 keys`}},
+		{name: "malformed second key", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, "ed25519:AAAA"}}, want: []string{`agent "clinic-a": PublicKeys[1]:`}},
+		{name: "wrong prefix", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{"rsa:AAAA"}}, want: []string{`agent "clinic-a": PublicKeys[0]:`, "ed25519:"}},
+		{name: "weak second key", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, identity}}, want: []string{`agent "clinic-a": PublicKeys[1]:`, "small-order"}},
+		{name: "key listed twice", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, ed1}}, want: []string{`agent "clinic-a": PublicKeys[1]: the same key as PublicKeys[0]`}},
+		{name: "P-256 key listed twice", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ecLine, ecLine}}, want: []string{`agent "clinic-a": PublicKeys[1]: the same key as PublicKeys[0]`}},
+		{name: "empty entry", set: map[string]any{"PublicKey": nil, "PublicKeys": []any{ed1, ""}}, want: []string{`agent "clinic-a": PublicKeys[1]:`}},
+		{name: "not a list", set: map[string]any{"PublicKey": nil, "PublicKeys": ed1}, want: []string{"PublicKeys"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Parse(doc(t, func(m map[string]any) {
+				for k, v := range tt.set {
+					if v == nil {
+						delete(agent(m, "clinic-a"), k)
+					} else {
+						agent(m, "clinic-a")[k] = v
+					}
+				}
+			}))
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				if keys, ok := p.AgentKeys("clinic-a"); !ok || len(keys) != tt.nkeys {
+					t.Fatalf("AgentKeys = %d keys, %v; want %d", len(keys), ok, tt.nkeys)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+
+	// The keys come back in the order listed, each the key written.
+	p, err := Parse(doc(t, func(m map[string]any) {
+		delete(agent(m, "clinic-a"), "PublicKey")
+		agent(m, "clinic-a")["PublicKeys"] = []any{ecLine, ed1}
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := p.AgentKeys("clinic-a")
+	want0, _ := agentkey.ParsePublicKey(ed1)
+	if len(keys) != 2 || !ec.PublicKey.Equal(keys[0]) || !want0.(ed25519.PublicKey).Equal(keys[1]) {
+		t.Errorf("AgentKeys = %v", keys)
+	}
+}
+
+func TestAllowedSourceRangesRules(t *testing.T) {
+	tests := []struct {
+		name   string
+		ranges any      // the field's JSON value
+		want   []string // error substrings; none = accepted
+	}{
+		{name: "IPv4 and IPv6", ranges: []any{"203.0.113.0/24", "2001:db8:cafe::/48"}},
+		{name: "one address", ranges: []any{"203.0.113.7/32", "2001:db8::7/128"}},
+		{name: "anywhere, said outright", ranges: []any{"0.0.0.0/0", "::/0"}},
+		{name: "overlapping prefixes", ranges: []any{"10.0.0.0/8", "10.1.0.0/16"}},
+		{name: "empty list", ranges: []any{}, want: []string{`agent "clinic-a": AllowedSourceRanges: an empty list would refuse every request`}},
+		{name: "host bits set", ranges: []any{"10.0.0.1/8"}, want: []string{`agent "clinic-a": AllowedSourceRanges[0]: "10.0.0.1/8" has host bits set: write 10.0.0.0/8, or the address alone as 10.0.0.1/32`}},
+		{name: "IPv6 host bits set", ranges: []any{"203.0.113.0/24", "2001:db8::1/64"}, want: []string{`agent "clinic-a": AllowedSourceRanges[1]: "2001:db8::1/64" has host bits set: write 2001:db8::/64`}},
+		{name: "bare address", ranges: []any{"203.0.113.7"}, want: []string{`agent "clinic-a": AllowedSourceRanges[0]: "203.0.113.7" is not a CIDR prefix`}},
+		{name: "garbage", ranges: []any{"203.0.113.0/24", "office"}, want: []string{`agent "clinic-a": AllowedSourceRanges[1]: "office" is not a CIDR prefix`}},
+		{name: "prefix too long", ranges: []any{"203.0.113.0/33"}, want: []string{"AllowedSourceRanges[0]:", "not a CIDR prefix"}},
+		{name: "leading zeros", ranges: []any{"010.0.0.0/8"}, want: []string{"AllowedSourceRanges[0]:", "not a CIDR prefix"}},
+		{name: "zone", ranges: []any{"fe80::%eth0/64"}, want: []string{"AllowedSourceRanges[0]:", "not a CIDR prefix"}},
+		{name: "surrounding space", ranges: []any{" 203.0.113.0/24"}, want: []string{"AllowedSourceRanges[0]:", "not a CIDR prefix"}},
+		{name: "IPv4-mapped prefix", ranges: []any{"::ffff:10.0.0.0/104"}, want: []string{`AllowedSourceRanges[0]: "::ffff:10.0.0.0/104" is an IPv4-mapped IPv6 prefix`}},
+		{name: "listed twice", ranges: []any{"203.0.113.0/24", "10.0.0.0/8", "203.0.113.0/24"}, want: []string{"AllowedSourceRanges[2]: 203.0.113.0/24 listed twice (also [0])"}},
+		{name: "not a list", ranges: "203.0.113.0/24", want: []string{"AllowedSourceRanges"}},
+		{name: "every problem reported", ranges: []any{"10.0.0.1/8", "x"}, want: []string{"AllowedSourceRanges[0]:", "AllowedSourceRanges[1]:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(doc(t, func(m map[string]any) { agent(m, "clinic-a")["AllowedSourceRanges"] = tt.ranges }))
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestSourceAllowed(t *testing.T) {
+	p, err := Parse(doc(t, func(m map[string]any) {
+		agent(m, "clinic-a")["AllowedSourceRanges"] = []any{"203.0.113.0/24", "2001:db8:cafe::/48", "198.51.100.7/32"}
+		// clinic-b has none: anywhere.
+	}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		agent, addr string // addr "" = the zero Addr (no client address)
+		want        bool
+	}{
+		{"clinic-a", "203.0.113.1", true},
+		{"clinic-a", "203.0.113.255", true},
+		{"clinic-a", "203.0.114.1", false},
+		{"clinic-a", "198.51.100.7", true},
+		{"clinic-a", "198.51.100.8", false},
+		{"clinic-a", "2001:db8:cafe:1::9", true},
+		{"clinic-a", "2001:db8:caff::9", false},
+		{"clinic-a", "::ffff:203.0.113.9", true},    // IPv4-mapped: unmapped first
+		{"clinic-a", "::ffff:192.0.2.1", false},     // … and still checked
+		{"clinic-a", "2001:db8:cafe::1%eth0", true}, // a zone does not hide the address
+		{"clinic-a", "::203.0.113.9", false},        // IPv4-compatible is not IPv4
+		{"clinic-a", "", false},                     // no client address: refused where bound
+		{"clinic-b", "192.0.2.1", true},             // no ranges: anywhere
+		{"clinic-b", "", true},
+		{"nobody", "203.0.113.1", false},
+	}
+	for _, tt := range tests {
+		var a netip.Addr
+		if tt.addr != "" {
+			a = netip.MustParseAddr(tt.addr)
+		}
+		if got := p.SourceAllowed(tt.agent, a); got != tt.want {
+			t.Errorf("SourceAllowed(%s, %s) = %v, want %v", tt.agent, tt.addr, got, tt.want)
+		}
+	}
+}
+
+// TestTerraformKeyRuleMatches: the module's key-line rule (terraform/
+// variables.tf, for public_key and each of public_keys) takes exactly the
+// lines of the right shape for agentkey: canonical standard base64 of 32
+// bytes after ed25519:, or of a 65-byte uncompressed point (0x04 first)
+// after ecdsa-p256:. What it cannot see (a point off the curve, a weak
+// Ed25519 key) is the broker's to refuse.
+func TestTerraformKeyRuleMatches(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "..", "terraform", "variables.tf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`can\(regex\(("\^\(ed25519:(?:[^"\\]|\\.)*"),\s*k\)\)`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal(`terraform/variables.tf: no can(regex("^(ed25519:...", k)) key rule`)
+	}
+	pattern, err := strconv.Unquote(string(m[1]))
+	if err != nil {
+		t.Fatalf("the rule's HCL string: %v", err)
+	}
+	rule := regexp.MustCompile(pattern)
+	b64 := base64.StdEncoding.EncodeToString
+	random := func(n int, first byte) []byte {
+		b := make([]byte, n)
+		_, _ = rand.Read(b)
+		if n > 0 {
+			b[0] = first
+		}
+		return b
+	}
+	type line struct {
+		s    string
+		want bool
+	}
+	var lines []line
+	for range 200 {
+		ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		ecLine, _ := agentkey.FormatECDSAP256(&ec.PublicKey)
+		lines = append(lines,
+			line{pubKey(t), true},
+			line{ecLine, true},
+			line{"ed25519:" + b64(random(32, byte(len(lines)))), true},
+			line{"ecdsa-p256:" + b64(random(65, 4)), true}, // off the curve: the broker's to refuse
+			line{"ed25519:" + b64(random(31, 1)), false},
+			line{"ed25519:" + b64(random(33, 1)), false},
+			line{"ecdsa-p256:" + b64(random(65, 2)), false}, // compressed-point tag
+			line{"ecdsa-p256:" + b64(random(64, 4)), false},
+			line{"ecdsa-p256:" + b64(random(33, 3)), false},
+			line{"ed25519:" + base64.RawStdEncoding.EncodeToString(random(32, 1)), false},
+		)
+		// Non-zero padding bits: a second spelling of the same key.
+		good := pubKey(t)
+		last := strings.IndexByte("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/", good[len(good)-2])
+		alt := good[:len(good)-2] + string("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"[last|1]) + "="
+		lines = append(lines, line{alt, false})
+	}
+	lines = append(lines, line{"ed25519:not-a-key", false}, line{"rsa:AAAA", false}, line{"", false},
+		line{pubKey(t) + "\n", false}, line{" " + pubKey(t), false}, line{"ED25519:" + strings.TrimPrefix(pubKey(t), "ed25519:"), false})
+	for _, l := range lines {
+		if got := rule.MatchString(l.s); got != l.want {
+			t.Fatalf("terraform takes %q: %v, want %v", l.s, got, l.want)
+		}
+		if _, err := agentkey.ParsePublicKey(l.s); err != nil && l.want && !strings.Contains(err.Error(), "curve") {
+			t.Fatalf("terraform takes %q, which agentkey refuses for its shape: %v", l.s, err)
+		} else if err == nil && !l.want {
+			t.Fatalf("agentkey takes %q, which terraform refuses", l.s)
 		}
 	}
 }

@@ -29,6 +29,10 @@ agents = {
   "clinic-a" = {
     public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
     accounts   = ["clinic-store"]
+    # Only from the site's own addresses (its internet egress, as Google sees it):
+    # allowed_source_ranges = ["203.0.113.0/24", "2001:db8:cafe::/48"]
+    # While rolling its key over, list the current and the next key instead of public_key:
+    # public_keys = ["ed25519:<current>", "ed25519:<next>"]
   }
   "research-gw" = {
     public_key = "ed25519:PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw="

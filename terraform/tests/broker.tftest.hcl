@@ -205,11 +205,12 @@ run "cloud_run_service" {
     condition = {
       for e in google_cloud_run_v2_service.broker.template[0].containers[0].env : e.name => e.value
       } == {
-      BROKER_CONFIG        = "sm://projects/my-broker-project/secrets/orthanc-gcp-broker-policy/versions/latest"
-      BROKER_REFRESH       = "5m"
-      BROKER_MIN_REMAINING = "15m"
+      BROKER_CONFIG             = "sm://projects/my-broker-project/secrets/orthanc-gcp-broker-policy/versions/latest"
+      BROKER_REFRESH            = "5m"
+      BROKER_MIN_REMAINING      = "15m"
+      BROKER_TRUSTED_PROXY_HOPS = "1"
     }
-    error_message = "broker environment"
+    error_message = "broker environment; BROKER_TRUSTED_PROXY_HOPS is 1 by default (the client is the X-Forwarded-For entry Google's front end appends)"
   }
   assert {
     condition     = google_cloud_run_v2_service.broker.template[0].scaling[0].min_instance_count == 0
@@ -230,6 +231,203 @@ run "rejects_bad_public_key" {
   variables {
     agents = {
       "bad" = { public_key = "ed25519:not-a-key", accounts = ["clinic-store"] }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+# public_keys (1 or 2 keys, any kind) instead of public_key, and
+# allowed_source_ranges, rendered into the policy as the broker reads them.
+run "agents_take_public_keys_and_source_ranges" {
+  command = apply
+  variables {
+    agents = {
+      "clinic-a" = {
+        public_keys           = ["ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", "ecdsa-p256:BDyjCCQNuVjcCXIw/WLLyRQo0gjnhycgcAvfNBrOUmJMndNcPfwOVQPGLMa7Aj/LU+SaByXvjaqdnH9sgh8dYtI="]
+        accounts              = ["clinic-store"]
+        allowed_source_ranges = ["203.0.113.0/24", "198.51.100.7/32", "2001:db8:cafe::/48"]
+      }
+      "research-gw" = {
+        public_key = "ecdsa-p256:BDyjCCQNuVjcCXIw/WLLyRQo0gjnhycgcAvfNBrOUmJMndNcPfwOVQPGLMa7Aj/LU+SaByXvjaqdnH9sgh8dYtI="
+        accounts   = ["research-store"]
+      }
+    }
+  }
+  assert {
+    condition = jsondecode(google_secret_manager_secret_version.policy.secret_data).Agents == {
+      "clinic-a" = {
+        PublicKeys          = ["ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", "ecdsa-p256:BDyjCCQNuVjcCXIw/WLLyRQo0gjnhycgcAvfNBrOUmJMndNcPfwOVQPGLMa7Aj/LU+SaByXvjaqdnH9sgh8dYtI="]
+        Accounts            = ["clinic-store"]
+        AllowedSourceRanges = ["203.0.113.0/24", "198.51.100.7/32", "2001:db8:cafe::/48"]
+      }
+      "research-gw" = {
+        PublicKey = "ecdsa-p256:BDyjCCQNuVjcCXIw/WLLyRQo0gjnhycgcAvfNBrOUmJMndNcPfwOVQPGLMa7Aj/LU+SaByXvjaqdnH9sgh8dYtI="
+        Accounts  = ["research-store"]
+      }
+    }
+    error_message = "agents carry PublicKeys or PublicKey, and AllowedSourceRanges only when set"
+  }
+}
+
+run "trusted_proxy_hops_behind_a_load_balancer" {
+  command = apply
+  variables {
+    trusted_proxy_hops = 2
+  }
+  assert {
+    condition     = [for e in google_cloud_run_v2_service.broker.template[0].containers[0].env : e.value if e.name == "BROKER_TRUSTED_PROXY_HOPS"] == ["2"]
+    error_message = "trusted_proxy_hops is passed as BROKER_TRUSTED_PROXY_HOPS"
+  }
+}
+
+run "rejects_negative_trusted_proxy_hops" {
+  command = plan
+  variables {
+    trusted_proxy_hops = -1
+  }
+  expect_failures = [var.trusted_proxy_hops]
+}
+
+run "rejects_fractional_trusted_proxy_hops" {
+  command = plan
+  variables {
+    trusted_proxy_hops = 1.5
+  }
+  expect_failures = [var.trusted_proxy_hops]
+}
+
+run "rejects_both_public_key_and_public_keys" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = {
+        public_key  = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+        public_keys = ["ed25519:PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw="]
+        accounts    = ["clinic-store"]
+      }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_an_agent_without_a_key" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = { accounts = ["clinic-store"] }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_three_public_keys" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = {
+        public_keys = [
+          "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
+          "ed25519:PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw=",
+          "ed25519:hNjVQ9ax4p0k+/S+BsiOrbsymk7OIhaui7/MXucvdv0=",
+        ]
+        accounts = ["clinic-store"]
+      }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_empty_public_keys" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = { public_keys = [], accounts = ["clinic-store"] }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_a_key_listed_twice" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = {
+        public_keys = ["ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="]
+        accounts    = ["clinic-store"]
+      }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_a_bad_key_in_public_keys" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = {
+        public_keys = ["ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", "ecdsa-p256:AAAA"]
+        accounts    = ["clinic-store"]
+      }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_empty_allowed_source_ranges" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = { public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", accounts = ["clinic-store"], allowed_source_ranges = [] }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_a_range_with_host_bits_set" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = { public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", accounts = ["clinic-store"], allowed_source_ranges = ["203.0.113.0/24", "10.0.0.1/8"] }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_an_ipv6_range_with_host_bits_set" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = { public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", accounts = ["clinic-store"], allowed_source_ranges = ["2001:db8::1/64"] }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_a_bare_address_as_a_range" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = { public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", accounts = ["clinic-store"], allowed_source_ranges = ["203.0.113.7"] }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_a_range_with_leading_zeros" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = { public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", accounts = ["clinic-store"], allowed_source_ranges = ["010.0.0.0/8"] }
+    }
+  }
+  expect_failures = [var.agents]
+}
+
+run "rejects_a_range_listed_twice" {
+  command = plan
+  variables {
+    agents = {
+      "clinic-a" = { public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", accounts = ["clinic-store"], allowed_source_ranges = ["203.0.113.0/24", "203.0.113.0/24"] }
     }
   }
   expect_failures = [var.agents]
