@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -135,12 +134,7 @@ func (c *cli) enrol(args []string) int {
 		}
 		return exitFailure
 	}
-	pub, ok := cfg.Key.Public().(ed25519.PublicKey)
-	if !ok {
-		fmt.Fprintln(c.stderr, "agent enrol: the key is not Ed25519")
-		return exitFailure
-	}
-	if err := writeEnrolment(c.stdout, cfg.AgentID, agentkey.FormatPublicKey(pub), cfg.Accounts, keyFile, created); err != nil {
+	if err := writeEnrolment(c.stdout, cfg.AgentID, cfg.KeyPublic, cfg.Accounts, keyFile, created); err != nil {
 		return exitFailure
 	}
 	return exitOK
