@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -108,7 +109,9 @@ func TestEnrolTPM(t *testing.T) {
 // TestOnceTPMAgainstBroker: "agent once" with a TPM key (swtpm) against
 // the real broker (in process, on the Google fakes), whose policy holds
 // the agent's ecdsa-p256: line: the broker verifies the ES256 assertions
-// and mints a token that the agent pushes to Orthanc.
+// and mints a token that the agent pushes to Orthanc. Then "run": agent
+// status and /metrics say the key is a TPM key. Last, the key file with
+// another TPM is refused.
 func TestOnceTPMAgainstBroker(t *testing.T) {
 	const (
 		project     = "tpm-test"
@@ -190,6 +193,46 @@ func TestOnceTPMAgainstBroker(t *testing.T) {
 	}
 	if strings.Contains(brokerLogs.String(), "agent authentication failed") {
 		t.Fatalf("the broker refused an assertion:\n%s", brokerLogs.String())
+	}
+
+	// "run": agent status and /metrics show a TPM key.
+	var logs logcapture.Buffer
+	addrCh := make(chan string, 1)
+	c := &cli{stdout: &logs, stderr: &logs, env: func(k string) (string, bool) {
+		if k == "AGENT_LISTEN" {
+			return "127.0.0.1:0", true
+		}
+		return "", false
+	}, onListen: func(a string) { addrCh <- a }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- c.main(ctx, []string{"run", "--config", cfg}) }()
+	var addr string
+	select {
+	case addr = <-addrCh:
+	case code := <-done:
+		t.Fatalf("run exited %d: %s", code, logs.String())
+	}
+	waitHealthy(t, addr)
+	code, sout, serr := runCLI(t, nil, "status", "--addr", addr)
+	if code != 0 || !strings.Contains(sout, "; key tpm\n") {
+		t.Errorf("status: %d %s %s", code, sout, serr)
+	}
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `orthanc_gcp_agent_key_info{kind="tpm"} 1`) {
+		t.Errorf("/metrics lacks the TPM key kind")
+	}
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("run: exit %d\n%s", code, logs.String())
+	}
+	if !strings.Contains(logs.String(), `"key_kind":"tpm"`) {
+		t.Errorf("the start line does not name the key kind:\n%s", logs.String())
 	}
 
 	// The key file on another TPM (copied to another host): the agent does
