@@ -42,6 +42,10 @@ commands:
   enrol   --config FILE [--tpm [--tpm-device DEV]]
                                      make Broker.KeyFile if it is missing (as keygen) and print
                                      this agent's entry for terraform.tfvars and the broker policy
+  rotate-key --config FILE [--tpm-device DEV]
+                                     make the next key (same kind) at Broker.KeyFile.next and print
+                                     the entry with both keys; the agent adopts it once the broker
+                                     accepts it ("agent key rotated")
   status  [--config FILE | --addr HOST:PORT]
                                      print a running agent's state; exit 0 healthy, 1 unhealthy,
                                      3 not answering
@@ -91,6 +95,8 @@ func (c *cli) main(ctx context.Context, args []string) int {
 		return c.keygen(rest)
 	case "enrol", "enroll":
 		return c.enrol(rest)
+	case "rotate-key":
+		return c.rotateKey(rest)
 	case "service":
 		return c.service(rest)
 	case "migrate":
@@ -174,7 +180,11 @@ func (c *cli) runCmd(ctx context.Context, args []string, once bool) int {
 		return exitFailure
 	}
 	if once {
-		if err := a.Once(ctx); err != nil {
+		err := a.Once(ctx)
+		if k := a.RotatedKey(); k != nil {
+			_ = writeRotated(c.stdout, cfg, k)
+		}
+		if err != nil {
 			log.Error("sync failed", "error", err.Error())
 			fmt.Fprintf(c.stderr, "agent once: %v\n", err)
 			return exitFailure

@@ -177,36 +177,52 @@ func writeEnrolment(w io.Writer, id, pubLine string, accounts []string, keyFile 
 	if created {
 		state = "created now"
 	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Agent %s, key %s (%s).\n", strconv.Quote(id), oneLine(keyFile), state)
+	fmt.Fprintf(&b, "# Public key: %s\n", pubLine)
+	b.WriteString("# Register it at the broker in one of two ways.\n")
+	writeEntries(&b, id, []string{pubLine}, accounts, "enrol")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeEntries writes the two ways to register an agent with its public
+// key lines (one, or two while a rotation is under way): the terraform
+// agents entry and the policy member. cmd names the command to run again.
+func writeEntries(b *strings.Builder, id string, pubLines, accounts []string, cmd string) {
 	q := make([]string, len(accounts))
 	for i, a := range accounts {
 		q[i] = strconv.Quote(a)
 	}
 	list := "[" + strings.Join(q, ", ") + "]"
 
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Agent %s, key %s (%s).\n", strconv.Quote(id), oneLine(keyFile), state)
-	fmt.Fprintf(&b, "# Public key: %s\n", pubLine)
-	b.WriteString("# Register it at the broker in one of two ways.\n")
 	b.WriteString("#\n")
 	b.WriteString("# 1. terraform: add this entry inside agents = { ... } in terraform.tfvars, then terraform apply.\n")
 	if !wire.ValidTerraformAgentID(id) {
 		b.WriteString("#    terraform's agents variable accepts only ids of 1-63 letters, digits, '.', '_' or '-':\n")
-		b.WriteString("#    use way 2, or change Broker.AgentId and run enrol again.\n")
+		fmt.Fprintf(b, "#    use way 2, or change Broker.AgentId and run %s again.\n", cmd)
 	}
 	if len(accounts) == 0 {
 		b.WriteString("#    Accounts is empty in the agent's configuration, so the agent asks for every store it is\n")
 		b.WriteString("#    granted. terraform requires the list: replace [] with the account names this agent may use.\n")
 	}
-	// Indented as terraform fmt has it inside agents = { ... }.
-	fmt.Fprintf(&b, "  %s = {\n", strconv.Quote(id))
-	fmt.Fprintf(&b, "    public_key = %s\n", strconv.Quote(pubLine))
-	fmt.Fprintf(&b, "    accounts   = %s\n", list)
+	// Indented, and aligned, as terraform fmt has it inside agents = { ... }.
+	fmt.Fprintf(b, "  %s = {\n", strconv.Quote(id))
+	if len(pubLines) == 1 {
+		fmt.Fprintf(b, "    public_key = %s\n", strconv.Quote(pubLines[0]))
+		fmt.Fprintf(b, "    accounts   = %s\n", list)
+	} else {
+		p := make([]string, len(pubLines))
+		for i, l := range pubLines {
+			p[i] = strconv.Quote(l)
+		}
+		fmt.Fprintf(b, "    public_keys = [%s]\n", strings.Join(p, ", "))
+		fmt.Fprintf(b, "    accounts    = %s\n", list)
+	}
 	b.WriteString("  }\n\n")
 	b.WriteString("# 2. Without terraform: add this member inside \"Agents\": { ... } of the broker policy (BROKER_CONFIG).\n")
 	if len(accounts) == 0 {
 		b.WriteString("#    With \"Accounts\": [] the broker grants this agent nothing: list the account names.\n")
 	}
-	fmt.Fprintf(&b, "%s: {\"PublicKey\": %s, \"Accounts\": %s}\n", strconv.Quote(id), strconv.Quote(pubLine), list)
-	_, err := io.WriteString(w, b.String())
-	return err
+	b.WriteString(keys.PolicyMember(id, pubLines, accounts) + "\n")
 }
