@@ -39,14 +39,21 @@ type rotatingBroker struct {
 	next *nextKey
 }
 
+// retryUnusableNext is how long a next key file that could not be used
+// (a TPM that did not answer, say) is left alone before it is tried again,
+// when the file itself has not changed.
+var retryUnusableNext = 10 * time.Minute
+
 // nextKey is the last look at the next key file.
 type nextKey struct {
 	size   int64
 	mod    time.Time
 	key    *keys.Key
 	client *brokerclient.Client
-	// err is why the file cannot be used (logged once per version of it).
-	err error
+	// err is why the file cannot be used (a warning once per version of
+	// the file and error), and failedAt when it was found.
+	err      error
+	failedAt time.Time
 	// refusals counts the broker's refusals of the key.
 	refusals int
 }
@@ -129,7 +136,9 @@ func (r *rotatingBroker) nextCandidate() *nextKey {
 		}
 		return nil
 	}
-	if n := r.next; n != nil && n.size == fi.Size() && n.mod.Equal(fi.ModTime()) {
+	prev := r.next
+	if n := prev; n != nil && n.size == fi.Size() && n.mod.Equal(fi.ModTime()) &&
+		(n.err == nil || time.Since(n.failedAt) < retryUnusableNext) {
 		r.mu.Unlock()
 		if n.err != nil {
 			return nil
@@ -150,6 +159,9 @@ func (r *rotatingBroker) nextCandidate() *nextKey {
 		n.client, err = brokerclient.New(o)
 	}
 	n.key, n.err = k, err
+	if err != nil {
+		n.failedAt = time.Now()
+	}
 	r.mu.Lock()
 	if r.next != nil && r.next.client != nil {
 		r.next.client.CloseIdleConnections()
@@ -157,7 +169,12 @@ func (r *rotatingBroker) nextCandidate() *nextKey {
 	r.next = n
 	r.mu.Unlock()
 	if err != nil {
-		r.log.Warn("the next agent key cannot be used; keeping the current key", "key_file", path, "error", err.Error())
+		level := slog.LevelWarn
+		if prev != nil && prev.err != nil && prev.size == n.size && prev.mod.Equal(n.mod) && prev.err.Error() == err.Error() {
+			level = slog.LevelDebug // the same file, the same failure: said already
+		}
+		r.log.Log(context.Background(), level, "the next agent key cannot be used; keeping the current key",
+			"key_file", path, "error", err.Error())
 		return nil
 	}
 	r.log.Info("trying the next agent key on each store poll", "key_file", path, "kind", k.Kind, "public_key", k.Public)

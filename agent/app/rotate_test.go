@@ -226,3 +226,66 @@ func TestNextKeyUnusable(t *testing.T) {
 		t.Fatalf("an unusable next key was adopted: %v", err)
 	}
 }
+
+// TestNextKeyFromFileToTPM: a TPM key put at KeyFile.next next to a file key
+// (moving an agent to a TPM key) is adopted like a rotated key; while its
+// TPM cannot be opened, the agent warns once, keeps its file key, and tries
+// the next key again later (retryUnusableNext).
+func TestNextKeyFromFileToTPM(t *testing.T) {
+	tpm := swtpm.Start(t)
+	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "agent.key")
+	cur, err := keys.Create(keyFile, keys.KindFile, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, err := keys.Create(keys.NextPath(keyFile), keys.KindTPM, tpm.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The agent's TPM device is a link that does not exist yet.
+	device := filepath.Join(dir, "tpm")
+	broker := agenttest.NewBroker(t, "clinic-a", cur.Signer.Public())
+	broker.Set(func(b *agenttest.Broker) {
+		b.Keys = append(b.Keys, next.Signer.Public())
+		b.Grants = map[string]string{"store-a": "https://healthcare.googleapis.com/v1/projects/p/locations/l/datasets/d/dicomStores/a/dicomWeb/"}
+	})
+	orth := agenttest.NewOrthanc(t, "", "")
+	cfg := &config.Config{
+		BrokerURL: broker.URL, AgentID: "clinic-a", KeyFile: keyFile, Key: cur.Signer, KeyKind: cur.Kind, KeyPublic: cur.Public,
+		TpmDevice: device, BrokerTimeout: config.DefaultBrokerTimeout, OrthancURL: orth.URL, DicomWebRoot: config.DefaultDicomWebRoot,
+		RefreshMargin: config.DefaultRefreshMargin, CheckInterval: config.DefaultCheckInterval,
+		StoresInterval: config.DefaultStoresInterval, AllowedDicomWebHosts: config.DefaultAllowedDicomWebHosts,
+	}
+	defer func(d time.Duration) { retryUnusableNext = d }(retryUnusableNext)
+	retryUnusableNext = 0
+	logs := &logcapture.Buffer{}
+	a, err := New(cfg, slog.New(slog.NewJSONHandler(logs, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := a.Once(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), "the next agent key cannot be used"); n != 1 || !strings.Contains(logs.String(), "opening the TPM") {
+		t.Fatalf("%d warnings about the next key, want 1 naming the TPM:\n%s", n, logs.String())
+	}
+	if a.RotatedKey() != nil || a.KeyKind() != keys.KindFile {
+		t.Fatal("rotated to a key its TPM could not use")
+	}
+	// The TPM appears: the next poll adopts the TPM key.
+	if err := os.Symlink(tpm.Socket, device); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Once(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if k := a.RotatedKey(); k == nil || k.Public != next.Public || a.KeyKind() != keys.KindTPM {
+		t.Fatalf("not rotated to the TPM key: %+v\n%s", k, logs.String())
+	}
+	if k, err := keys.Load(keyFile, device); err != nil || k.Kind != keys.KindTPM {
+		t.Fatalf("key file after the move: %+v %v", k, err)
+	}
+}
