@@ -11,11 +11,13 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"sync/atomic"
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/keys"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/reconcile"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/resubmit"
@@ -30,6 +32,11 @@ type Agent struct {
 	metrics *health.Metrics
 	rec     *reconcile.Reconciler
 	ln      net.Listener
+	// broker is the loop's broker client of the configuration in force;
+	// it holds the agent's key, which a rotation can change.
+	broker atomic.Pointer[rotatingBroker]
+	// rotated is the key a rotation made the agent's, if any.
+	rotated atomic.Pointer[keys.Key]
 }
 
 // New builds the agent from cfg. now may be nil (time.Now).
@@ -37,46 +44,77 @@ func New(cfg *config.Config, log *slog.Logger, now func() time.Time) (*Agent, er
 	if now == nil {
 		now = time.Now
 	}
-	u, err := update(cfg, now)
+	a := &Agent{cfg: cfg, log: log, now: now, metrics: health.NewMetrics()}
+	u, err := a.update(cfg)
 	if err != nil {
 		return nil, err
 	}
 	logWarnings(log, cfg)
 	// The loop records into the metrics; the health server shows both.
-	m := health.NewMetrics()
-	rec := reconcile.New(reconcile.Options{
-		Broker: u.Broker, Orthanc: u.Orthanc, Settings: u.Settings, Recorder: m, Log: log, Now: now,
+	a.rec = reconcile.New(reconcile.Options{
+		Broker: u.Broker, Orthanc: u.Orthanc, Settings: u.Settings, Recorder: a.metrics, Log: log, Now: now,
 	})
-	return &Agent{cfg: cfg, log: log, now: now, metrics: m, rec: rec}, nil
+	return a, nil
 }
 
-func update(cfg *config.Config, now func() time.Time) (reconcile.Update, error) {
+// update builds the parts a configuration makes, and makes its broker
+// client (with its key) the agent's.
+func (a *Agent) update(cfg *config.Config) (reconcile.Update, error) {
+	u, rb, err := build(cfg, a.now, a.log, a.keyRotated)
+	if err != nil {
+		return u, err
+	}
+	a.broker.Store(rb)
+	a.metrics.SetKeyKind(rb.Key().Kind)
+	return u, nil
+}
+
+// keyRotated records a rotation: the new key's kind for status and
+// metrics, and the key for RotatedKey.
+func (a *Agent) keyRotated(_, cur *keys.Key) {
+	a.rotated.Store(cur)
+	a.metrics.SetKeyKind(cur.Kind)
+}
+
+// KeyKind is the kind of the key the agent signs with now (keys.KindFile
+// or keys.KindTPM).
+func (a *Agent) KeyKind() string { return a.broker.Load().Key().Kind }
+
+// RotatedKey is the key a rotation (see rotatingBroker) made the agent's
+// since it started, or nil.
+func (a *Agent) RotatedKey() *keys.Key { return a.rotated.Load() }
+
+func build(cfg *config.Config, now func() time.Time, log *slog.Logger, onRotate func(old, cur *keys.Key)) (reconcile.Update, *rotatingBroker, error) {
 	// The one gate for where a token may go: the Orthanc client enforces
 	// it on every push and the loop asks the client's own. A configuration
 	// without a usable list stops the start (or the reload) here.
 	hosts, err := urlrule.NewAllowList(cfg.AllowedDicomWebHosts)
 	if err != nil {
-		return reconcile.Update{}, fmt.Errorf("config: AllowedDicomWebHosts: %w", err)
+		return reconcile.Update{}, nil, fmt.Errorf("config: AllowedDicomWebHosts: %w", err)
 	}
 	oc, err := orthanc.New(orthanc.Options{
 		URL: cfg.OrthancURL, DicomWebRoot: cfg.DicomWebRoot,
 		Username: cfg.OrthancUsername, Password: cfg.OrthancPassword,
 	}, hosts)
 	if err != nil {
-		return reconcile.Update{}, err
+		return reconcile.Update{}, nil, err
 	}
-	bc, err := brokerclient.New(brokerclient.Options{
-		URL: cfg.BrokerURL, AgentID: cfg.AgentID, Key: cfg.Key,
+	key := &keys.Key{Signer: cfg.Key, Kind: cfg.KeyKind, Public: cfg.KeyPublic}
+	if key.Kind == "" || key.Public == "" {
+		key = keys.FromSigner(cfg.Key) // a configuration not from config.Load
+	}
+	rb, err := newRotatingBroker(brokerclient.Options{
+		URL: cfg.BrokerURL, AgentID: cfg.AgentID,
 		CAFile: cfg.CAFile, Timeout: cfg.BrokerTimeout, Now: now,
-	})
+	}, key, cfg.KeyFile, cfg.TpmDevice, cfg.AgentID, cfg.Accounts, log, onRotate)
 	if err != nil {
-		return reconcile.Update{}, err
+		return reconcile.Update{}, nil, err
 	}
-	return reconcile.Update{Broker: bc, Orthanc: oc, Settings: reconcile.Settings{
+	return reconcile.Update{Broker: rb, Orthanc: oc, Settings: reconcile.Settings{
 		AgentID: cfg.AgentID, Accounts: cfg.Accounts, ServerOptions: cfg.ServerOptions,
 		RefreshMargin: cfg.RefreshMargin, CheckInterval: cfg.CheckInterval, StoresInterval: cfg.StoresInterval,
 		ResubmitFailedJobs: cfg.ResubmitFailedJobs, ResubmitStatePath: StatePath(cfg),
-	}}, nil
+	}}, rb, nil
 }
 
 // StatePath is the file in which the agent records the failed uploads it
@@ -96,9 +134,15 @@ func logWarnings(log *slog.Logger, cfg *config.Config) {
 	}
 }
 
-// Handler serves /healthz from the loop's snapshot and /metrics from the
-// metrics the loop records into.
-func (a *Agent) Handler() http.Handler { return health.Handler(a.rec.Status, a.metrics, a.now) }
+// Handler serves /healthz from the loop's snapshot (with the kind of the
+// agent's key) and /metrics from the metrics the loop records into.
+func (a *Agent) Handler() http.Handler { return health.Handler(a.status, a.metrics, a.now) }
+
+func (a *Agent) status() reconcile.Status {
+	s := a.rec.Status()
+	s.KeyKind = a.KeyKind()
+	return s
+}
 
 // Once does one sync; see reconcile.Reconciler.Once.
 func (a *Agent) Once(ctx context.Context) error { return a.rec.Once(ctx) }
@@ -159,7 +203,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (*c
 				if cfg.Listen != a.cfg.Listen {
 					a.log.Warn("a new Listen address takes effect only after a restart", "listen", a.cfg.Listen)
 				}
-				u, err := update(cfg, a.now)
+				u, err := a.update(cfg)
 				if err != nil {
 					a.log.Error("configuration reload refused; keeping the running one", "error", err.Error())
 					continue
@@ -171,7 +215,7 @@ func (a *Agent) Run(ctx context.Context, reload <-chan struct{}, load func() (*c
 	}()
 
 	a.log.Info("agent started", "agent_id", a.cfg.AgentID, "broker", a.cfg.BrokerURL, "orthanc", a.cfg.OrthancURL,
-		"resubmit_failed_jobs", a.cfg.ResubmitFailedJobs, "state_file", StatePath(a.cfg))
+		"key_kind", a.KeyKind(), "resubmit_failed_jobs", a.cfg.ResubmitFailedJobs, "state_file", StatePath(a.cfg))
 	runErr := make(chan error, 1)
 	go func() { runErr <- a.rec.Run(loopCtx) }()
 	var err error

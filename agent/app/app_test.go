@@ -101,7 +101,9 @@ func TestNoSecretInLogsStatusOrMetrics(t *testing.T) {
 	for _, must := range []string{"pushed token to Orthanc", "token received", "deleted Orthanc entry", "orthanc_gcp_agent_pushes_total",
 		// The loop records into the metrics the handler serves.
 		"orthanc_gcp_agent_deletes_total 1", `orthanc_gcp_agent_failures_total{reason="broker_error"} 1`,
-		`orthanc_gcp_agent_token_expiry_seconds{store="store-a"}`} {
+		`orthanc_gcp_agent_token_expiry_seconds{store="store-a"}`,
+		// The kind of the key, in /metrics and /healthz.
+		`orthanc_gcp_agent_key_info{kind="file"} 1`, `"key_kind": "file"`} {
 		if !strings.Contains(out, must) {
 			t.Errorf("expected %q in the captured output", must)
 		}

@@ -3,6 +3,7 @@ package app
 import (
 	"crypto/ed25519"
 	"crypto/rand"
+	"log/slog"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -43,7 +44,7 @@ func TestUpdateWiresConfig(t *testing.T) {
 				StoresInterval: config.DefaultStoresInterval, ResubmitFailedJobs: true, StateDirectory: dir,
 				AllowedDicomWebHosts: config.DefaultAllowedDicomWebHosts}
 			tc.edit(cfg)
-			u, err := update(cfg, time.Now)
+			u, _, err := build(cfg, time.Now, slog.New(slog.DiscardHandler), nil)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,7 +8,9 @@ package brokerclient
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdh"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
@@ -147,7 +149,9 @@ type Options struct {
 	// assertion's aud is URL unchanged.
 	URL     string
 	AgentID string
-	Key     ed25519.PrivateKey
+	// Key signs the assertions: an ed25519.PrivateKey (EdDSA) or any
+	// crypto.Signer of a P-256 key, such as a TPM key (ES256).
+	Key crypto.Signer
 	// CAFile, when set, is a PEM bundle used instead of the system roots.
 	CAFile  string
 	Timeout time.Duration
@@ -160,15 +164,15 @@ type Options struct {
 // Client talks to one broker.
 type Client struct {
 	base, aud, agentID string
-	key                ed25519.PrivateKey
+	key                crypto.Signer
 	now                func() time.Time
 	http               *http.Client
 }
 
 // New builds a Client; it fails if CAFile cannot be used.
 func New(o Options) (*Client, error) {
-	if o.URL == "" || o.AgentID == "" || len(o.Key) != ed25519.PrivateKeySize {
-		return nil, errors.New("brokerclient: URL, AgentID and Key are required")
+	if o.URL == "" || o.AgentID == "" || !usableKey(o.Key) {
+		return nil, errors.New("brokerclient: URL, AgentID and Key (Ed25519 or ECDSA P-256) are required")
 	}
 	rt := o.Transport
 	if rt == nil {
@@ -208,6 +212,19 @@ func New(o Options) (*Client, error) {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		},
 	}, nil
+}
+
+// usableKey reports whether key can sign an assertion: a whole Ed25519
+// private key, or a signer of a P-256 public key.
+func usableKey(key crypto.Signer) bool {
+	switch k := key.(type) {
+	case nil:
+		return false
+	case ed25519.PrivateKey:
+		return len(k) == ed25519.PrivateKeySize
+	}
+	pub, ok := key.Public().(*ecdsa.PublicKey)
+	return ok && pub != nil && pub.Curve != nil && pub.Curve.Params().Name == "P-256"
 }
 
 // CloseIdleConnections closes the pooled idle connections to the broker.

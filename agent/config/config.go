@@ -6,7 +6,7 @@ package config
 
 import (
 	"bytes"
-	"crypto/ed25519"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,8 +22,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/keys"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/orthanc"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/strictjson"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
@@ -82,6 +82,7 @@ type BrokerFile struct {
 	Url                 string `json:"Url"`
 	AgentId             string `json:"AgentId"`
 	KeyFile             string `json:"KeyFile"`
+	TpmDevice           string `json:"TpmDevice"`
 	HttpsCACertificates string `json:"HttpsCACertificates"`
 	Timeout             string `json:"Timeout"`
 }
@@ -100,8 +101,16 @@ type Config struct {
 	BrokerURL string
 	AgentID   string
 	KeyFile   string
-	// Key is the agent's private key read from KeyFile.
-	Key ed25519.PrivateKey
+	// Key signs the agent's assertions: the Ed25519 key of KeyFile, or
+	// the TPM key KeyFile wraps (see package keys).
+	Key crypto.Signer
+	// KeyKind is keys.KindFile or keys.KindTPM.
+	KeyKind string
+	// KeyPublic is the key's policy line ("ed25519:…", "ecdsa-p256:…").
+	KeyPublic string
+	// TpmDevice is the TPM of a "tpm" key (and of the keys rotate-key
+	// makes for it); "" means tpmkey.DefaultDevice.
+	TpmDevice string
 	// CAFile, when set, replaces the system roots for the broker's TLS.
 	CAFile        string
 	BrokerTimeout time.Duration
@@ -148,6 +157,7 @@ var EnvVars = []EnvVar{
 	{"AGENT_BROKER_URL", "Broker.Url", func(f *File, v string) error { f.Broker.Url = v; return nil }},
 	{"AGENT_BROKER_AGENT_ID", "Broker.AgentId", func(f *File, v string) error { f.Broker.AgentId = v; return nil }},
 	{"AGENT_BROKER_KEY_FILE", "Broker.KeyFile", func(f *File, v string) error { f.Broker.KeyFile = v; return nil }},
+	{"AGENT_TPM_DEVICE", "Broker.TpmDevice", func(f *File, v string) error { f.Broker.TpmDevice = v; return nil }},
 	{"AGENT_BROKER_HTTPS_CA_CERTIFICATES", "Broker.HttpsCACertificates", func(f *File, v string) error { f.Broker.HttpsCACertificates = v; return nil }},
 	{"AGENT_BROKER_TIMEOUT", "Broker.Timeout", func(f *File, v string) error { f.Broker.Timeout = v; return nil }},
 	{"AGENT_ORTHANC_URL", "Orthanc.Url", func(f *File, v string) error { f.Orthanc.Url = v; return nil }},
@@ -259,6 +269,7 @@ func (f *File) Resolve() (*Config, error) {
 		BrokerURL:       strings.TrimSpace(f.Broker.Url),
 		AgentID:         f.Broker.AgentId,
 		KeyFile:         f.Broker.KeyFile,
+		TpmDevice:       f.Broker.TpmDevice,
 		CAFile:          f.Broker.HttpsCACertificates,
 		OrthancURL:      f.Orthanc.Url,
 		OrthancUsername: f.Orthanc.Username,
@@ -282,9 +293,14 @@ func (f *File) Resolve() (*Config, error) {
 	if c.KeyFile == "" {
 		return nil, fieldErr("Broker.KeyFile", "is required (create one with: agent keygen --out FILE)")
 	}
-	if c.Key, err = agentkey.ReadFile(c.KeyFile); err != nil {
+	if strings.ContainsFunc(c.TpmDevice, isControl) {
+		return nil, fieldErr("Broker.TpmDevice", "must not contain control characters")
+	}
+	k, err := keys.Load(c.KeyFile, c.TpmDevice)
+	if err != nil {
 		return nil, fieldErr("Broker.KeyFile", "%v", err)
 	}
+	c.Key, c.KeyKind, c.KeyPublic = k.Signer, k.Kind, k.Public
 	if c.CAFile != "" {
 		if err := checkCAFile(c.CAFile); err != nil {
 			return nil, fieldErr("Broker.HttpsCACertificates", "%v", err)

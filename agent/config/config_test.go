@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/ed25519"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -79,8 +80,9 @@ func TestLoadDesignExample(t *testing.T) {
 	if c.RefreshMargin != 10*time.Minute || c.CheckInterval != 10*time.Second || c.Listen != "127.0.0.1:9750" {
 		t.Errorf("durations/listen: %+v", c)
 	}
-	if len(c.Key) == 0 {
-		t.Error("key not loaded")
+	if k, ok := c.Key.(ed25519.PrivateKey); !ok || len(k) != ed25519.PrivateKeySize || c.KeyKind != "file" ||
+		c.KeyPublic != agentkey.FormatPublicKey(k.Public().(ed25519.PublicKey)) {
+		t.Errorf("key not loaded: %T, kind %q, public %q", c.Key, c.KeyKind, c.KeyPublic)
 	}
 	if string(c.ServerOptions["Timeout"]) != "600" || string(c.ServerOptions["HasDelete"]) != "true" {
 		t.Errorf("ServerOptions not kept as-is: %s", c.ServerOptions)
@@ -323,6 +325,7 @@ func TestEnvOverridesEveryField(t *testing.T) {
 		"AGENT_STORES_INTERVAL":              "5m",
 		"AGENT_RESUBMIT_FAILED_JOBS":         "false",
 		"AGENT_STATE_DIRECTORY":              stateDir,
+		"AGENT_TPM_DEVICE":                   "/dev/tpm-other",
 	}
 	if len(env) != len(EnvVars) {
 		t.Fatalf("test covers %d variables, EnvVars has %d", len(env), len(EnvVars))
@@ -341,6 +344,9 @@ func TestEnvOverridesEveryField(t *testing.T) {
 		if got[i] != want[i] {
 			t.Errorf("field %d: got %v, want %v", i, got[i], want[i])
 		}
+	}
+	if c.TpmDevice != "/dev/tpm-other" || c.KeyKind != "file" {
+		t.Errorf("TpmDevice %q, KeyKind %q", c.TpmDevice, c.KeyKind)
 	}
 	if c.StoresInterval != 5*time.Minute || c.ResubmitFailedJobs || c.StateDirectory != stateDir {
 		t.Errorf("StoresInterval %v, ResubmitFailedJobs %v, StateDirectory %q", c.StoresInterval, c.ResubmitFailedJobs, c.StateDirectory)

@@ -41,6 +41,7 @@ type Metrics struct {
 	failures        *prometheus.CounterVec
 	brokerSuccess   prometheus.Gauge
 	orthancUp       prometheus.Gauge
+	keyInfo         *prometheus.GaugeVec
 	known           map[string]bool
 }
 
@@ -74,13 +75,17 @@ func NewMetrics() *Metrics {
 			Name: "orthanc_gcp_agent_orthanc_reachable",
 			Help: "1 if the last Orthanc call succeeded, else 0.",
 		}),
+		keyInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "orthanc_gcp_agent_key_info",
+			Help: "1 for the kind of key the agent signs with: file (Ed25519 in Broker.KeyFile) or tpm (inside the host's TPM).",
+		}, []string{"kind"}),
 		known: map[string]bool{},
 	}
 	for _, r := range append(reconcile.Reasons(), ReasonOther) {
 		m.known[r] = true
 		m.failures.WithLabelValues(r) // export zeros so rate() works from the start
 	}
-	m.Registry.MustRegister(m.pushes, m.deletes, m.resubmitted, m.failures, m.brokerSuccess, m.orthancUp,
+	m.Registry.MustRegister(m.pushes, m.deletes, m.resubmitted, m.failures, m.brokerSuccess, m.orthancUp, m.keyInfo,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -105,6 +110,16 @@ func (m *Metrics) Failure(reason string) {
 // BrokerSuccess records a successful broker call at t.
 func (m *Metrics) BrokerSuccess(t time.Time) {
 	m.brokerSuccess.Set(float64(t.UnixNano()) / 1e9)
+}
+
+// SetKeyKind records the kind of the agent's key ("file" or "tpm"): the
+// one series of orthanc_gcp_agent_key_info, with the value 1.
+func (m *Metrics) SetKeyKind(kind string) {
+	if kind == "" {
+		kind = "unknown"
+	}
+	m.keyInfo.Reset()
+	m.keyInfo.WithLabelValues(kind).Set(1)
 }
 
 // OrthancReachable records whether Orthanc answered.
@@ -227,7 +242,11 @@ func WriteTable(w io.Writer, s *Status, now time.Time) error {
 	if s.Orthanc.Reachable {
 		orth = "reachable"
 	}
-	fmt.Fprintf(w, "agent %s: %s; broker %s; Orthanc %s\n", pr(s.AgentID), health, broker, orth)
+	key := ""
+	if s.KeyKind != "" {
+		key = "; key " + pr(s.KeyKind)
+	}
+	fmt.Fprintf(w, "agent %s: %s; broker %s; Orthanc %s%s\n", pr(s.AgentID), health, broker, orth, key)
 	if s.Broker.LastError != "" {
 		fmt.Fprintf(w, "broker error: %s\n", pr(s.Broker.LastError))
 	}

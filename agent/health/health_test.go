@@ -110,7 +110,7 @@ func TestStatusURL(t *testing.T) {
 }
 
 func TestFetchAndTable(t *testing.T) {
-	status := Status{AgentID: "clinic-a", Broker: reconcile.BrokerStatus{Synced: true, Up: false, LastError: "broker GET /v1/stores: HTTP 503", LastSuccess: at(-5 * time.Minute)},
+	status := Status{AgentID: "clinic-a", KeyKind: "tpm", Broker: reconcile.BrokerStatus{Synced: true, Up: false, LastError: "broker GET /v1/stores: HTTP 503", LastSuccess: at(-5 * time.Minute)},
 		Orthanc: reconcile.OrthancStatus{Reachable: true},
 		Stores: []reconcile.StoreStatus{
 			{Store: "zeta", Server: "zeta", State: reconcile.StateNotGranted, LastError: "forbidden"},
@@ -130,7 +130,8 @@ func TestFetchAndTable(t *testing.T) {
 	WriteTable(&buf, s, t0)
 	out := buf.String()
 	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if !strings.Contains(lines[0], "UNHEALTHY") || !strings.Contains(lines[0], "broker down, last success 5m0s ago") {
+	if !strings.Contains(lines[0], "UNHEALTHY") || !strings.Contains(lines[0], "broker down, last success 5m0s ago") ||
+		!strings.HasSuffix(lines[0], "; key tpm") {
 		t.Errorf("summary %q", lines[0])
 	}
 	var header, alpha, zeta string
@@ -164,6 +165,37 @@ func TestFetchAndTable(t *testing.T) {
 	ln.Close()
 	if _, err := Fetch(context.Background(), addr); err == nil {
 		t.Error("fetch from a closed port succeeded")
+	}
+}
+
+// TestKeyKindMetric: orthanc_gcp_agent_key_info has exactly one series,
+// kind="file" or kind="tpm", valued 1, and follows a change of key.
+func TestKeyKindMetric(t *testing.T) {
+	m := NewMetrics()
+	scrape := func() string {
+		srv := httptest.NewServer(Handler(func() Status { return Status{} }, m, func() time.Time { return t0 }))
+		defer srv.Close()
+		resp, err := http.Get(srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		var out []string
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "orthanc_gcp_agent_key_info{") {
+				out = append(out, l)
+			}
+		}
+		return strings.Join(out, "\n")
+	}
+	m.SetKeyKind("file")
+	if got := scrape(); got != `orthanc_gcp_agent_key_info{kind="file"} 1` {
+		t.Errorf("file: %q", got)
+	}
+	m.SetKeyKind("tpm")
+	if got := scrape(); got != `orthanc_gcp_agent_key_info{kind="tpm"} 1` {
+		t.Errorf("after a rotation to a TPM key: %q", got)
 	}
 }
 

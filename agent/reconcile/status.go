@@ -26,6 +26,10 @@ type Status struct {
 	Broker  BrokerStatus  `json:"broker"`
 	Orthanc OrthancStatus `json:"orthanc"`
 	Stores  []StoreStatus `json:"stores"`
+	// KeyKind is the kind of key the agent signs with: "file" (Ed25519 in
+	// Broker.KeyFile) or "tpm" (inside the host's TPM). Empty from an
+	// agent that predates it.
+	KeyKind string `json:"key_kind,omitempty"`
 
 	// Resubmit says whether failed uploads are sent again: "enabled
 	// (DICOMweb 1.20)", "unavailable: DICOMweb 1.7 < 1.18", "disabled

@@ -14,8 +14,9 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/app"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/keys"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/tpmkey"
 )
 
 // version is set at build time: -ldflags "-X main.version=v1.2.3".
@@ -34,10 +35,17 @@ const usage = `usage: agent <command> [flags]
 commands:
   run     --config FILE              run the daemon (SIGTERM stops, SIGHUP reloads the config)
   once    --config FILE              sync once; exit status 1 on any failure
-  keygen  --out FILE                 write a new private key (mode 0600, never overwrites)
-                                     and print the public key line to register at the broker
-  enrol   --config FILE              make Broker.KeyFile if it is missing (as keygen) and print
+  keygen  --out FILE [--tpm [--tpm-device DEV]]
+                                     write a new private key (mode 0600, never overwrites)
+                                     and print the public key line to register at the broker;
+                                     --tpm: an ECDSA P-256 key inside this host's TPM 2.0
+  enrol   --config FILE [--tpm [--tpm-device DEV]]
+                                     make Broker.KeyFile if it is missing (as keygen) and print
                                      this agent's entry for terraform.tfvars and the broker policy
+  rotate-key --config FILE [--tpm-device DEV]
+                                     make the next key (same kind) at Broker.KeyFile.next and print
+                                     the entry with both keys; the agent adopts it once the broker
+                                     accepts it ("agent key rotated")
   status  [--config FILE | --addr HOST:PORT]
                                      print a running agent's state; exit 0 healthy, 1 unhealthy,
                                      3 not answering
@@ -87,6 +95,8 @@ func (c *cli) main(ctx context.Context, args []string) int {
 		return c.keygen(rest)
 	case "enrol", "enroll":
 		return c.enrol(rest)
+	case "rotate-key":
+		return c.rotateKey(rest)
 	case "service":
 		return c.service(rest)
 	case "migrate":
@@ -170,7 +180,11 @@ func (c *cli) runCmd(ctx context.Context, args []string, once bool) int {
 		return exitFailure
 	}
 	if once {
-		if err := a.Once(ctx); err != nil {
+		err := a.Once(ctx)
+		if k := a.RotatedKey(); k != nil {
+			_ = writeRotated(c.stdout, cfg, k)
+		}
+		if err != nil {
 			log.Error("sync failed", "error", err.Error())
 			fmt.Fprintf(c.stderr, "agent once: %v\n", err)
 			return exitFailure
@@ -199,6 +213,8 @@ func (c *cli) runCmd(ctx context.Context, args []string, once bool) int {
 func (c *cli) keygen(args []string) int {
 	fs := c.flags("keygen")
 	out := fs.String("out", "", "private key file to create (mode 0600)")
+	tpm := fs.Bool("tpm", false, "create an ECDSA P-256 key inside this host's TPM 2.0; the file holds only the TPM-wrapped key")
+	dev := fs.String("tpm-device", "", "with --tpm: the TPM device or TPM socket (default $AGENT_TPM_DEVICE, else "+defaultTPMDevice()+")")
 	if !c.parse(fs, args) {
 		return exitUsage
 	}
@@ -206,14 +222,53 @@ func (c *cli) keygen(args []string) int {
 		fmt.Fprintln(c.stderr, "agent keygen: --out FILE is required")
 		return exitUsage
 	}
-	pub, err := agentkey.WriteNew(*out)
+	if *dev != "" && !*tpm {
+		fmt.Fprintln(c.stderr, "agent keygen: --tpm-device needs --tpm")
+		return exitUsage
+	}
+	kind, device := keys.KindFile, ""
+	if *tpm {
+		kind, device = keys.KindTPM, c.tpmDevice(*dev, "")
+	}
+	k, err := keys.Create(*out, kind, device)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "agent keygen: %v\n", err)
 		return exitFailure
 	}
-	fmt.Fprintln(c.stdout, agentkey.FormatPublicKey(pub))
+	fmt.Fprintln(c.stdout, k.Public)
 	return exitOK
 }
+
+// tpmDevice is the TPM a command uses: its --tpm-device flag, else the
+// configuration's Broker.TpmDevice (fromConfig, already with
+// AGENT_TPM_DEVICE applied), else $AGENT_TPM_DEVICE; "" means the
+// default (tpmkey.DefaultDevice).
+func (c *cli) tpmDevice(flagValue, fromConfig string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	if fromConfig != "" {
+		return fromConfig
+	}
+	v, _ := c.env("AGENT_TPM_DEVICE")
+	return v
+}
+
+// withTPMDevice is env with AGENT_TPM_DEVICE set to device when a
+// --tpm-device flag gave one, so config.Load uses it too.
+func withTPMDevice(env config.LookupEnv, device string) config.LookupEnv {
+	if device == "" {
+		return env
+	}
+	return func(k string) (string, bool) {
+		if k == "AGENT_TPM_DEVICE" {
+			return device, true
+		}
+		return env(k)
+	}
+}
+
+func defaultTPMDevice() string { return tpmkey.DeviceName("") }
 
 func (c *cli) status(ctx context.Context, args []string) int {
 	fs := c.flags("status")

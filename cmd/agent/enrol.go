@@ -1,7 +1,6 @@
 package main
 
 import (
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -11,7 +10,7 @@ import (
 	"strings"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/config"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/keys"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
@@ -63,23 +62,23 @@ func clip(s string) string {
 	return strings.ToValidUTF8(s, "?")
 }
 
-// enrolFields reads, without validating anything else, the two fields
-// enrol needs before the full load: the agent id and the key file, from
-// the file and their AGENT_* overrides.
-func (c *cli) enrolFields(path string) (id, keyFile string, err error) {
+// enrolFields reads, without validating anything else, the fields enrol
+// needs before the full load: the agent id, the key file and the TPM
+// device, from the file and their AGENT_* overrides.
+func (c *cli) enrolFields(path string) (id, keyFile, tpmDevice string, err error) {
 	var f config.File
 	if path != "" {
 		data, err := os.ReadFile(path)
 		if err != nil {
-			return "", "", fmt.Errorf("config: %w", err)
+			return "", "", "", fmt.Errorf("config: %w", err)
 		}
 		p, err := config.Parse(data)
 		if err != nil {
-			return "", "", fmt.Errorf("config %s: %w", path, err)
+			return "", "", "", fmt.Errorf("config %s: %w", path, err)
 		}
 		f = *p
 	}
-	id, keyFile = f.Broker.AgentId, f.Broker.KeyFile
+	id, keyFile, tpmDevice = f.Broker.AgentId, f.Broker.KeyFile, f.Broker.TpmDevice
 	for _, ev := range config.EnvVars {
 		v, ok := c.env(ev.Name)
 		if !ok {
@@ -90,23 +89,28 @@ func (c *cli) enrolFields(path string) (id, keyFile string, err error) {
 			id = v
 		case "Broker.KeyFile":
 			keyFile = v
+		case "Broker.TpmDevice":
+			tpmDevice = v
 		}
 	}
-	return id, keyFile, nil
+	return id, keyFile, tpmDevice, nil
 }
 
-// enrol makes the agent's key if it is missing, exactly as keygen does,
-// loads the whole configuration as "run" would, and prints this agent's
-// entry for terraform.tfvars and for a hand-written broker policy. Run
-// again, it reuses the key and prints the same entries.
+// enrol makes the agent's key if it is missing, exactly as keygen does
+// (with --tpm, inside the TPM), loads the whole configuration as "run"
+// would, and prints this agent's entry for terraform.tfvars and for a
+// hand-written broker policy. Run again, it reuses the key and prints the
+// same entries.
 func (c *cli) enrol(args []string) int {
 	fs := c.flags("enrol")
 	cfgFlag := fs.String("config", "", "agent configuration file (JSON); default $AGENT_CONFIG")
+	tpm := fs.Bool("tpm", false, "if Broker.KeyFile is missing, create an ECDSA P-256 key inside this host's TPM 2.0")
+	dev := fs.String("tpm-device", "", "the TPM device or TPM socket (default Broker.TpmDevice, $AGENT_TPM_DEVICE, else "+defaultTPMDevice()+")")
 	if !c.parse(fs, args) {
 		return exitUsage
 	}
 	path := c.configPath(*cfgFlag)
-	id, keyFile, err := c.enrolFields(path)
+	id, keyFile, cfgDevice, err := c.enrolFields(path)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "agent enrol: %v\n", err)
 		return exitFailure
@@ -119,15 +123,19 @@ func (c *cli) enrol(args []string) int {
 		fmt.Fprintln(c.stderr, "agent enrol: config: Broker.KeyFile: is required (where the agent's private key is kept, e.g. /var/lib/orthanc-gcp-agent/agent.key)")
 		return exitFailure
 	}
-	created, err := ensureKey(keyFile)
+	kind, device := keys.KindFile, c.tpmDevice(*dev, cfgDevice)
+	if *tpm {
+		kind = keys.KindTPM
+	}
+	created, err := ensureKey(keyFile, kind, device)
 	if err != nil {
 		fmt.Fprintf(c.stderr, "agent enrol: config: Broker.KeyFile: %v\n", err)
 		return exitFailure
 	}
 	if created {
-		fmt.Fprintf(c.stderr, "agent enrol: created the agent key %s\n", keyFile)
+		fmt.Fprintf(c.stderr, "agent enrol: created the agent key %s (%s)\n", keyFile, kind)
 	}
-	cfg, err := config.Load(path, c.env)
+	cfg, err := config.Load(path, withTPMDevice(c.env, *dev))
 	if err != nil {
 		fmt.Fprintf(c.stderr, "agent enrol: %v\n", err)
 		if created {
@@ -135,27 +143,26 @@ func (c *cli) enrol(args []string) int {
 		}
 		return exitFailure
 	}
-	pub, ok := cfg.Key.Public().(ed25519.PublicKey)
-	if !ok {
-		fmt.Fprintln(c.stderr, "agent enrol: the key is not Ed25519")
-		return exitFailure
+	if !created && *tpm && cfg.KeyKind != keys.KindTPM {
+		fmt.Fprintf(c.stderr, "agent enrol: --tpm: %s already holds a %s key, reused; to move to a TPM key without downtime, "+
+			"see \"Rotate an agent key\" in docs/runbook.md\n", keyFile, cfg.KeyKind)
 	}
-	if err := writeEnrolment(c.stdout, cfg.AgentID, agentkey.FormatPublicKey(pub), cfg.Accounts, keyFile, created); err != nil {
+	if err := writeEnrolment(c.stdout, cfg.AgentID, cfg.KeyPublic, cfg.Accounts, keyFile, created); err != nil {
 		return exitFailure
 	}
 	return exitOK
 }
 
-// ensureKey creates the key at path with keygen's code (agentkey.WriteNew:
+// ensureKey creates a key of kind at path with keygen's code (keys.Create:
 // mode 0600, or a private DACL on Windows; never overwriting) unless
 // something already has that name, in which case the full load checks it.
-func ensureKey(path string) (created bool, err error) {
+func ensureKey(path, kind, device string) (created bool, err error) {
 	if _, err := os.Lstat(path); err == nil {
 		return false, nil
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return false, err
 	}
-	if _, err := agentkey.WriteNew(path); err != nil {
+	if _, err := keys.Create(path, kind, device); err != nil {
 		return false, err
 	}
 	return true, nil
@@ -170,36 +177,52 @@ func writeEnrolment(w io.Writer, id, pubLine string, accounts []string, keyFile 
 	if created {
 		state = "created now"
 	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Agent %s, key %s (%s).\n", strconv.Quote(id), oneLine(keyFile), state)
+	fmt.Fprintf(&b, "# Public key: %s\n", pubLine)
+	b.WriteString("# Register it at the broker in one of two ways.\n")
+	writeEntries(&b, id, []string{pubLine}, accounts, "enrol")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// writeEntries writes the two ways to register an agent with its public
+// key lines (one, or two while a rotation is under way): the terraform
+// agents entry and the policy member. cmd names the command to run again.
+func writeEntries(b *strings.Builder, id string, pubLines, accounts []string, cmd string) {
 	q := make([]string, len(accounts))
 	for i, a := range accounts {
 		q[i] = strconv.Quote(a)
 	}
 	list := "[" + strings.Join(q, ", ") + "]"
 
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Agent %s, key %s (%s).\n", strconv.Quote(id), oneLine(keyFile), state)
-	fmt.Fprintf(&b, "# Public key: %s\n", pubLine)
-	b.WriteString("# Register it at the broker in one of two ways.\n")
 	b.WriteString("#\n")
 	b.WriteString("# 1. terraform: add this entry inside agents = { ... } in terraform.tfvars, then terraform apply.\n")
 	if !wire.ValidTerraformAgentID(id) {
 		b.WriteString("#    terraform's agents variable accepts only ids of 1-63 letters, digits, '.', '_' or '-':\n")
-		b.WriteString("#    use way 2, or change Broker.AgentId and run enrol again.\n")
+		fmt.Fprintf(b, "#    use way 2, or change Broker.AgentId and run %s again.\n", cmd)
 	}
 	if len(accounts) == 0 {
 		b.WriteString("#    Accounts is empty in the agent's configuration, so the agent asks for every store it is\n")
 		b.WriteString("#    granted. terraform requires the list: replace [] with the account names this agent may use.\n")
 	}
-	// Indented as terraform fmt has it inside agents = { ... }.
-	fmt.Fprintf(&b, "  %s = {\n", strconv.Quote(id))
-	fmt.Fprintf(&b, "    public_key = %s\n", strconv.Quote(pubLine))
-	fmt.Fprintf(&b, "    accounts   = %s\n", list)
+	// Indented, and aligned, as terraform fmt has it inside agents = { ... }.
+	fmt.Fprintf(b, "  %s = {\n", strconv.Quote(id))
+	if len(pubLines) == 1 {
+		fmt.Fprintf(b, "    public_key = %s\n", strconv.Quote(pubLines[0]))
+		fmt.Fprintf(b, "    accounts   = %s\n", list)
+	} else {
+		p := make([]string, len(pubLines))
+		for i, l := range pubLines {
+			p[i] = strconv.Quote(l)
+		}
+		fmt.Fprintf(b, "    public_keys = [%s]\n", strings.Join(p, ", "))
+		fmt.Fprintf(b, "    accounts    = %s\n", list)
+	}
 	b.WriteString("  }\n\n")
 	b.WriteString("# 2. Without terraform: add this member inside \"Agents\": { ... } of the broker policy (BROKER_CONFIG).\n")
 	if len(accounts) == 0 {
 		b.WriteString("#    With \"Accounts\": [] the broker grants this agent nothing: list the account names.\n")
 	}
-	fmt.Fprintf(&b, "%s: {\"PublicKey\": %s, \"Accounts\": %s}\n", strconv.Quote(id), strconv.Quote(pubLine), list)
-	_, err := io.WriteString(w, b.String())
-	return err
+	b.WriteString(keys.PolicyMember(id, pubLines, accounts) + "\n")
 }

@@ -4,8 +4,9 @@
 //
 //	agent run     --config FILE   run the daemon
 //	agent once    --config FILE   one sync; non-zero exit on failure
-//	agent keygen  --out FILE      make the agent key, print the public key line
-//	agent enrol   --config FILE   make Broker.KeyFile if missing, print the broker entries
+//	agent keygen  --out FILE [--tpm]   make the agent key (--tpm: inside the TPM), print the public key line
+//	agent enrol   --config FILE [--tpm] make Broker.KeyFile if missing, print the broker entries
+//	agent rotate-key --config FILE      make Broker.KeyFile.next, print the entry with both keys
 //	agent service install --config FILE | uninstall   (Windows)
 //	agent status  [--config FILE | --addr host:port]
 //	agent version

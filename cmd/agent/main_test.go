@@ -218,7 +218,7 @@ func TestRunStatusReloadStop(t *testing.T) {
 
 	// agent status --addr prints the table and exits 0 when healthy.
 	code, sout, serr := runCLI(t, nil, "status", "--addr", addr)
-	if code != 0 || !strings.Contains(sout, "my-google") || !strings.Contains(sout, "TOKEN EXPIRES IN") {
+	if code != 0 || !strings.Contains(sout, "my-google") || !strings.Contains(sout, "TOKEN EXPIRES IN") || !strings.Contains(sout, "; key file\n") {
 		t.Errorf("status: %d %s %s", code, sout, serr)
 	}
 	// agent status --config finds the address from AGENT_LISTEN / the file.

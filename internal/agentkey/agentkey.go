@@ -17,6 +17,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -128,40 +129,106 @@ func WriteNew(path string) (ed25519.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := createPrivate(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return nil, fmt.Errorf("%s already exists; refusing to overwrite a key", path)
-		}
-		return nil, err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		os.Remove(path)
-		return nil, err
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(path)
+	if err := WritePrivate(path, data); err != nil {
 		return nil, err
 	}
 	return pub, nil
 }
 
-// ReadFile loads a private key, refusing a file that group or others can
-// read: a readable agent key lets anyone on the host act as the agent. On
-// Unix that is any mode bit for group or others; on Windows, an ACL entry
-// that lets anyone but SYSTEM, Administrators, the file's owner, the
-// agent's service SID or the account the agent runs as read or change the
-// file (see CheckDACL).
-func ReadFile(path string) (ed25519.PrivateKey, error) {
+// WritePrivate creates path holding data, as a private key file: mode 0600
+// (on Windows: a protected DACL granting only SYSTEM, Administrators and
+// the current user). It never overwrites anything, not even through a
+// dangling symlink, and removes what it created if the write fails.
+func WritePrivate(path string, data []byte) error {
+	f, err := createPrivate(path)
+	if err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return fmt.Errorf("%s already exists; refusing to overwrite a key", path)
+		}
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		os.Remove(path)
+		return err
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(path)
+		return err
+	}
+	return nil
+}
+
+// MaxKeyFileSize bounds what ReadPrivate reads: an Ed25519 PKCS#8 PEM is
+// about 120 bytes, a TPM-wrapped key about 700.
+const MaxKeyFileSize = 64 << 10
+
+// ReadPrivate reads a private key file of any kind, refusing a file that
+// group or others can read: a readable agent key lets anyone on the host
+// act as the agent (a TPM-wrapped key, anyone on the host with access to
+// the TPM). On Unix that is any mode bit for group or others; on Windows,
+// an ACL entry that lets anyone but SYSTEM, Administrators, the file's owner,
+// the agent's service SID or the account the agent runs as read or change
+// the file (see CheckDACL). It refuses
+// anything but a regular file, and one larger than MaxKeyFileSize.
+func ReadPrivate(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
 	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
 	if err := checkPrivate(path, fi); err != nil {
 		return nil, err
 	}
-	data, err := os.ReadFile(path)
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxKeyFileSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxKeyFileSize {
+		return nil, fmt.Errorf("%s is larger than %d bytes: not a key file", path, MaxKeyFileSize)
+	}
+	return data, nil
+}
+
+// PEMType is the type of the first PEM block of data ("PRIVATE KEY",
+// "TSS2 PRIVATE KEY", ...), or "" if data holds none.
+func PEMType(data []byte) string {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return ""
+	}
+	return block.Type
+}
+
+// FormatPublic returns the policy form of an Ed25519 or a P-256 public key.
+func FormatPublic(pub crypto.PublicKey) (string, error) {
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		if len(k) != ed25519.PublicKeySize {
+			return "", errors.New("not an Ed25519 public key")
+		}
+		return FormatPublicKey(k), nil
+	case *ecdsa.PublicKey:
+		return FormatECDSAP256(k)
+	}
+	return "", fmt.Errorf("a %T is neither an Ed25519 nor a P-256 public key", pub)
+}
+
+// ReadFile loads an Ed25519 private key file, with ReadPrivate's checks.
+func ReadFile(path string) (ed25519.PrivateKey, error) {
+	data, err := ReadPrivate(path)
 	if err != nil {
 		return nil, err
 	}

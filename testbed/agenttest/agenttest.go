@@ -1,12 +1,15 @@
 // Package agenttest holds test doubles for the agent's packages: a broker
 // that speaks the v1 HTTP contract of docs/design.md and checks the agent's
-// EdDSA assertions, and an in-memory Orthanc DICOMweb server registry that
+// assertions (EdDSA for an Ed25519 key, ES256 for a P-256 key such as a TPM
+// key; any of the agent's keys), and an in-memory Orthanc DICOMweb server registry that
 // mimics Orthanc 1.10's REST semantics (PUT replaces, ?expand hides header
 // values and stringifies user properties, DELETE of a missing entry is 400).
 package agenttest
 
 import (
+	"crypto"
 	"crypto/ecdh"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/hex"
@@ -24,6 +27,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/assertion"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/tokenseal"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
@@ -40,9 +44,21 @@ type Broker struct {
 	srv *httptest.Server
 
 	mu sync.Mutex
-	// AgentID and Pub authenticate the agent.
+	// AgentID and Keys authenticate the agent: an assertion signed by any
+	// of Keys (ed25519.PublicKey or *ecdsa.PublicKey on P-256) is
+	// accepted, as the broker does with a policy entry's PublicKeys.
 	AgentID string
-	Pub     ed25519.PublicKey
+	Keys    []crypto.PublicKey
+	// Refused counts requests refused for authentication; RefusedKeys
+	// counts them by the key that signed them when it is one of
+	// KnownKeys (agentkey policy lines), so a test can see which key an
+	// agent tried.
+	Refused     int
+	KnownKeys   map[string]crypto.PublicKey
+	RefusedKeys map[string]int
+	// AcceptedKeys counts accepted requests by the policy line of the key
+	// that signed them (lines of Keys and KnownKeys).
+	AcceptedKeys map[string]int
 	// Grants maps store name to dicomweb_url.
 	Grants map[string]string
 	// TokenURLs, when it has a store, is the dicomweb_url of that store's
@@ -66,9 +82,11 @@ type Broker struct {
 	seenJTI                 map[string]bool
 }
 
-// NewBroker starts a fake broker for agentID with public key pub.
-func NewBroker(t testing.TB, agentID string, pub ed25519.PublicKey) *Broker {
-	b := &Broker{AgentID: agentID, Pub: pub, Grants: map[string]string{}, TokenURLs: map[string]string{}, Lifetime: time.Hour,
+// NewBroker starts a fake broker for agentID with public key pub
+// (ed25519.PublicKey or *ecdsa.PublicKey on P-256).
+func NewBroker(t testing.TB, agentID string, pub crypto.PublicKey) *Broker {
+	b := &Broker{AgentID: agentID, Keys: []crypto.PublicKey{pub}, KnownKeys: map[string]crypto.PublicKey{},
+		RefusedKeys: map[string]int{}, AcceptedKeys: map[string]int{}, Grants: map[string]string{}, TokenURLs: map[string]string{}, Lifetime: time.Hour,
 		Now: time.Now, StoreErrors: map[string]StoreError{}, seenJTI: map[string]bool{}}
 	b.srv = httptest.NewServer(http.HandlerFunc(b.serve))
 	b.URL = b.srv.URL
@@ -124,7 +142,11 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	recipient, err := b.checkAssertion(r)
-	if err != nil || (r.URL.Path == wire.PathTokens && recipient == nil) {
+	if err == nil && r.URL.Path == wire.PathTokens && recipient == nil {
+		err = fmt.Errorf("token request without a cnf key")
+	}
+	if err != nil {
+		b.Refused++
 		writeErr(w, wire.CodeUnauthenticated, "authentication failed")
 		return
 	}
@@ -181,20 +203,35 @@ func (b *Broker) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// checkAssertion verifies the request's EdDSA JWT as docs/design.md says
-// and returns the X25519 key of its cnf claim (nil when there is none) to
-// seal the answer's tokens to.
+// checkAssertion verifies the request's JWT as docs/design.md says (the
+// algorithm follows the key: EdDSA for Ed25519, ES256 for P-256, never the
+// token's header) and returns the X25519 key of its cnf claim (nil when
+// there is none) to seal the answer's tokens to.
 func (b *Broker) checkAssertion(r *http.Request) (*ecdh.PublicKey, error) {
 	raw, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	if !ok {
 		return nil, fmt.Errorf("no bearer")
 	}
-	var claims assertion.Claims
-	_, err := jwt.ParseWithClaims(raw, &claims, func(*jwt.Token) (any, error) { return b.Pub, nil },
-		jwt.WithValidMethods([]string{"EdDSA"}), jwt.WithAudience(b.URL),
-		jwt.WithIssuer(b.AgentID), jwt.WithSubject(b.AgentID), jwt.WithTimeFunc(b.Now),
-		jwt.WithLeeway(time.Minute), jwt.WithExpirationRequired(), jwt.WithIssuedAt())
+	var (
+		claims assertion.Claims
+		err    error
+	)
+	for _, k := range b.Keys {
+		claims = assertion.Claims{}
+		if err = b.verify(raw, k, &claims); err == nil {
+			b.AcceptedKeys[keyLine(k)]++
+			break
+		}
+	}
+	if err == nil && len(b.Keys) == 0 {
+		err = fmt.Errorf("no keys")
+	}
 	if err != nil {
+		for line, k := range b.KnownKeys {
+			if b.verify(raw, k, &assertion.Claims{}) == nil {
+				b.RefusedKeys[line]++
+			}
+		}
 		return nil, err
 	}
 	if claims.ID == "" || b.seenJTI[claims.ID] {
@@ -211,6 +248,30 @@ func (b *Broker) checkAssertion(r *http.Request) (*ecdh.PublicKey, error) {
 	}
 	b.seenJTI[claims.ID] = true
 	return recipient, nil
+}
+
+func (b *Broker) verify(raw string, key crypto.PublicKey, claims *assertion.Claims) error {
+	alg := "EdDSA"
+	if _, ok := key.(*ecdsa.PublicKey); ok {
+		alg = "ES256"
+	}
+	_, err := jwt.ParseWithClaims(raw, claims, func(*jwt.Token) (any, error) { return key, nil },
+		jwt.WithValidMethods([]string{alg}), jwt.WithAudience(b.URL),
+		jwt.WithIssuer(b.AgentID), jwt.WithSubject(b.AgentID), jwt.WithTimeFunc(b.Now),
+		jwt.WithLeeway(time.Minute), jwt.WithExpirationRequired(), jwt.WithIssuedAt())
+	return err
+}
+
+// keyLine is the policy line of key ("ed25519:…", "ecdsa-p256:…").
+func keyLine(key crypto.PublicKey) string {
+	switch k := key.(type) {
+	case ed25519.PublicKey:
+		return agentkey.FormatPublicKey(k)
+	case *ecdsa.PublicKey:
+		line, _ := agentkey.FormatECDSAP256(k)
+		return line
+	}
+	return fmt.Sprintf("%T", key)
 }
 
 // Orthanc is a fake Orthanc DICOMweb server registry on 127.0.0.1.
