@@ -235,6 +235,57 @@ func TestOnceTPMAgainstBroker(t *testing.T) {
 		t.Errorf("the start line does not name the key kind:\n%s", logs.String())
 	}
 
+	// Rotation against the real broker: rotate-key makes the next TPM key;
+	// while the policy lists only the old key the agent keeps working with
+	// it; once the policy lists both (PublicKeys), the agent adopts the new
+	// one; then the policy drops the old one and nothing fails.
+	code, _, errs = runCLI(t, nil, "rotate-key", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("rotate-key: %d %s", code, errs)
+	}
+	next, err := keys.Load(keys.NextPath(key), tpm.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	newLine, err := agentkey.FormatPublic(next.Signer.Public())
+	if err != nil || !strings.HasPrefix(newLine, agentkey.PrefixECDSAP256) || newLine == pubLine {
+		t.Fatalf("next key line %q (%v)", newLine, err)
+	}
+	setKeys := func(field string, v any) {
+		ag := policy["Agents"].(map[string]any)["clinic-a"].(map[string]any)
+		delete(ag, "PublicKey")
+		delete(ag, "PublicKeys")
+		ag[field] = v
+		data, _ := json.Marshal(policy)
+		if err := os.WriteFile(policyPath, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Reload(context.Background()); err != nil {
+			t.Fatalf("reload: %v", err)
+		}
+	}
+	if code, _, errs := runCLI(t, nil, "once", "--config", cfg); code != 0 {
+		t.Fatalf("once before the new key is registered: %d %s", code, errs)
+	}
+	if _, err := os.Stat(keys.NextPath(key)); err != nil {
+		t.Fatal("the next key was adopted before the broker knew it")
+	}
+	setKeys("PublicKeys", []string{pubLine, newLine})
+	code, out, errs = runCLI(t, nil, "once", "--config", cfg)
+	if code != 0 {
+		t.Fatalf("once with both keys registered: %d %s", code, errs)
+	}
+	if _, err := os.Stat(keys.NextPath(key)); !os.IsNotExist(err) {
+		t.Fatalf("the next key was not adopted: %v\n%s", err, errs)
+	}
+	if !strings.Contains(out+errs, "agent key rotated") || !strings.Contains(out+errs, newLine) {
+		t.Errorf("no rotation report naming the new key:\n%s\n%s", out, errs)
+	}
+	setKeys("PublicKey", newLine)
+	if code, _, errs := runCLI(t, nil, "once", "--config", cfg); code != 0 {
+		t.Fatalf("once with only the new key registered: %d %s", code, errs)
+	}
+
 	// The key file on another TPM (copied to another host): the agent does
 	// not start, and says why.
 	other := swtpm.Start(t)
