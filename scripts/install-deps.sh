@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on Debian: Orthanc with its
-# DICOMweb plugin and dcmtk. Idempotent: does nothing when they are present.
+# DICOMweb plugin, dcmtk, and swtpm (the software TPM the TPM-bound agent
+# key tests talk to). Idempotent: does nothing when they are present.
 set -euo pipefail
 
 need=()
 [ -x /usr/sbin/Orthanc ] || need+=(orthanc)
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 command -v dcmdump >/dev/null 2>&1 || need+=(dcmtk)
+command -v swtpm >/dev/null 2>&1 || need+=(swtpm swtpm-tools)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -20,6 +22,6 @@ echo "install-deps: apt-get install ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 # The Debian service cannot start in containers; the tests start Orthanc themselves.
-$sudo apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb dcmtk >/dev/null
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 [ -x /usr/sbin/Orthanc ] && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || {
   echo "install-deps: Orthanc or its DICOMweb plugin is still missing after apt-get" >&2; exit 1; }
