@@ -12,8 +12,9 @@
 // not seen before for that agent while the token is unexpired.
 //
 // Parsing, the signature and the standard claims are golang-jwt's
-// (jwt.ParseWithClaims over crypto/ed25519, claims.go); the replay cache is
-// replay.go.
+// (jwt.ParseWithClaims over crypto/ed25519 and crypto/ecdsa); the broker's
+// own claim rules, the cnf key among them, are claims.go; the replay cache
+// is replay.go.
 package agentauth
 
 import (
@@ -116,10 +117,10 @@ type Error struct {
 	// AgentID is the agent id the token claims (its iss), for server logs
 	// only. It is proven only for the reasons found after the signature
 	// check (wrong_audience, expired, not_yet_valid, lifetime_too_long,
-	// replayed, replay_cache_full, source_not_allowed, and bad_claims with
-	// an iss); otherwise
-	// anyone could have written it. Empty when absent, longer than 128
-	// bytes or not printable ASCII, so it is always safe to log.
+	// replayed, replay_cache_full, no_confirmation_key, source_not_allowed,
+	// and bad_claims with an iss); otherwise anyone could have written it.
+	// Empty when absent, longer than 128 bytes or not printable ASCII, so it
+	// is always safe to log.
 	AgentID string
 }
 
