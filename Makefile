@@ -17,9 +17,10 @@ all: build
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -o bin/ ./cmd/broker ./cmd/agent ./testbed/cmd/fakegcp
 
-## test: lint, unit and integration tests (race detector), end-to-end tests
-## with real Orthanc, brief fuzzing, and the offline deploy checks
-test: deps lint test-unit test-e2e fuzz deploy-check package-check agent-image-check compose-check windows-check
+## test: lint, the agent's alerting rules (promtool), unit and integration
+## tests (race detector), end-to-end tests with real Orthanc, brief fuzzing,
+## and the offline deploy checks
+test: deps lint rules-check test-unit test-e2e fuzz deploy-check package-check agent-image-check compose-check windows-check
 
 ## deps: install Orthanc, its DICOMweb plugin and dcmtk if missing (apt)
 deps:

@@ -13,6 +13,9 @@
 #   make compose-check      packaging/docker-compose.yml: Compose schema and model
 #                           (compose-go, Docker Compose's loader) and the
 #                           structure this project promises (no Docker)
+#   make rules-check        packaging/orthanc-gcp-agent.rules.yml, the agent's
+#                           Prometheus alerting rules: promtool check rules and
+#                           promtool test rules (Debian's prometheus package)
 #
 # VERSION defaults to packaging/version.sh (git describe as a Debian version);
 # `make package VERSION=1.2.3` overrides it.
@@ -30,7 +33,12 @@ PKG_ARCHES     := amd64 arm64
 # Computed once, when first used.
 PKG_VERSION     = $(eval PKG_VERSION := $(shell VERSION='$(VERSION)' packaging/version.sh))$(PKG_VERSION)
 
-.PHONY: package package-check agent-image agent-image-check compose-check
+# promtool comes with Debian's prometheus package.
+PROMTOOL       ?= promtool
+RULES          := packaging/orthanc-gcp-agent.rules.yml
+RULES_TEST     := packaging/orthanc-gcp-agent.rules.test.yml
+
+.PHONY: package package-check agent-image agent-image-check compose-check rules-check
 
 ## package: the agent's .deb files (static binary, systemd unit, conffile, maintainer scripts)
 package: $(NFPM)
@@ -60,3 +68,9 @@ $(COMPOSECHECK): $(wildcard packaging/composecheck/*.go) packaging/composecheck/
 ## compose-check: packaging/docker-compose.yml is a valid Compose file with the promised structure
 compose-check: $(COMPOSECHECK)
 	GO=$(GO) COMPOSECHECK=$(COMPOSECHECK) packaging/compose-check.sh
+
+## rules-check: the agent's alerting rules are valid and fire as their tests say (promtool check/test rules)
+rules-check:
+	@command -v $(PROMTOOL) >/dev/null || { echo "rules-check: $(PROMTOOL) not found: apt-get install --no-install-recommends prometheus (Debian ships promtool in it)" >&2; exit 1; }
+	$(PROMTOOL) check rules $(RULES)
+	$(PROMTOOL) test rules $(RULES_TEST)

@@ -9,6 +9,8 @@
 #                                               /usr/local/bin -> /usr/bin
 #   /etc/orthanc-gcp-agent/agent.json           conffile (packaging/agent.json)
 #   /usr/share/doc/orthanc-gcp-agent/agent.md   docs/agent.md
+#   /usr/share/orthanc-gcp-agent/orthanc-gcp-agent.rules.yml
+#                                               packaging's Prometheus alerting rules
 #
 # Environment: VERSION (default packaging/version.sh), NFPM (the nfpm
 # binary), DIST (default dist), GO, PKG_MAINTAINER.

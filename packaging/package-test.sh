@@ -38,6 +38,7 @@ CONF_DIR=/etc/$NAME
 CONF=$CONF_DIR/agent.json
 STATE=/var/lib/$NAME
 KEY=$STATE/agent.key
+RULES=/usr/share/$NAME/$NAME.rules.yml
 
 t0=$SECONDS
 step=0
@@ -214,6 +215,7 @@ expect_perm "$UNIT" "644 root:root"
 expect_perm "$CONF_DIR" "750 root:$NAME"
 expect_perm "$CONF" "640 root:$NAME"
 expect_perm "$STATE" "700 $NAME:$NAME"
+expect_perm "$RULES" "644 root:root"
 readelf -l "$r$BIN" | grep -q INTERP && fail "$BIN is dynamically linked"
 grep -qx "ExecStart=$BIN run --config $CONF" "$r$UNIT" || fail "$UNIT: ExecStart is not '$BIN run --config $CONF'"
 grep -qx "User=$NAME" "$r$UNIT" || fail "$UNIT: no User=$NAME"
@@ -223,7 +225,7 @@ grep -qx "User=$NAME" "$r$UNIT" || fail "$UNIT: no User=$NAME"
 [ "$(readlink -f "$r/lib/systemd/system/$NAME.service")" = "$(readlink -f "$r$UNIT")" ] \
 	|| fail "/lib/systemd/system/$NAME.service is not the packaged unit"
 listed=$(inroot dpkg -L "$NAME")
-for p in "$BIN" "$UNIT" "$CONF" /usr/share/doc/$NAME/agent.md; do
+for p in "$BIN" "$UNIT" "$CONF" /usr/share/doc/$NAME/agent.md "$RULES"; do
 	grep -qx "$p" <<<"$listed" || fail "dpkg -L does not list $p"
 done
 grep -q "^$STATE" <<<"$listed" && fail "dpkg -L lists $STATE (it is the maintainer scripts')"

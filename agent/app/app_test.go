@@ -102,6 +102,8 @@ func TestNoSecretInLogsStatusOrMetrics(t *testing.T) {
 		// The loop records into the metrics the handler serves.
 		"orthanc_gcp_agent_deletes_total 1", `orthanc_gcp_agent_failures_total{reason="broker_error"} 1`,
 		`orthanc_gcp_agent_token_expiry_seconds{store="store-a"}`,
+		// Re-sending failed uploads (ResubmitFailedJobs is off here), from the loop's snapshot.
+		`orthanc_gcp_agent_resubmit_state{state="disabled"} 1`, "orthanc_gcp_agent_jobs_given_up_total 0",
 		// The kind of the key, in /metrics and /healthz.
 		`orthanc_gcp_agent_key_info{kind="file"} 1`, `"key_kind": "file"`} {
 		if !strings.Contains(out, must) {

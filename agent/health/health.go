@@ -131,35 +131,75 @@ func (m *Metrics) OrthancReachable(ok bool) {
 	}
 }
 
-var expiryDesc = prometheus.NewDesc("orthanc_gcp_agent_token_expiry_seconds",
-	"Seconds until the store's cached token expires (negative: expired).", []string{"store"}, nil)
+var (
+	expiryDesc = prometheus.NewDesc("orthanc_gcp_agent_token_expiry_seconds",
+		"Seconds until the store's cached token expires (negative: expired).", []string{"store"}, nil)
+	givenUpDesc = prometheus.NewDesc("orthanc_gcp_agent_jobs_given_up_total",
+		"Failed DICOMweb STOW-RS uploads given up (the store refused the token again after the last re-send, "+
+			"or Orthanc refused the new job): they must be sent again by hand.", nil, nil)
+	resubmitStateDesc = prometheus.NewDesc("orthanc_gcp_agent_resubmit_state",
+		"1 for the state of re-sending failed uploads (enabled, disabled, unavailable: DICOMweb plugin too old, "+
+			"unknown: plugin version not read yet, error: paused), 0 for the others.", []string{"state"}, nil)
+)
 
-// expiryCollector computes seconds-until-expiry at scrape time, so the
-// value is current without a ticking goroutine.
-type expiryCollector struct {
+// ResubmitStates are the values of orthanc_gcp_agent_resubmit_state's
+// state label: the first word of Status.Resubmit.
+var ResubmitStates = []string{"enabled", "disabled", "unavailable", "unknown", "error"}
+
+// resubmitState is the word of ResubmitStates that Status.Resubmit starts
+// with ("enabled (DICOMweb 1.20)": "enabled"), or "" for none.
+func resubmitState(s string) string {
+	for _, w := range ResubmitStates {
+		if rest, ok := strings.CutPrefix(s, w); ok && (rest == "" || rest[0] == ' ' || rest[0] == ':') {
+			return w
+		}
+	}
+	return ""
+}
+
+// statusCollector derives metrics from the status snapshot at scrape
+// time: seconds-until-expiry per store (current without a ticking
+// goroutine), and the state and give-ups of re-sending failed uploads.
+type statusCollector struct {
 	status func() Status
 	now    func() time.Time
 }
 
-func (c *expiryCollector) Describe(ch chan<- *prometheus.Desc) { ch <- expiryDesc }
+func (c *statusCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- expiryDesc
+	ch <- givenUpDesc
+	ch <- resubmitStateDesc
+}
 
-func (c *expiryCollector) Collect(ch chan<- prometheus.Metric) {
+func (c *statusCollector) Collect(ch chan<- prometheus.Metric) {
 	now := c.now()
-	for _, s := range c.status().Stores {
-		if s.TokenExpiresAt == nil {
+	s := c.status()
+	for _, st := range s.Stores {
+		if st.TokenExpiresAt == nil {
 			continue
 		}
 		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue,
-			s.TokenExpiresAt.Sub(now).Seconds(), s.Store)
+			st.TokenExpiresAt.Sub(now).Seconds(), st.Store)
+	}
+	// Counted since the agent started, like jobs_resubmitted_total.
+	ch <- prometheus.MustNewConstMetric(givenUpDesc, prometheus.CounterValue, float64(s.ResubmitGivenUp))
+	state := resubmitState(s.Resubmit)
+	for _, w := range ResubmitStates {
+		v := 0.0
+		if w == state {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(resubmitStateDesc, prometheus.GaugeValue, v, w)
 	}
 }
 
 // Handler serves /healthz and /metrics. status must return a fresh
 // snapshot; Handler evaluates it at the request time given by now, and
-// derives the per-store seconds-until-expiry gauge from it at scrape time.
+// derives the per-store seconds-until-expiry gauge and the resubmit
+// metrics from it at scrape time.
 func Handler(status func() Status, m *Metrics, now func() time.Time) http.Handler {
-	expiry := prometheus.NewRegistry()
-	expiry.MustRegister(&expiryCollector{status: status, now: now})
+	fromStatus := prometheus.NewRegistry()
+	fromStatus.MustRegister(&statusCollector{status: status, now: now})
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		s := status()
@@ -173,7 +213,7 @@ func Handler(status func() Status, m *Metrics, now func() time.Time) http.Handle
 		enc.SetIndent("", "  ")
 		_ = enc.Encode(s)
 	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{m.Registry, expiry}, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", promhttp.HandlerFor(prometheus.Gatherers{m.Registry, fromStatus}, promhttp.HandlerOpts{}))
 	return mux
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -254,6 +255,58 @@ func TestResubmitMetricAndStatus(t *testing.T) {
 			}
 			if tc.want == "" && strings.Contains(buf.String(), "resubmit") {
 				t.Errorf("table of an older agent mentions resubmit:\n%s", buf.String())
+			}
+		})
+	}
+}
+
+// TestResubmitStateAndGivenUpMetrics: the alerting rules' view of
+// re-sending failed uploads. orthanc_gcp_agent_resubmit_state has one
+// series per word of ResubmitStates, 1 for the first word of
+// Status.Resubmit and 0 for the others (all 0 for a text that starts with
+// none: no free text reaches the label), and
+// orthanc_gcp_agent_jobs_given_up_total is Status.ResubmitGivenUp.
+func TestResubmitStateAndGivenUpMetrics(t *testing.T) {
+	tests := []struct {
+		resubmit string
+		givenUp  int
+		want     string // the state valued 1, "" for none
+	}{
+		{"enabled (DICOMweb 1.20)", 2, "enabled"},
+		{"disabled (ResubmitFailedJobs is false)", 0, "disabled"},
+		{"unavailable: DICOMweb 1.7 < 1.18", 0, "unavailable"},
+		{"unknown: not checked yet", 0, "unknown"},
+		{"error: state file /x: bad", 1, "error"},
+		{"errors galore", 0, ""},
+		{"", 0, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.resubmit, func(t *testing.T) {
+			status := Status{Resubmit: tc.resubmit, ResubmitGivenUp: tc.givenUp}
+			srv := httptest.NewServer(Handler(func() Status { return status }, NewMetrics(), func() time.Time { return t0 }))
+			defer srv.Close()
+			resp, err := http.Get(srv.URL + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var got []string
+			for _, l := range strings.Split(string(b), "\n") {
+				if strings.HasPrefix(l, "orthanc_gcp_agent_resubmit_state{") || strings.HasPrefix(l, "orthanc_gcp_agent_jobs_given_up_total") {
+					got = append(got, l)
+				}
+			}
+			want := []string{fmt.Sprintf("orthanc_gcp_agent_jobs_given_up_total %d", tc.givenUp)}
+			for _, w := range []string{"disabled", "enabled", "error", "unavailable", "unknown"} { // sorted, as exposed
+				v := 0
+				if w == tc.want {
+					v = 1
+				}
+				want = append(want, fmt.Sprintf(`orthanc_gcp_agent_resubmit_state{state="%s"} %d`, w, v))
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("got\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 		})
 	}

@@ -40,7 +40,8 @@ type Status struct {
 	ResubmitError string `json:"resubmit_error,omitempty"`
 	// Resubmitted counts the failed uploads sent again since the agent
 	// started (the orthanc_gcp_agent_jobs_resubmitted_total counter), and
-	// ResubmitGivenUp those given up; ResubmitWaiting is how many wait for
+	// ResubmitGivenUp those given up (orthanc_gcp_agent_jobs_given_up_total,
+	// which /metrics derives from it); ResubmitWaiting is how many wait for
 	// a fresh token now.
 	Resubmitted     int `json:"resubmitted"`
 	ResubmitWaiting int `json:"resubmit_waiting"`
