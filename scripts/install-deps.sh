@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on Debian: Orthanc with its
-# DICOMweb plugin, dcmtk, and swtpm (the software TPM the TPM-bound agent
-# key tests talk to). Idempotent: does nothing when they are present.
+# DICOMweb plugin, dcmtk, swtpm (the software TPM the TPM-bound agent key
+# tests talk to) and promtool (Debian's prometheus package; the agent's
+# alerting rules are tested with it). Idempotent: does nothing when they
+# are present.
 set -euo pipefail
 
 need=()
@@ -9,6 +11,7 @@ need=()
 [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || need+=(orthanc-dicomweb)
 command -v dcmdump >/dev/null 2>&1 || need+=(dcmtk)
 command -v swtpm >/dev/null 2>&1 || need+=(swtpm swtpm-tools)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi
@@ -25,3 +28,9 @@ $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 [ -x /usr/sbin/Orthanc ] && [ -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] || {
   echo "install-deps: Orthanc or its DICOMweb plugin is still missing after apt-get" >&2; exit 1; }
+# The prometheus package also enables and starts a Prometheus server (:9090)
+# where systemd runs; only its promtool is wanted.
+if [[ " ${need[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+  $sudo systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  echo "install-deps: installed promtool; the prometheus service it brings is disabled"
+fi
