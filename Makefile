@@ -19,7 +19,7 @@ build:
 
 ## test: lint, unit and integration tests (race detector), end-to-end tests
 ## with real Orthanc, brief fuzzing, and the offline deploy checks
-test: deps lint test-unit test-e2e fuzz deploy-check package-check agent-image-check compose-check windows-check
+test: deps lint test-unit test-e2e fuzz deploy-check package-check agent-image-check compose-check windows-check windows-test
 
 ## deps: install Orthanc, its DICOMweb plugin and dcmtk if missing (apt)
 deps:
