@@ -67,12 +67,24 @@ func TestWriteFailsAndKeepsOld(t *testing.T) {
 }
 
 // TestWriteReadOnly: perm without the owner-write bit gives a read-only
-// file, on Windows the read-only attribute, and a later Write replaces it
-// all the same (the rename replaces the name, not the file's content).
+// file, on Windows the read-only attribute. A later Write replaces it on
+// Unix (the rename replaces the name); on Windows MoveFileEx refuses to
+// replace a read-only file ("Access denied"), and the old content stays.
+// (The agent writes only 0600 files with Write.)
 func TestWriteReadOnly(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ro")
-	for _, data := range []string{"one", "two"} {
-		if err := Write(path, []byte(data), 0o400); err != nil {
+	for i, data := range []string{"one", "two"} {
+		err := Write(path, []byte(data), 0o400)
+		if i == 1 && runtime.GOOS == "windows" {
+			if err == nil {
+				t.Error("Windows replaced a read-only file")
+			}
+			if got, _ := os.ReadFile(path); string(got) != "one" {
+				t.Errorf("content %q, want the old one", got)
+			}
+			return
+		}
+		if err != nil {
 			t.Fatal(err)
 		}
 		if got, _ := os.ReadFile(path); string(got) != data {
