@@ -12,6 +12,7 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/brokerclient"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/keys"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/atomicfile"
 )
 
 // rotatingBroker is the reconcile loop's broker client. It signs with the
@@ -217,7 +218,7 @@ func (r *rotatingBroker) promote(n *nextKey) {
 			return
 		}
 	}
-	syncDir(filepath.Dir(r.keyFile))
+	_ = atomicfile.SyncDir(filepath.Dir(r.keyFile)) // makes the rename durable where the system allows it
 	old := r.key
 	r.cur.CloseIdleConnections()
 	r.cur, r.key, r.next = n.client, n.key, nil
@@ -228,13 +229,5 @@ func (r *rotatingBroker) promote(n *nextKey) {
 		"next_step", "the broker accepts the new key: remove the old one from the agent's policy entry")
 	if r.onRotate != nil {
 		r.onRotate(old, n.key)
-	}
-}
-
-// syncDir makes a rename in dir durable where the system allows it.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync()
-		d.Close()
 	}
 }

@@ -118,12 +118,10 @@ func TestValidation(t *testing.T) {
 	if _, err := agentkey.WriteNew(loose); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(loose, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	loosen(t, loose, 0o644)
 	groupKey := filepath.Join(f.dir, "group.key")
 	agentkey.WriteNew(groupKey)
-	os.Chmod(groupKey, 0o640)
+	loosen(t, groupKey, 0o640)
 	emptyPw := filepath.Join(f.dir, "empty")
 	os.WriteFile(emptyPw, nil, 0o600)
 	notPEM := filepath.Join(f.dir, "ca.txt")

@@ -6,6 +6,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/atomicfile"
 )
 
 type outFile struct {
@@ -67,7 +69,7 @@ func writeDir(dir string, files []outFile) (err error) {
 			return &Error{Field: "--out", Msg: err.Error()}
 		}
 	}
-	if err := syncDir(tmp); err != nil {
+	if err := atomicfile.SyncDir(tmp); err != nil {
 		return &Error{Field: "--out", Msg: err.Error()}
 	}
 	// os.Rename never replaces a directory, not even an empty one: remove
@@ -81,7 +83,7 @@ func writeDir(dir string, files []outFile) (err error) {
 	if err := os.Rename(tmp, dir); err != nil {
 		return &Error{Field: "--out", Msg: fmt.Sprintf("cannot create %s (it must not exist, or be empty): %v", dir, err)}
 	}
-	_ = syncDir(filepath.Dir(dir))
+	_ = atomicfile.SyncDir(filepath.Dir(dir))
 	return nil
 }
 
@@ -101,13 +103,4 @@ func writeNew(path string, data []byte, perm os.FileMode) error {
 		err = cerr
 	}
 	return err
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

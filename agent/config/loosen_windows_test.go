@@ -1,0 +1,35 @@
+package config
+
+import (
+	"os"
+	"testing"
+
+	"golang.org/x/sys/windows"
+)
+
+// loosen gives path, on Windows, the access list that stands for mode
+// (mode bits mean nothing there): read for Everyone when others may read
+// (0o004), else read for Users (BUILTIN\Users, S-1-5-32-545) when the group
+// may, on top of SYSTEM, Administrators and the owner.
+func loosen(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	sddl := "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FA;;;OW)"
+	switch {
+	case mode&0o004 != 0:
+		sddl += "(A;;FR;;;WD)"
+	case mode&0o040 != 0:
+		sddl += "(A;;FR;;;BU)"
+	}
+	sd, err := windows.SecurityDescriptorFromString(sddl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dacl, _, err := sd.DACL()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := windows.SetNamedSecurityInfo(path, windows.SE_FILE_OBJECT,
+		windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil); err != nil {
+		t.Fatal(err)
+	}
+}
