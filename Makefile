@@ -7,7 +7,7 @@ GO ?= go
 # spurious "context deadline exceeded" when a -fuzztime duration ends under
 # CPU contention (golang/go#75804, fixed in 1.27); a count has no deadline.
 FUZZTIME ?= 100000x
-UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /testbed/orthancproc)
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /testbed/orthancproc -e /testbed/wintest)
 
 .PHONY: all build test test-unit test-e2e lint fuzz bench demo deps clean
 
