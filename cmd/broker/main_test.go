@@ -139,6 +139,13 @@ func startBroker(t *testing.T, env ...string) running {
 	port := freePort(t)
 	policy := fmt.Sprintf(`{"Audience":"http://127.0.0.1:%s","Accounts":{"s":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"x","ServiceAccountSecret":"/nonexistent.json"}},
 		"Agents":{"a":{"PublicKey":%q,"Accounts":["s"]}}}`, port, agentkey.FormatPublicKey(pub))
+	return startBrokerOn(t, port, policy, env...)
+}
+
+// startBrokerOn runs a broker process on port with the given file policy
+// and extra environment, and waits for /healthz.
+func startBrokerOn(t *testing.T, port, policy string, env ...string) running {
+	t.Helper()
 	cmd, out := brokerCmd(t, policy, port)
 	cmd.Env = append(cmd.Env, env...)
 	if err := cmd.Start(); err != nil {

@@ -53,7 +53,7 @@ func TestReplayAcrossInstancesYieldsNothing(t *testing.T) {
 	})
 	var instances []running
 	for range 3 {
-		instances = append(instances, startBrokerWith(t, string(policy)))
+		instances = append(instances, startBrokerOn(t, freePort(t), string(policy)))
 	}
 
 	// The agent's request to instance 0, captured on the way (as a
@@ -132,31 +132,3 @@ func TestReplayAcrossInstancesYieldsNothing(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
-
-// startBrokerWith runs a broker process with the given file policy and
-// waits for /healthz.
-func startBrokerWith(t *testing.T, policy string) running {
-	t.Helper()
-	port := freePort(t)
-	cmd, out := brokerCmd(t, policy, port)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-exited })
-	addr := "127.0.0.1:" + port
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("broker never answered: %v\n%s", err, out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return running{cmd, out, addr, exited}
-}
