@@ -247,10 +247,7 @@ func (s *Stack) start(ctx context.Context) (err error) {
 	if err := s.keygen(ctx); err != nil {
 		return err
 	}
-	if err := s.setupBroker(); err != nil {
-		return err
-	}
-	if err := s.StartBroker(); err != nil {
+	if err := s.startFirstBroker(); err != nil {
 		return err
 	}
 	if err := s.setupAgent(); err != nil {
@@ -366,8 +363,12 @@ func (s *Stack) baseEnv(home string) []string {
 	return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + home, "TZ=UTC"}
 }
 
+// brokerPort picks the broker's port (a variable so a test can hand out a
+// taken one first).
+var brokerPort = freeLoopbackPort
+
 func (s *Stack) setupBroker() error {
-	port, err := freeLoopbackPort()
+	port, err := brokerPort()
 	if err != nil {
 		return err
 	}
@@ -492,6 +493,28 @@ func (s *Stack) Store(name string) *Store {
 		}
 	}
 	return nil
+}
+
+// startFirstBroker sets the broker up on a free port and starts it. The
+// port is free when it is chosen, but the broker binds it a moment later,
+// and on a loaded machine another process's outgoing connection can take it
+// in between ("address already in use"): then the broker is set up again on
+// another port, up to three times.
+func (s *Stack) startFirstBroker() error {
+	for attempt := 1; ; attempt++ {
+		if err := s.setupBroker(); err != nil {
+			return err
+		}
+		err := s.StartBroker()
+		if err == nil || attempt == 3 || !strings.Contains(err.Error(), "address already in use") {
+			return err
+		}
+		s.logf("stack: broker port of %s was taken before the broker bound it; setting it up on another", s.BrokerURL)
+		if s.Tap != nil {
+			s.Tap.close()
+			s.Tap = nil
+		}
+	}
 }
 
 // StartBroker starts the broker process (on the same port every time) and
