@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"golang.org/x/sys/windows"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/winacl"
 )
 
 // loosen gives path, on Windows, the access list that stands for mode
@@ -20,16 +20,5 @@ func loosen(t *testing.T, path string, mode os.FileMode) {
 	case mode&0o040 != 0:
 		sddl += "(A;;FR;;;BU)"
 	}
-	sd, err := windows.SecurityDescriptorFromString(sddl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dacl, _, err := sd.DACL()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := windows.SetNamedSecurityInfo(path, windows.SE_FILE_OBJECT,
-		windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil); err != nil {
-		t.Fatal(err)
-	}
+	winacl.Set(t, path, sddl)
 }

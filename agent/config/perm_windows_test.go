@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"golang.org/x/sys/windows"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/winacl"
 )
 
 // TestPasswordFileACLWindows: Orthanc.PasswordFile is refused when its DACL
@@ -23,19 +23,8 @@ func TestPasswordFileACLWindows(t *testing.T) {
 	if pw, err := readPassword(path); err != nil || pw != "secret" {
 		t.Fatalf("readPassword = %q, %v", pw, err)
 	}
-	sd, err := windows.SecurityDescriptorFromString("D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FR;;;S-1-5-32-555)")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dacl, _, err := sd.DACL()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := windows.SetNamedSecurityInfo(path, windows.SE_FILE_OBJECT,
-		windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil); err != nil {
-		t.Fatal(err)
-	}
-	_, err = readPassword(path)
+	winacl.Set(t, path, "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FR;;;S-1-5-32-555)")
+	_, err := readPassword(path)
 	if err == nil || !strings.Contains(err.Error(), "S-1-5-32-555") || !strings.Contains(err.Error(), "icacls") {
 		t.Fatalf("Remote Desktop Users may read the password file: got %v", err)
 	}

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/windows"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/winacl"
 )
 
 // The Windows glue around CheckDACL, on real files. CI only compiles
@@ -21,23 +23,6 @@ func TestServiceSIDMatchesWindows(t *testing.T) {
 	}
 	if got := ServiceSID("TrustedInstaller"); got != sid.String() {
 		t.Errorf("ServiceSID = %s, Windows says %s", got, sid)
-	}
-}
-
-// setDACL gives path a protected DACL from an SDDL string.
-func setDACL(t *testing.T, path, sddl string) {
-	t.Helper()
-	sd, err := windows.SecurityDescriptorFromString(sddl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dacl, _, err := sd.DACL()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := windows.SetNamedSecurityInfo(path, windows.SE_FILE_OBJECT,
-		windows.DACL_SECURITY_INFORMATION|windows.PROTECTED_DACL_SECURITY_INFORMATION, nil, nil, dacl, nil); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -65,13 +50,13 @@ func TestFileACLWindows(t *testing.T) {
 	}
 	base := "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FA;;;" + user + ")"
 	for _, sid := range []string{"S-1-5-32-555", "S-1-5-15", "S-1-5-113", "S-1-5-6", "S-1-5-32-547", "S-1-1-0"} {
-		setDACL(t, path, base+"(A;;FR;;;"+sid+")")
+		winacl.Set(t, path, base+"(A;;FR;;;"+sid+")")
 		_, err := ReadFile(path)
 		if err == nil || !strings.Contains(err.Error(), sid) || !strings.Contains(err.Error(), "icacls") {
 			t.Errorf("%s may read: got %v, want a refusal naming it and icacls", sid, err)
 		}
 	}
-	setDACL(t, path, base+"(A;;FR;;;"+ServiceSID(ServiceName)+")")
+	winacl.Set(t, path, base+"(A;;FR;;;"+ServiceSID(ServiceName)+")")
 	if _, err := ReadFile(path); err != nil {
 		t.Errorf("the agent's service SID is refused: %v", err)
 	}
