@@ -13,6 +13,18 @@
 #   make compose-check      packaging/docker-compose.yml: Compose schema and model
 #                           (compose-go, Docker Compose's loader) and the
 #                           structure this project promises (no Docker)
+#   make compose-test       run packaging/docker-compose.yml as a site does, with
+#                           Docker Compose v2 (built from tools/compose/go.mod)
+#                           against podman's Docker API: keygen profile, up -d,
+#                           run --rm agent once, exec agent status, podman
+#                           healthcheck run, the entry in Orthanc, down -v. The
+#                           agent image is agent-image-check's; Orthanc is a
+#                           stand-in built from Debian's packages (not
+#                           orthancteam/orthanc, which cannot be pulled here);
+#                           the broker and Google fakes run in Orthanc's network
+#                           namespace (packaging/compose-test/override.yml).
+#                           Needs root; podman, runc, Compose and the Debian root
+#                           are installed and cached by scripts/container-deps.sh
 #   make rules-check        packaging/orthanc-gcp-agent.rules.yml, the agent's
 #                           Prometheus alerting rules: promtool check rules and
 #                           promtool test rules (Debian's prometheus package)
@@ -38,7 +50,7 @@ PROMTOOL       ?= promtool
 RULES          := packaging/orthanc-gcp-agent.rules.yml
 RULES_TEST     := packaging/orthanc-gcp-agent.rules.test.yml
 
-.PHONY: package package-check agent-image agent-image-check compose-check rules-check
+.PHONY: package package-check agent-image agent-image-check compose-check compose-test rules-check
 
 ## package: the agent's .deb files (static binary, systemd unit, conffile, maintainer scripts)
 package: $(NFPM)
@@ -68,6 +80,10 @@ $(COMPOSECHECK): $(wildcard packaging/composecheck/*.go) packaging/composecheck/
 ## compose-check: packaging/docker-compose.yml is a valid Compose file with the promised structure
 compose-check: $(COMPOSECHECK)
 	GO=$(GO) COMPOSECHECK=$(COMPOSECHECK) packaging/compose-check.sh
+
+## compose-test: docker-compose.yml run for real (Docker Compose v2 + podman), the agent reaching Orthanc
+compose-test: agent-image-check
+	GO=$(GO) IMAGE_TARBALL=$(CURDIR)/bin/image/agent.tar packaging/compose-test.sh
 
 ## rules-check: the agent's alerting rules are valid and fire as their tests say (promtool check/test rules)
 rules-check:

@@ -15,6 +15,11 @@ cache=${ORTHANC_ROOTS_CACHE:-/var/cache/orthanc-gcp-broker/roots}
 root="$cache/$suite"
 max_age=${ORTHANC_ROOT_MAX_AGE_DAYS:-7}
 log() { echo "orthanc-root($suite): $*" >&2; }
+# One builder per suite at a time: concurrent callers (the e2e matrix,
+# scripts/container-deps.sh in the background) wait, then find it built.
+mkdir -p "$cache"
+exec 7>"$cache/$suite.lock"
+flock 7
 
 fresh_enough() {
   [ -f "$root/.complete" ] || return 1
