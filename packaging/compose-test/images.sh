@@ -31,7 +31,7 @@ orthanc_ref=docker.io/$orthanc_ref
 # the load's own name (ko's registry, a port of the build) and the image
 # this replaces, if nothing else names it.
 old=$(podman image inspect -f '{{.Id}}' localhost/orthanc-gcp-agent:latest 2>/dev/null || true)
-loaded=$(podman load -q -i "$tarball" | sed -n 's/^Loaded image(s)*: *//p' | head -n1)
+loaded=$(podman load -q -i "$tarball" | sed -n "s/^Loaded image[^:]*: *//p" | head -n1)
 [[ -n $loaded ]] || { echo "images: podman load of $tarball named no image" >&2; exit 1; }
 podman tag "$loaded" localhost/orthanc-gcp-agent:latest
 [[ $loaded == localhost/orthanc-gcp-agent:latest ]] || podman untag "$loaded" "$loaded"
