@@ -54,7 +54,7 @@ fail() { echo "compose-test: FAIL: $*" >&2; exit 1; }
 timings=()
 step_t0=0
 begin() { step=$1; step_t0=$(date +%s%N); say "$step ..."; }
-end() { local ms=$((($(date +%s%N) - step_t0) / 1000000)); timings+=("$(printf '%-44s %7d ms' "$step" "$ms")"); step=; }
+end() { local ms=$((($(date +%s%N) - step_t0) / 1000000)); timings+=("$(printf '%-54s %7d ms' "$step" "$ms")"); step=; }
 print_timings() {
 	echo "compose-test: timings"
 	local t
@@ -159,16 +159,38 @@ jq --arg url "http://127.0.0.1:$broker_port" --arg id "$agent_id" --arg front "1
 chmod 0644 "$tmp/site/agent.json"
 export COMPOSE_TEST_BASE_IMAGE=$base_image COMPOSE_TEST_FAKES_DIR=$tmp/fakes
 
+# run_rm SERVICE OUT ARGS...: `docker-compose ARGS` (a `run --rm` of
+# SERVICE), output in OUT; sets rc to the container's exit status. Compose
+# run --rm against podman 4.3 exits 0 whatever the container's status
+# (measured: a keygen that refused, exit 1, gave 0; without --rm the status
+# comes through), so the status is read from podman's "died" event of that
+# one-off container instead.
+run_rm() {
+	local service=$1 out=$2 since
+	shift 2
+	since=$(date +%s)
+	rc=0
+	dc "$@" </dev/null >"$out" 2>"$out.err" || rc=$?
+	[[ $rc == 0 ]] || return 0
+	rc=$(podman events --stream=false --since "$since" --format json | jq -rs --arg p "$project" --arg s "$service" '
+		map(select(.Status == "died" and .Attributes["com.docker.compose.project"] == $p and
+			.Attributes["com.docker.compose.service"] == $s and .Attributes["com.docker.compose.oneoff"] == "True"))
+		| if length == 0 then "no died event" else (last.ContainerExitCode // 0 | tostring) end')
+}
+
 # 4. As the compose file's comment tells a site.
 begin "keygen (--profile setup run --rm agent-keygen)"
-pub=$(dc --profile setup run --rm agent-keygen </dev/null 2>"$tmp/keygen.err") || fail "keygen: $(cat "$tmp/keygen.err")"
-pub=$(grep '^ed25519:' <<<"$pub" | tr -d '\r' || true)
-[[ -n $pub ]] || fail "keygen printed no ed25519: line: $(cat "$tmp/keygen.err")"
-again=0
-dc --profile setup run --rm agent-keygen </dev/null >/dev/null 2>&1 || again=$?
-[[ $again != 0 ]] || fail "a second keygen overwrote the key on the volume"
+run_rm agent-keygen "$tmp/keygen.out" --profile setup run --rm agent-keygen
+[[ $rc == 0 ]] || fail "keygen exited $rc: $(cat "$tmp/keygen.out" "$tmp/keygen.out.err")"
+pub=$(grep '^ed25519:' "$tmp/keygen.out" | tr -d '\r' || true)
+[[ -n $pub ]] || fail "keygen printed no ed25519: line: $(cat "$tmp/keygen.out" "$tmp/keygen.out.err")"
 end
-say "public key $pub (a second keygen refused to overwrite it)"
+begin "keygen again (refuses to overwrite the key)"
+run_rm agent-keygen "$tmp/keygen2.out" --profile setup run --rm agent-keygen
+[[ $rc != 0 ]] || fail "a second keygen exited 0: $(cat "$tmp/keygen2.out" "$tmp/keygen2.out.err")"
+grep -q 'refusing to overwrite' "$tmp/keygen2.out" "$tmp/keygen2.out.err" || fail "second keygen: $(cat "$tmp/keygen2.out" "$tmp/keygen2.out.err")"
+end
+say "public key $pub"
 
 begin "enrol the key in the broker's policy"
 jq -n --arg aud "http://127.0.0.1:$broker_port" --arg base "http://127.0.0.1:$dicomweb_port/v1/" \
@@ -184,7 +206,7 @@ begin "up -d"
 dc up -d </dev/null >"$tmp/up.log" 2>&1 || fail "up -d: $(cat "$tmp/up.log")"
 end
 
-cid() { podman ps --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=$1" --format '{{.ID}}' | head -n1; }
+cid() { podman ps -a --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=$1" --format '{{.ID}}' | head -n1; }
 orthanc_cid=$(cid orthanc)
 [[ -n $orthanc_cid ]] || fail "no orthanc container after up -d"
 orthanc_pid=$(podman inspect -f '{{.State.Pid}}' "$orthanc_cid")
@@ -194,17 +216,22 @@ image=$(podman inspect -f '{{.ImageName}}' "$orthanc_cid")
 say "orthanc container runs $image ($(podman image inspect -f '{{index .Labels "org.opencontainers.image.title"}}' "$image"))"
 
 begin "Orthanc and broker answer on the namespace's loopback"
-for _ in $(seq 300); do
+fakes_cid=$(cid fakes)
+[[ -n $fakes_cid ]] || fail "no fakes container after up -d"
+deadline=$(($(date +%s) + 60))
+while (($(date +%s) < deadline)); do
 	ns_curl -f -o /dev/null http://127.0.0.1:8042/system 2>/dev/null &&
 		ns_curl -f -o /dev/null "http://127.0.0.1:$broker_port/healthz" 2>/dev/null && break
-	sleep 0.1
+	[[ $(podman inspect -f '{{.State.Running}}' "$fakes_cid") == true ]] || fail "the fakes container (broker) exited"
+	sleep 0.2
 done
 ns_curl -f -o /dev/null http://127.0.0.1:8042/system || fail "Orthanc's REST API does not answer on 127.0.0.1:8042 in its namespace"
 ns_curl -f -o /dev/null "http://127.0.0.1:$broker_port/healthz" || fail "the broker does not answer on 127.0.0.1:$broker_port"
 end
 
 begin "run --rm agent once"
-dc run --rm agent once </dev/null >"$tmp/once.log" 2>&1 || fail "agent once: $(tail -20 "$tmp/once.log")"
+run_rm agent "$tmp/once.out" run --rm agent once
+[[ $rc == 0 ]] || fail "agent once exited $rc: $(tail -20 "$tmp/once.out.err")"
 end
 
 begin "exec agent /ko-app/agent status (healthy)"
