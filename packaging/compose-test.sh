@@ -263,9 +263,16 @@ end
 say "Orthanc has $store -> $got (with an Authorization header)"
 
 begin "down -v"
+ids=$(podman ps -a --no-trunc --filter "label=com.docker.compose.project=$project" --format '{{.ID}}')
+[[ -n $ids ]] || fail "no containers of project $project before down -v"
 dc down -v --timeout 10 </dev/null >"$tmp/down.log" 2>&1 || fail "down -v: $(cat "$tmp/down.log")"
 left=$(project_left)
 [[ -z $left ]] || fail "left after down -v: $left"
+# No process of those containers either (conmon, exec sessions): they go
+# within exit_command_delay (containers.conf) of the last exec.
+deadline=$(($(date +%s) + 30))
+while procs=$(pgrep -a -f "$(paste -sd'|' <<<"$ids")" || true); [[ -n $procs ]] && (($(date +%s) < deadline)); do sleep 0.5; done
+[[ -z $procs ]] || fail "processes of the project's containers still running 30 s after down -v: $procs"
 end
-say "nothing of project $project left (containers, volumes, network)"
+say "nothing of project $project left (containers, volumes, network, processes)"
 say "OK"
