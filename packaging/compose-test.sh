@@ -83,7 +83,7 @@ cleanup() {
 	set +e
 	if [[ -n $step ]]; then
 		echo "compose-test: FAILED during: $step" >&2
-		if [[ -S $tmp/podman.sock ]]; then
+		if [[ -S $tmp/podman.sock && -f $tmp/site/override.yml ]]; then
 			echo "compose-test: logs of the project's containers:" >&2
 			dc logs --no-color --tail 40 >&2 2>&1
 		fi

@@ -49,8 +49,9 @@ if ! podman image exists "$base"; then
 		podman import -q --change 'CMD ["/bin/sh"]' - "$base" >/dev/null
 	echo "base: imported $rootdir as $base in $(($(date +%s) - t0)) s"
 	# Earlier imports of this root (older stamps) go, unless in use.
-	podman images --format '{{.Repository}}:{{.Tag}}' localhost/orthanc-gcp-compose-test/debian |
-		grep -vx "$base" | while read -r ref; do podman rmi "$ref" >/dev/null 2>&1 || true; done
+	for ref in $(podman images --format '{{.Repository}}:{{.Tag}}' localhost/orthanc-gcp-compose-test/debian); do
+		[[ $ref == "$base" ]] || podman rmi "$ref" >/dev/null 2>&1 || true
+	done
 fi
 echo "base image: $base"
 
