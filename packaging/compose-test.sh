@@ -52,6 +52,7 @@ fail() { echo "compose-test: FAIL: $*" >&2; exit 1; }
 
 # Timings of the steps, printed at the end (and on failure).
 timings=()
+step=
 step_t0=0
 begin() { step=$1; step_t0=$(date +%s%N); say "$step ..."; }
 end() { local ms=$((($(date +%s%N) - step_t0) / 1000000)); timings+=("$(printf '%-54s %7d ms' "$step" "$ms")"); step=; }

@@ -3,7 +3,7 @@
 # path of the Docker Compose binary. Everything is cached on this machine:
 #   - podman and runc, Debian packages (apt-get; podman's default crun fails
 #     in this kind of sandbox, packaging/compose-test/containers.conf picks
-#     runc);
+#     runc), and jq, curl and pgrep, which the test runs;
 #   - Docker Compose, the version tools/compose/go.mod pins (go.sum pins its
 #     dependencies), built with the Go toolchain from the module proxy
 #     (about 4 minutes cold) into CACHE/tools/docker-compose-vX.Y.Z; the
@@ -28,6 +28,10 @@ flock 9
 need=()
 command -v podman >/dev/null 2>&1 || need+=(podman)
 command -v runc >/dev/null 2>&1 || need+=(runc)
+# What packaging/compose-test.sh itself runs on the host.
+command -v jq >/dev/null 2>&1 || need+=(jq)
+command -v curl >/dev/null 2>&1 || need+=(curl)
+command -v pgrep >/dev/null 2>&1 || need+=(procps)
 if [ ${#need[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { log "need root to apt-get install ${need[*]}"; exit 1; }
   log "apt-get install ${need[*]}"
