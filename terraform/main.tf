@@ -238,6 +238,14 @@ resource "google_storage_bucket" "policy" {
     enabled = true
   }
 
+  lifecycle {
+    precondition {
+      # The default name starts with service_name, which may not suit.
+      condition     = !startswith(local.policy_bucket, "goog") && !strcontains(local.policy_bucket, "google")
+      error_message = "Bucket names may not start with \"goog\" or contain \"google\": set policy_bucket."
+    }
+  }
+
   depends_on = [google_project_service.apis]
 }
 

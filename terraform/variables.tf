@@ -333,9 +333,9 @@ variable "policy_bucket" {
   default     = null
 
   validation {
-    # Google's rule for names without dots, and never "goog" first.
-    condition     = var.policy_bucket == null || (can(regex("^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$", var.policy_bucket)) && !startswith(coalesce(var.policy_bucket, "x"), "goog"))
-    error_message = "The policy_bucket must be 3-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit, not starting with \"goog\"."
+    # Google's rule for names without dots: never "goog" first, never "google".
+    condition     = var.policy_bucket == null || (can(regex("^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$", var.policy_bucket)) && !startswith(coalesce(var.policy_bucket, "x"), "goog") && !strcontains(coalesce(var.policy_bucket, "x"), "google"))
+    error_message = "The policy_bucket must be 3-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit, not starting with \"goog\" nor containing \"google\"."
   }
 }
 

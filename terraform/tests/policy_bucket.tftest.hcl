@@ -204,3 +204,11 @@ run "rejects_a_goog_bucket_name" {
   }
   expect_failures = [var.policy_bucket]
 }
+
+run "rejects_a_default_bucket_name_google_refuses" {
+  command = plan
+  variables {
+    service_name = "google-dicom-broker"
+  }
+  expect_failures = [google_storage_bucket.policy]
+}
