@@ -77,7 +77,7 @@ func TestMonitoringCheckCatchesMistakes(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		break_ func(m *module)
+		mutate func(m *module)
 		want   string
 	}{
 		{"filter names a field the broker does not write", func(m *module) {
@@ -117,7 +117,7 @@ func TestMonitoringCheckCatchesMistakes(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := cloneModule(mod)
-			tt.break_(m)
+			tt.mutate(m)
 			errs := checkModule(m, entries, wantCounts)
 			var all []string
 			for _, e := range errs {
@@ -424,19 +424,15 @@ func runBroker() ([]map[string]any, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stopped := false
+	exited := make(chan struct{}) // closed once the process is waited for
+	go func() { cmd.Wait(); close(exited) }()
 	stop := func() {
-		if !stopped {
-			stopped = true
-			cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(15 * time.Second):
-				cmd.Process.Kill()
-				<-exited
-			}
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(15 * time.Second):
+			cmd.Process.Kill()
+			<-exited
 		}
 	}
 	defer stop()
@@ -450,6 +446,11 @@ func runBroker() ([]map[string]any, error) {
 			if resp.StatusCode == http.StatusOK {
 				break
 			}
+		}
+		select {
+		case <-exited: // refused its start-up (a bad policy, the port taken)
+			return nil, fmt.Errorf("broker exited before it was healthy: %s\n%s%s", cmd.ProcessState, stdout.String(), stderr.String())
+		default:
 		}
 		if time.Now().After(deadline) {
 			stop()
