@@ -62,7 +62,20 @@ func checkPrivate(path string, _ fs.FileInfo) error {
 // agent's service SID (NT SERVICE\orthanc-gcp-agent) and the account this
 // process runs as.
 func CheckFileACL(path string, mask uint32) error {
-	owner, aces, null, err := fileSecurity(path)
+	sd, err := windows.GetNamedSecurityInfo(path, windows.SE_FILE_OBJECT,
+		windows.OWNER_SECURITY_INFORMATION|windows.DACL_SECURITY_INFORMATION)
+	if err != nil {
+		return fmt.Errorf("%s: reading its ACL: %w", path, err)
+	}
+	return checkDescriptor(path, sd, mask)
+}
+
+// checkDescriptor is CheckFileACL on a security descriptor already read:
+// the part the tests drive with descriptors made from SDDL, because wine
+// keeps a file's DACL only as Unix mode bits (SYSTEM, the owner and
+// Everyone), so most entries cannot be set on a file there.
+func checkDescriptor(path string, sd *windows.SECURITY_DESCRIPTOR, mask uint32) error {
+	owner, aces, null, err := descriptorEntries(sd)
 	if err != nil {
 		return fmt.Errorf("%s: reading its ACL: %w", path, err)
 	}
@@ -100,14 +113,9 @@ func accountName(t Trustee) string {
 	return t.Name
 }
 
-// fileSecurity returns path's owner SID ("" if it has none) and DACL
+// descriptorEntries returns sd's owner SID ("" if it has none) and DACL
 // entries; null reports a missing or NULL DACL (full access for everyone).
-func fileSecurity(path string) (owner string, aces []ACE, null bool, err error) {
-	sd, err := windows.GetNamedSecurityInfo(path, windows.SE_FILE_OBJECT,
-		windows.OWNER_SECURITY_INFORMATION|windows.DACL_SECURITY_INFORMATION)
-	if err != nil {
-		return "", nil, false, err
-	}
+func descriptorEntries(sd *windows.SECURITY_DESCRIPTOR) (owner string, aces []ACE, null bool, err error) {
 	defer runtime.KeepAlive(sd)
 	if o, _, err := sd.Owner(); err == nil && o != nil {
 		owner = o.String()
