@@ -58,8 +58,3 @@ func SetKept(t testing.TB, path, sddl, sid string) bool {
 	}
 	return false
 }
-
-// Dropped is the reason a test skips when SetKept reports a lost entry.
-const Dropped = "this file system does not keep a DACL entry for this trustee (wine keeps a file's DACL only as " +
-	"Unix mode bits: SYSTEM, the owner, Everyone); the same check runs on a security descriptor " +
-	"in internal/agentkey's TestDescriptorACLWindows"
