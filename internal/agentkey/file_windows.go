@@ -39,6 +39,34 @@ func createPrivate(path string) (*os.File, error) {
 	return os.NewFile(uintptr(h), path), nil
 }
 
+// MkdirPrivate creates the directory path, failing if anything already
+// has the name, with the owner and protected DACL of PrivateDirSDDL (in
+// place of mode 0700): the current user owns it; SYSTEM, Administrators and
+// the user have full control of it and of what is created in it; nothing
+// is inherited from its parent. The DACL is given to CreateDirectory
+// itself, so the directory never has its parent's permissions.
+func MkdirPrivate(path string) error {
+	sid, err := currentUserSID()
+	if err != nil {
+		return fmt.Errorf("%s: finding the current user: %w", path, err)
+	}
+	sd, err := windows.SecurityDescriptorFromString(PrivateDirSDDL(sid))
+	if err != nil {
+		return fmt.Errorf("%s: building its ACL: %w", path, err)
+	}
+	sa := &windows.SecurityAttributes{Length: uint32(unsafe.Sizeof(windows.SecurityAttributes{})), SecurityDescriptor: sd}
+	name, err := windows.UTF16PtrFromString(path)
+	if err != nil {
+		return &fs.PathError{Op: "mkdir", Path: path, Err: err}
+	}
+	err = windows.CreateDirectory(name, sa)
+	runtime.KeepAlive(sd)
+	if err != nil {
+		return &fs.PathError{Op: "mkdir", Path: path, Err: err}
+	}
+	return nil
+}
+
 func currentUserSID() (string, error) {
 	tu, err := windows.GetCurrentProcessToken().GetTokenUser()
 	if err != nil {
