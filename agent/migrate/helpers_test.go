@@ -174,8 +174,13 @@ func resolveAgent(t *testing.T, data []byte) (*config.File, *config.Config) {
 	}
 	parsed := *f
 	tmp := t.TempDir()
-	if f.Broker.KeyFile != AgentKeyFile {
-		t.Errorf("Broker.KeyFile = %q, want %q", f.Broker.KeyFile, AgentKeyFile)
+	// The Linux paths, or the Windows ones (Options.OS "windows").
+	wantKey, wantPassword := AgentKeyFile, AgentPasswordFile
+	if f.Broker.KeyFile == WindowsAgentKeyFile {
+		wantKey, wantPassword = WindowsAgentKeyFile, WindowsAgentPasswordFile
+	}
+	if f.Broker.KeyFile != wantKey {
+		t.Errorf("Broker.KeyFile = %q, want %q", f.Broker.KeyFile, wantKey)
 	}
 	f.Broker.KeyFile = filepath.Join(tmp, "agent.key")
 	if _, err := agentkey.WriteNew(f.Broker.KeyFile); err != nil {
@@ -188,8 +193,8 @@ func resolveAgent(t *testing.T, data []byte) (*config.File, *config.Config) {
 		f.Broker.AgentId = "clinic-a"
 	}
 	if f.Orthanc.PasswordFile != "" {
-		if f.Orthanc.PasswordFile != AgentPasswordFile {
-			t.Errorf("Orthanc.PasswordFile = %q, want %q", f.Orthanc.PasswordFile, AgentPasswordFile)
+		if f.Orthanc.PasswordFile != wantPassword {
+			t.Errorf("Orthanc.PasswordFile = %q, want %q", f.Orthanc.PasswordFile, wantPassword)
 		}
 		f.Orthanc.PasswordFile = filepath.Join(tmp, "orthanc.password")
 		if err := os.WriteFile(f.Orthanc.PasswordFile, []byte("s3cret\n"), 0o640); err != nil {

@@ -56,7 +56,7 @@ func TestBookConfigurations(t *testing.T) {
 			cfg := bookConfig(t, tc.name, tc.files)
 			dir := filepath.Dir(cfg)
 			out := filepath.Join(t.TempDir(), "migration")
-			r := runOK(t, Options{OrthancConfig: cfg, OutDir: out})
+			r := runOK(t, Options{OrthancConfig: cfg, OutDir: out, OS: "linux"}) // the Linux plan, on any system
 
 			want := store
 			want.Mode = tc.mode

@@ -232,6 +232,9 @@ func TestVariants(t *testing.T) {
 			}
 			writeTree(t, dir, files)
 			o := tc.opts
+			if o.OS == "" {
+				o.OS = "linux" // the Linux plan, on any system
+			}
 			o.OrthancConfig = filepath.Join(dir, tc.cfg)
 			if tc.cfg == "" {
 				o.OrthancConfig = filepath.Join(dir, "orthanc.json")
