@@ -22,7 +22,8 @@ import (
 func TestServiceSIDMatchesWindows(t *testing.T) {
 	sid, _, _, err := windows.LookupSID("", `NT SERVICE\TrustedInstaller`)
 	if err != nil {
-		t.Skipf("looking up NT SERVICE\\TrustedInstaller: %v", err)
+		// wine has no service accounts to look up
+		t.Skipf("this system does not resolve NT SERVICE\\TrustedInstaller: %v", err)
 	}
 	if got := ServiceSID("TrustedInstaller"); got != sid.String() {
 		t.Errorf("ServiceSID = %s, Windows says %s", got, sid)
