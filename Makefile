@@ -19,8 +19,8 @@ build:
 
 ## test: lint, the agent's alerting rules (promtool), unit and integration
 ## tests (race detector), end-to-end tests with real Orthanc, brief fuzzing,
-## and the offline deploy checks
-test: deps lint rules-check test-unit test-e2e fuzz deploy-check package-check agent-image-check compose-check windows-check
+## the offline deploy checks, and the agent's tests under wine (windows-test)
+test: deps lint rules-check test-unit test-e2e fuzz deploy-check package-check agent-image-check compose-check windows-check windows-test
 
 ## deps: install Orthanc, its DICOMweb plugin and dcmtk if missing (apt)
 deps:
