@@ -19,8 +19,9 @@ build:
 
 ## test: lint, the agent's alerting rules (promtool), unit and integration
 ## tests (race detector), end-to-end tests with real Orthanc, brief fuzzing,
-## and the offline deploy checks
-test: deps lint rules-check test-unit test-e2e fuzz deploy-check package-check agent-image-check compose-check compose-test windows-check
+## the offline deploy checks, the compose file run with podman (compose-test)
+## and the agent's tests under wine (windows-test)
+test: deps lint rules-check test-unit test-e2e fuzz deploy-check package-check agent-image-check compose-check compose-test windows-check windows-test
 
 ## deps: install Orthanc, its DICOMweb plugin and dcmtk if missing (apt)
 deps:

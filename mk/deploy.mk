@@ -63,7 +63,7 @@ tf-lint: $(TOOLS_BIN)/tflint
 tfschema-test: $(CDKTF_TGZ)
 	cd $(TFSCHEMA_MOD) && TFSCHEMA_PACKAGE=$(CDKTF_TGZ) $(GO) test -count=1 ./...
 
-## cloudbuild-test: every cloudbuild.yaml step maps to a make target
+## cloudbuild-test: every cloudbuild.yaml step maps to a make target; terraform/'s log filters match the broker's real lines
 cloudbuild-test:
 	$(GO) test -count=1 ./deploy/
 

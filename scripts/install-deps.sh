@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need on Debian: Orthanc with its
 # DICOMweb plugin, dcmtk, swtpm (the software TPM the TPM-bound agent key
-# tests talk to) and promtool (Debian's prometheus package; the agent's
-# alerting rules are tested with it). Idempotent: does nothing when they
+# tests talk to), promtool (Debian's prometheus package; the agent's
+# alerting rules are tested with it) and debootstrap (make windows-test's
+# wine root). Idempotent: does nothing when they
 # are present.
 set -euo pipefail
 
@@ -12,6 +13,8 @@ need=()
 command -v dcmdump >/dev/null 2>&1 || need+=(dcmtk)
 command -v swtpm >/dev/null 2>&1 || need+=(swtpm swtpm-tools)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# make windows-test: debootstrap builds the trixie root that holds wine (scripts/wine-root.sh).
+PATH="$PATH:/usr/sbin:/sbin" command -v debootstrap >/dev/null 2>&1 || need+=(debootstrap)
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

@@ -14,6 +14,7 @@
 #
 # Usage: scripts/windows-test.sh [PKG_PATTERN...]   (default: the agent's)
 # WINDOWS_TEST_E2E=0 skips the agent.exe run against the stack. Needs root.
+# Concurrent runs wait for each other (a lock next to the root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd -P)
@@ -21,6 +22,9 @@ GO=${GO:-go}
 log() { echo "windows-test: $*" >&2; }
 
 root=$(scripts/wine-root.sh)
+# One run at a time: runs share the root's mounts, prefix and wineserver.
+exec 8>"$root.run.lock"
+flock 8
 out=$(mktemp -d /tmp/windows-test.XXXXXX)
 prefix=/tmp/wineprefix   # inside the root: kept between runs (first run makes it, ~7 s)
 

@@ -6,9 +6,21 @@
 # cached between runs like the Orthanc roots (scripts/orthanc-root.sh).
 # The root is used with chroot, as root; scripts/windows-test.sh mounts
 # /proc and /dev there for the run and unmounts them after. Needs root.
-# A cold build takes about 2 minutes (debootstrap ~70 s, wine ~40 s) and
-# about 1 GB of disk; a warm call only checks the .complete marker.
+# A cold build takes 2 to 7 minutes (debootstrap, then wine; measured 7 min
+# on a shared 2-core machine) and about 1.2 GB of disk; a warm call only
+# checks the .complete marker.
+#
+# Safe to run concurrently and again: .ci/run starts it in the background
+# early and make windows-test calls it later. One build at a time (flock on
+# wine-trixie.lock in the cache); a caller that finds a build under way
+# waits for it, then uses its root. The root is built in a temporary
+# directory and renamed into place with its .complete marker, so a killed
+# build leaves no half root (its leftovers are removed by the next build).
+# debootstrap comes from scripts/install-deps.sh (installed here only if
+# missing, waiting for another apt's lock). ORTHANC_ROOTS_CACHE builds the
+# root elsewhere (e.g. to time a cold build without removing the cache).
 set -euo pipefail
+export PATH="$PATH:/usr/sbin:/sbin"  # debootstrap, chroot
 
 suite=trixie
 cache=${ORTHANC_ROOTS_CACHE:-/var/cache/orthanc-gcp-broker/roots}
@@ -29,8 +41,16 @@ unmount_under() {
 build() {
   command -v debootstrap >/dev/null || {
     log "installing debootstrap"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+    apt-get -o DPkg::Lock::Timeout=600 update -qq &&
+      DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends debootstrap >/dev/null
   }
+  # Leftovers of a build that was killed (we hold the lock: none is running).
+  local old
+  for old in "$root".tmp.*; do
+    [ -e "$old" ] || continue
+    log "removing the unfinished build $old"
+    unmount_under "$old"; rm -rf "$old"
+  done
   local blog="$cache/wine-$suite.build.log"
   tmp="$root.tmp.$$"
   trap 'unmount_under "$tmp"; rm -rf "$tmp"' EXIT

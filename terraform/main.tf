@@ -1,9 +1,10 @@
 # Orthanc GCP broker on Cloud Run.
 #
 # Identity layout (least privilege, nothing project-wide):
-#   broker runtime SA  - reads the policy secret and the credential secrets of
-#                        key/authorized_user accounts; may mint tokens for the
-#                        keyless store SAs. It has no Healthcare role itself.
+#   broker runtime SA  - reads the objects of the policy bucket (that bucket
+#                        only) and the credential secrets of key/authorized_user
+#                        accounts; may mint tokens for the keyless store SAs.
+#                        It has no Healthcare role itself.
 #   one SA per store   - a custom role with only the DICOMweb permissions Orthanc
 #                        uses (read, write, and delete where allow_delete is
 #                        set), bound on that DICOM store only. Not
@@ -11,6 +12,14 @@
 #                        export and import of the whole store.
 # No key material ever passes through Terraform: credential secrets are
 # created empty and filled with the commands in output.key_loading_commands.
+#
+# The policy is a set of fragments (docs/design.md) in a bucket of its own,
+# read by the broker from gs://BUCKET/PREFIX/: PREFIX/base.json (Audience,
+# BaseUrl), PREFIX/accounts/NAME.json and PREFIX/agents/ID.json, one object
+# per account and per agent, so a change rewrites one small object and the
+# broker re-parses only that one. Fragments hold public keys and sm://
+# references, never a credential. Monitoring (log-based metrics and alerts
+# on the broker's log lines) is in monitoring.tf.
 
 data "google_project" "this" {
   project_id = var.project
@@ -23,6 +32,9 @@ locals {
     "iam.googleapis.com",
     "iamcredentials.googleapis.com",
     "healthcare.googleapis.com",
+    "storage.googleapis.com",
+    "logging.googleapis.com",
+    "monitoring.googleapis.com",
   ])
 
   # Cloud Run's deterministic URL is known before the service exists, so the
@@ -69,42 +81,45 @@ locals {
   }
   dicomweb_role_key = { for name, a in var.accounts : name => "${a.project}/${a.allow_delete ? "delete" : "rw"}" }
 
-  policy_ref = "sm://projects/${var.project}/secrets/${google_secret_manager_secret.policy.secret_id}/versions/latest"
   credential_refs = {
     for name, s in google_secret_manager_secret.credential : name => "sm://projects/${var.project}/secrets/${s.secret_id}/versions/latest"
   }
 
-  # The broker policy (format in docs/design.md): public keys and references only.
-  # The for-expressions drop null fields, so each account carries exactly the
-  # fields of its mode.
-  policy = {
+  # Bucket names are global: the project number makes the default unique.
+  policy_bucket = coalesce(var.policy_bucket, "${var.service_name}-policy-${data.google_project.this.number}")
+  policy_source = "gs://${google_storage_bucket.policy.name}/${var.policy_prefix}/"
+
+  # The policy fragments (format in docs/design.md): public keys and
+  # references only. The for-expressions drop null fields, so each account
+  # carries exactly the fields of its mode.
+  policy_base = {
     Audience = local.audience
     BaseUrl  = var.healthcare_base_url
-    Accounts = {
-      for name, a in var.accounts : name => {
-        for k, v in {
-          Project                   = a.project
-          Location                  = a.location
-          Dataset                   = a.dataset
-          DicomStore                = a.dicom_store
-          ImpersonateServiceAccount = a.mode == "impersonate" ? google_service_account.store[name].email : null
-          TokenLifetime             = a.token_lifetime
-          ServiceAccountSecret      = a.mode == "key" ? local.credential_refs[name] : null
-          AuthorizedUserSecret      = a.mode == "authorized_user" ? local.credential_refs[name] : null
-          Scopes                    = a.scopes
-        } : k => v if v != null
-      }
+  }
+  policy_accounts = {
+    for name, a in var.accounts : name => {
+      for k, v in {
+        Project                   = a.project
+        Location                  = a.location
+        Dataset                   = a.dataset
+        DicomStore                = a.dicom_store
+        ImpersonateServiceAccount = a.mode == "impersonate" ? google_service_account.store[name].email : null
+        TokenLifetime             = a.token_lifetime
+        ServiceAccountSecret      = a.mode == "key" ? local.credential_refs[name] : null
+        AuthorizedUserSecret      = a.mode == "authorized_user" ? local.credential_refs[name] : null
+        Scopes                    = a.scopes
+      } : k => v if v != null
     }
-    Agents = {
-      for id, ag in var.agents : id => {
-        for k, v in {
-          PublicKey           = ag.public_key
-          PublicKeys          = ag.public_keys
-          Accounts            = ag.accounts
-          AllowedSourceRanges = ag.allowed_source_ranges
-          Disabled            = ag.disabled ? true : null
-        } : k => v if v != null
-      }
+  }
+  policy_agents = {
+    for id, ag in var.agents : id => {
+      for k, v in {
+        PublicKey           = ag.public_key
+        PublicKeys          = ag.public_keys
+        Accounts            = ag.accounts
+        AllowedSourceRanges = ag.allowed_source_ranges
+        Disabled            = ag.disabled ? true : null
+      } : k => v if v != null
     }
   }
 }
@@ -204,28 +219,51 @@ resource "google_secret_manager_secret_iam_member" "credential" {
   member    = google_service_account.broker.member
 }
 
-resource "google_secret_manager_secret" "policy" {
-  project             = var.project
-  secret_id           = "${var.service_name}-policy"
-  labels              = merge(var.labels, { "orthanc-gcp-broker" = "policy" })
-  deletion_protection = var.deletion_protection
+# The policy bucket: uniform bucket-level access (IAM only, no ACLs), no
+# public access whatever IAM says, and versioning, so every earlier version
+# of a fragment can be copied back (docs/runbook.md, "Roll back a fragment").
+resource "google_storage_bucket" "policy" {
+  project                     = var.project
+  name                        = local.policy_bucket
+  location                    = coalesce(var.policy_bucket_location, upper(var.region))
+  storage_class               = "STANDARD"
+  uniform_bucket_level_access = true
+  public_access_prevention    = "enforced"
+  labels                      = merge(var.labels, { "orthanc-gcp-broker" = "policy" })
+  # Old versions stay after the objects are gone: without this a destroy
+  # of an unprotected deployment would stop at a non-empty bucket.
+  force_destroy = !var.deletion_protection
 
-  replication {
-    auto {}
+  versioning {
+    enabled = true
+  }
+
+  lifecycle {
+    precondition {
+      # The default name starts with service_name, which may not suit.
+      condition     = !startswith(local.policy_bucket, "goog") && !strcontains(local.policy_bucket, "google")
+      error_message = "Bucket names may not start with \"goog\" or contain \"google\": set policy_bucket."
+    }
   }
 
   depends_on = [google_project_service.apis]
 }
 
-resource "google_secret_manager_secret_version" "policy" {
-  secret      = google_secret_manager_secret.policy.id
-  secret_data = jsonencode(local.policy)
+# The broker reads (lists and gets) objects of this bucket, nothing else:
+# no write, no project-wide Storage role.
+resource "google_storage_bucket_iam_member" "policy_reader" {
+  bucket = google_storage_bucket.policy.name
+  role   = "roles/storage.objectViewer"
+  member = google_service_account.broker.member
+}
+
+resource "google_storage_bucket_object" "base" {
+  bucket       = google_storage_bucket.policy.name
+  name         = "${var.policy_prefix}/base.json"
+  content_type = "application/json"
+  content      = jsonencode(local.policy_base)
 
   lifecycle {
-    # The broker reads versions/latest; keep the old version until the new
-    # one exists so a re-read never finds no policy.
-    create_before_destroy = true
-
     precondition {
       condition     = alltrue(flatten([for ag in values(var.agents) : [for acc in ag.accounts : contains(keys(var.accounts), acc)]]))
       error_message = "Every account an agent lists must be a key of var.accounts."
@@ -239,11 +277,46 @@ resource "google_secret_manager_secret_version" "policy" {
   }
 }
 
-resource "google_secret_manager_secret_iam_member" "policy" {
-  project   = var.project
-  secret_id = google_secret_manager_secret.policy.secret_id
-  role      = "roles/secretmanager.secretAccessor"
-  member    = google_service_account.broker.member
+resource "google_storage_bucket_object" "account" {
+  for_each = local.policy_accounts
+
+  bucket       = google_storage_bucket.policy.name
+  name         = "${var.policy_prefix}/accounts/${each.key}.json"
+  content_type = "application/json"
+  content      = jsonencode({ Accounts = { (each.key) = each.value } })
+}
+
+resource "google_storage_bucket_object" "agent" {
+  for_each = local.policy_agents
+
+  bucket       = google_storage_bucket.policy.name
+  name         = "${var.policy_prefix}/agents/${each.key}.json"
+  content_type = "application/json"
+  content      = jsonencode({ Agents = { (each.key) = each.value } })
+
+  # An account is written before the agents that use it and removed after
+  # them, so a broker re-reading mid-apply never sees an agent naming an
+  # account that is not there (it would keep the last good policy anyway).
+  depends_on = [google_storage_bucket_object.account]
+}
+
+# Deployments made before the policy moved to the bucket kept it in the
+# secret "<service_name>-policy". Terraform forgets that secret instead of
+# destroying it (its deletion protection would stop the apply); delete it
+# by hand once the broker runs from the bucket (docs/runbook.md). The
+# broker's access to it is removed by the apply.
+removed {
+  from = google_secret_manager_secret_version.policy
+  lifecycle {
+    destroy = false
+  }
+}
+
+removed {
+  from = google_secret_manager_secret.policy
+  lifecycle {
+    destroy = false
+  }
 }
 
 resource "google_cloud_run_v2_service" "broker" {
@@ -281,7 +354,7 @@ resource "google_cloud_run_v2_service" "broker" {
 
       env {
         name  = "BROKER_CONFIG"
-        value = local.policy_ref
+        value = local.policy_source
       }
       env {
         name  = "BROKER_REFRESH"
@@ -306,7 +379,8 @@ resource "google_cloud_run_v2_service" "broker" {
         cpu_idle = true
       }
 
-      # /healthz answers 200 once the policy has loaded.
+      # /healthz answers 200 once the policy has loaded: every fragment
+      # under the prefix read, merged and valid.
       startup_probe {
         http_get {
           path = "/healthz"
@@ -333,8 +407,10 @@ resource "google_cloud_run_v2_service" "broker" {
   }
 
   depends_on = [
-    google_secret_manager_secret_version.policy,
-    google_secret_manager_secret_iam_member.policy,
+    google_storage_bucket_object.base,
+    google_storage_bucket_object.account,
+    google_storage_bucket_object.agent,
+    google_storage_bucket_iam_member.policy_reader,
     google_secret_manager_secret_iam_member.credential,
     google_service_account_iam_member.token_creator,
   ]

@@ -23,9 +23,23 @@ output "credential_secrets" {
   value       = local.credential_refs
 }
 
-output "policy_secret" {
-  description = "The broker policy's Secret Manager reference (BROKER_CONFIG)."
-  value       = local.policy_ref
+output "policy_source" {
+  description = "Where the broker reads its policy (BROKER_CONFIG): gs://BUCKET/PREFIX/, one fragment per object (docs/design.md)."
+  value       = local.policy_source
+}
+
+output "policy_bucket" {
+  description = "Name of the versioned bucket that holds the policy fragments."
+  value       = google_storage_bucket.policy.name
+}
+
+output "policy_objects" {
+  description = "The policy fragments this module writes, as object names: base (Audience and BaseUrl), accounts and agents keyed by name. Objects added under the prefix by other means are read by the broker too."
+  value = {
+    base     = google_storage_bucket_object.base.name
+    accounts = { for name, o in google_storage_bucket_object.account : name => o.name }
+    agents   = { for id, o in google_storage_bucket_object.agent : id => o.name }
+  }
 }
 
 output "key_loading_commands" {

@@ -19,7 +19,7 @@ variable "region" {
 }
 
 variable "service_name" {
-  description = "Name of the Cloud Run service; also the broker's runtime service account ID and the prefix of the policy secret."
+  description = "Name of the Cloud Run service; also the broker's runtime service account ID, the first part of the default policy bucket name and of the log-based metric names."
   type        = string
   default     = "orthanc-gcp-broker"
 
@@ -316,13 +316,75 @@ variable "enable_apis" {
 }
 
 variable "deletion_protection" {
-  description = "Protect the Cloud Run service and the secrets from terraform destroy."
+  description = "Protect the Cloud Run service and the secrets from terraform destroy; when false, destroy also deletes the policy bucket with every old version of its objects."
   type        = bool
   default     = true
 }
 
 variable "labels" {
-  description = "Labels put on the Cloud Run service and the secrets."
+  description = "Labels put on the Cloud Run service, the secrets and the policy bucket."
   type        = map(string)
   default     = {}
+}
+
+variable "policy_bucket" {
+  description = "Name of the bucket the module creates for the policy fragments (BROKER_CONFIG gs://BUCKET/PREFIX/). Default: <service_name>-policy-<project number>. Bucket names are global: pick one no one else holds."
+  type        = string
+  default     = null
+
+  validation {
+    # Google's rule for names without dots: never "goog" first, never "google".
+    condition     = var.policy_bucket == null || (can(regex("^[a-z0-9][a-z0-9_-]{1,61}[a-z0-9]$", var.policy_bucket)) && !startswith(coalesce(var.policy_bucket, "x"), "goog") && !strcontains(coalesce(var.policy_bucket, "x"), "google"))
+    error_message = "The policy_bucket must be 3-63 lowercase letters, digits, '-' or '_', starting and ending with a letter or digit, not starting with \"goog\" nor containing \"google\"."
+  }
+}
+
+variable "policy_bucket_location" {
+  description = "Location of the policy bucket (a region such as EUROPE-WEST2, or a dual- or multi-region). Default: the broker's region."
+  type        = string
+  default     = null
+}
+
+variable "policy_prefix" {
+  description = "The folder of the bucket the fragments live in: PREFIX/base.json, PREFIX/accounts/NAME.json, PREFIX/agents/ID.json. Every object under it whose name ends in .json is part of the policy, including ones an operator's pipeline uploads (docs/runbook.md)."
+  type        = string
+  default     = "policy"
+
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$", var.policy_prefix)) && !contains(split("/", var.policy_prefix), ".") && !contains(split("/", var.policy_prefix), "..")
+    error_message = "The policy_prefix must be one or more '/'-separated names of letters, digits, '.', '_' or '-' (no leading or trailing '/', no '.' or '..' part), such as \"policy\" or \"prod/policy\"."
+  }
+}
+
+variable "silent_site_minutes" {
+  description = "An enrolled agent that got no token for this many minutes raises the \"site silent\" alert. Keep it above the agents' refresh interval (they ask again before a token's hour is up), so 90 by default. Cloud Monitoring caps an absence window at 23.5 hours (1410 minutes); see docs/runbook.md, \"Watching the fleet\", for what absence cannot see."
+  type        = number
+  default     = 90
+
+  validation {
+    condition     = var.silent_site_minutes >= 5 && var.silent_site_minutes <= 1410 && floor(var.silent_site_minutes) == var.silent_site_minutes
+    error_message = "The silent_site_minutes must be a whole number of minutes from 5 to 1410 (23.5 hours, Cloud Monitoring's longest absence window)."
+  }
+}
+
+variable "auth_failure_burst" {
+  description = "The \"authentication failures\" alert opens when more than this many requests fail agent authentication within 5 minutes, all agents and reasons together."
+  type        = number
+  default     = 20
+
+  validation {
+    condition     = var.auth_failure_burst >= 0 && floor(var.auth_failure_burst) == var.auth_failure_burst
+    error_message = "The auth_failure_burst must be a whole number >= 0."
+  }
+}
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channels the alert policies notify, as ids (projects/PROJECT/notificationChannels/ID). Empty: the alerts open incidents in the console only."
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[^/]+$", c))])
+    error_message = "Each notification channel must be an id such as projects/my-project/notificationChannels/1234567890."
+  }
 }

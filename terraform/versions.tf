@@ -1,7 +1,7 @@
 terraform {
-  # optional() object attributes with defaults need 1.3; the module's tests
-  # (mock_provider in tests/*.tftest.hcl) need 1.7.
-  required_version = ">= 1.5.0"
+  # removed blocks (forgetting the old policy secret, main.tf) and the
+  # module's tests (mock_provider in tests/*.tftest.hcl) need 1.7.
+  required_version = ">= 1.7.0"
 
   required_providers {
     google = {

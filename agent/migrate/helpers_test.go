@@ -3,8 +3,10 @@ package migrate
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -162,36 +164,6 @@ func runOK(t *testing.T, o Options) result {
 	return r
 }
 
-// checkModes: the directory is 0700, load-secrets.sh 0700, the rest 0600,
-// and nothing else is in it.
-func checkModes(t *testing.T, dir string) {
-	t.Helper()
-	fi, err := os.Stat(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if fi.Mode().Perm() != 0o700 {
-		t.Errorf("%s has mode %v, want 0700", dir, fi.Mode().Perm())
-	}
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := map[string]os.FileMode{TfvarsFile: 0o600, LoadSecretsFile: 0o700, AgentConfigFile: 0o600}
-	if len(entries) != len(want) {
-		t.Errorf("%s holds %d entries, want %d", dir, len(entries), len(want))
-	}
-	for _, e := range entries {
-		info, err := e.Info()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if perm, ok := want[e.Name()]; !ok || info.Mode().Perm() != perm || !info.Mode().IsRegular() {
-			t.Errorf("%s: mode %v (want %v, known %v)", e.Name(), info.Mode(), perm, ok)
-		}
-	}
-}
-
 // resolveAgent loads the written agent.json with the agent's own parser,
 // the placeholders filled and the key and password files made in a temp dir.
 func resolveAgent(t *testing.T, data []byte) (*config.File, *config.Config) {
@@ -202,8 +174,13 @@ func resolveAgent(t *testing.T, data []byte) (*config.File, *config.Config) {
 	}
 	parsed := *f
 	tmp := t.TempDir()
-	if f.Broker.KeyFile != AgentKeyFile {
-		t.Errorf("Broker.KeyFile = %q, want %q", f.Broker.KeyFile, AgentKeyFile)
+	// The Linux paths, or the Windows ones (Options.OS "windows").
+	wantKey, wantPassword := AgentKeyFile, AgentPasswordFile
+	if f.Broker.KeyFile == WindowsAgentKeyFile {
+		wantKey, wantPassword = WindowsAgentKeyFile, WindowsAgentPasswordFile
+	}
+	if f.Broker.KeyFile != wantKey {
+		t.Errorf("Broker.KeyFile = %q, want %q", f.Broker.KeyFile, wantKey)
 	}
 	f.Broker.KeyFile = filepath.Join(tmp, "agent.key")
 	if _, err := agentkey.WriteNew(f.Broker.KeyFile); err != nil {
@@ -216,8 +193,8 @@ func resolveAgent(t *testing.T, data []byte) (*config.File, *config.Config) {
 		f.Broker.AgentId = "clinic-a"
 	}
 	if f.Orthanc.PasswordFile != "" {
-		if f.Orthanc.PasswordFile != AgentPasswordFile {
-			t.Errorf("Orthanc.PasswordFile = %q, want %q", f.Orthanc.PasswordFile, AgentPasswordFile)
+		if f.Orthanc.PasswordFile != wantPassword {
+			t.Errorf("Orthanc.PasswordFile = %q, want %q", f.Orthanc.PasswordFile, wantPassword)
 		}
 		f.Orthanc.PasswordFile = filepath.Join(tmp, "orthanc.password")
 		if err := os.WriteFile(f.Orthanc.PasswordFile, []byte("s3cret\n"), 0o640); err != nil {
@@ -229,6 +206,26 @@ func resolveAgent(t *testing.T, data []byte) (*config.File, *config.Config) {
 		t.Fatalf("agent.json (placeholders filled) is refused by agent/config: %v\n%s", err, data)
 	}
 	return &parsed, c
+}
+
+// inDir puts dir in place of DIR in s, with the system's separator after
+// it ("DIR/x" is dir\x on Windows), as the plan and script print paths.
+func inDir(s, dir string) string {
+	s = strings.ReplaceAll(s, "DIR/", dir+string(filepath.Separator))
+	return strings.ReplaceAll(s, "DIR", dir)
+}
+
+// notFound is what the system says of a file that does not exist ("no
+// such file or directory"; on Windows its own words), which the messages
+// carry.
+func notFound(t *testing.T) string {
+	t.Helper()
+	_, err := os.Stat(filepath.Join(t.TempDir(), "missing"))
+	var pe *fs.PathError
+	if !errors.As(err, &pe) {
+		t.Fatalf("stat of a missing file: %v", err)
+	}
+	return pe.Err.Error()
 }
 
 // noPlanted fails if any planted value is in s.

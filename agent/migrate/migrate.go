@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 
@@ -39,6 +40,10 @@ type Options struct {
 	// AgentCommand is how load-secrets.sh runs this program for
 	// --print-credential; default "orthanc-gcp-agent".
 	AgentCommand string
+	// OS is the system the agent will run on, as GOOS: "windows" gets
+	// Windows paths in agent.json and PowerShell steps in the plan; ""
+	// is the system Run runs on (runtime.GOOS).
+	OS string
 }
 
 // Error is a refused input. Account is the plugin account it concerns ("" when
@@ -76,6 +81,9 @@ const (
 func Run(o Options, stdout io.Writer) error {
 	if o.AgentCommand == "" {
 		o.AgentCommand = "orthanc-gcp-agent"
+	}
+	if o.OS == "" {
+		o.OS = runtime.GOOS
 	}
 	if err := checkOptions(o); err != nil {
 		return err

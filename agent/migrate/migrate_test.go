@@ -56,14 +56,14 @@ func TestBookConfigurations(t *testing.T) {
 			cfg := bookConfig(t, tc.name, tc.files)
 			dir := filepath.Dir(cfg)
 			out := filepath.Join(t.TempDir(), "migration")
-			r := runOK(t, Options{OrthancConfig: cfg, OutDir: out})
+			r := runOK(t, Options{OrthancConfig: cfg, OutDir: out, OS: "linux"}) // the Linux plan, on any system
 
 			want := store
 			want.Mode = tc.mode
 			if got := r.tfvars["accounts"]; !reflect.DeepEqual(got, map[string]tfAccount{"my-google": want}) {
 				t.Errorf("tfvars accounts = %+v, want my-google: %+v", got, want)
 			}
-			if line := strings.ReplaceAll(tc.script, "DIR", dir); !strings.Contains(r.script, line) {
+			if line := inDir(tc.script, dir); !strings.Contains(r.script, line) {
 				t.Errorf("load-secrets.sh lacks\n%s\n---\n%s", line, r.script)
 			}
 			if SecretID(DefaultResourcePrefix, "my-google", tc.mode) != tc.secretID {
@@ -73,7 +73,10 @@ func TestBookConfigurations(t *testing.T) {
 				"GoogleCloudPlatform.BaseUrl is not set, so the plugin used its default https://healthcare.googleapis.com/v1beta1/",
 				`Plugins folders (".")`, "terraform apply", "load-secrets.sh", "enrol --config /etc/orthanc-gcp-agent/agent.json",
 				"systemctl enable --now orthanc-gcp-agent", "Broker.Url     = the output of `terraform output -raw broker_url`") {
-				if p = strings.ReplaceAll(p, "DIR", dir); !strings.Contains(r.plan, p) {
+				if file, ok := strings.CutPrefix(p, "shred -u "); ok {
+					p = "shred -u " + shellWord(inDir(file, dir)) // quoted when the path has a backslash
+				}
+				if p = inDir(p, dir); !strings.Contains(r.plan, p) {
 					t.Errorf("plan lacks %q\n%s", p, r.plan)
 				}
 			}
@@ -163,7 +166,7 @@ func TestPrintCredential(t *testing.T) {
 		{name: "service-account file", config: cfg, account: "sa", field: "ServiceAccountFile", errPart: "load-secrets.sh loads directly"},
 		{name: "authorized_user file", config: cfg, account: "user", field: "AuthorizedUserFile", errPart: "only inline AuthorizedUserClientId"},
 		{name: "bad config", config: filepath.Join(dir, "bad.json"), account: "x", field: "Location", errPart: "is missing"},
-		{name: "no config", config: filepath.Join(dir, "none.json"), account: "x", field: "--orthanc-config", errPart: "no such file"},
+		{name: "no config", config: filepath.Join(dir, "none.json"), account: "x", field: "--orthanc-config", errPart: notFound(t)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -20,6 +20,12 @@ const (
 	AgentPasswordFile = "/etc/orthanc-gcp-agent/orthanc.password"
 	AgentConfigPath   = "/etc/orthanc-gcp-agent/agent.json"
 
+	// The same on Windows (docs/agent.md, "Install on Windows"): in
+	// agent.json with forward slashes, which Windows takes too.
+	WindowsAgentKeyFile      = "C:/ProgramData/orthanc-gcp-agent/agent.key"
+	WindowsAgentPasswordFile = "C:/ProgramData/orthanc-gcp-agent/orthanc.password"
+	WindowsAgentConfigPath   = `C:\ProgramData\orthanc-gcp-agent\agent.json`
+
 	// Placeholders of the agent configuration when --broker-url or
 	// --agent-id is not given. The agent refuses the URL placeholder, so an
 	// unfilled file cannot start.
@@ -177,11 +183,17 @@ func (r *render) agentConfig() ([]byte, error) {
 	f.Broker.Url = cmpOr(r.o.BrokerURL, BrokerURLPlaceholder)
 	f.Broker.AgentId = cmpOr(r.o.AgentID, AgentIDPlaceholder)
 	f.Broker.KeyFile = AgentKeyFile
+	if r.windows() {
+		f.Broker.KeyFile = WindowsAgentKeyFile
+	}
 	f.Orthanc.Url = r.orthancURL
 	f.Orthanc.DicomWebRoot = r.s.DicomWebRoot
 	if r.user != "" {
 		f.Orthanc.Username = r.user
 		f.Orthanc.PasswordFile = AgentPasswordFile
+		if r.windows() {
+			f.Orthanc.PasswordFile = WindowsAgentPasswordFile
+		}
 	}
 	for _, a := range r.s.Accounts {
 		f.Accounts = append(f.Accounts, a.Name)
@@ -194,6 +206,19 @@ func (r *render) agentConfig() ([]byte, error) {
 	}
 	f.AllowedDicomWebHosts = []string{r.s.GoogleHost}
 	return marshal(f)
+}
+
+// windows reports whether the agent will run on Windows (Options.OS).
+func (r *render) windows() bool { return r.o.OS == "windows" }
+
+// psWord is s as one PowerShell word: as it is when it holds only
+// characters PowerShell treats as plain, else in single quotes (each one
+// inside doubled), where nothing is expanded.
+func psWord(s string) string {
+	if s != "" && strings.Trim(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_:./\\-") == "" {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
 }
 
 func cmpOr(v, def string) string {
@@ -348,7 +373,11 @@ func (r *render) plan(w io.Writer) {
 		p("  no RegisteredUsers: the agent calls Orthanc without a user")
 	}
 	p("")
-	p("Written to %s (mode 0700):", r.dir)
+	if r.windows() {
+		p("Written to %s (only SYSTEM, Administrators and you may open it):", r.dir)
+	} else {
+		p("Written to %s (mode 0700):", r.dir)
+	}
 	p("  %-26s the terraform module's accounts", TfvarsFile)
 	p("  %-26s loads each credential into its secret", LoadSecretsFile)
 	p("  %-26s this site's agent configuration", AgentConfigFile)
@@ -370,8 +399,17 @@ func (r *render) plan(w io.Writer) {
 	p("   It creates one empty secret per account (terraform output credential_secrets).")
 	p("2. On this host, as a user who can read the credential files, with gcloud logged in as")
 	p("   someone who may add secret versions in the broker's project:")
-	p("     BROKER_PROJECT=<the module's project> %s", shellWord(filepath.Join(r.dir, LoadSecretsFile)))
+	if r.windows() {
+		p("   in Git Bash (the script is a bash script; gcloud for Windows takes its C:\\ paths):")
+		p("     BROKER_PROJECT=<the module's project> bash %s", shellWord(filepath.ToSlash(filepath.Join(r.dir, LoadSecretsFile))))
+	} else {
+		p("     BROKER_PROJECT=<the module's project> %s", shellWord(filepath.Join(r.dir, LoadSecretsFile)))
+	}
 	p("   (add RESOURCE_PREFIX=<prefix> if the module's resource_prefix is not %q).", DefaultResourcePrefix)
+	if r.windows() {
+		r.windowsSteps(p, cfg)
+		return
+	}
 	p("3. Finish the agent configuration %s:", cfg)
 	if r.o.BrokerURL == "" {
 		p("     Broker.Url     = the output of `terraform output -raw broker_url`")
@@ -392,6 +430,13 @@ func (r *render) plan(w io.Writer) {
 	p("5. Start the agent: sudo systemctl enable --now orthanc-gcp-agent")
 	p("   While the plugin runs, the agent reports a name conflict for each account and leaves")
 	p("   the plugin's entries alone: expected until step 6.")
+	r.lastSteps(p)
+}
+
+// lastSteps are steps 6 and 7, the same on every system but for the
+// commands.
+func (r *render) lastSteps(p func(format string, a ...any)) {
+	s := r.s
 	p("6. Remove the plugin: delete the GoogleCloudPlatform section from the Orthanc configuration")
 	if len(s.Plugins) > 0 {
 		p("   and the OrthancGoogleCloudPlatform library from its Plugins folders (%s),", strings.Join(quoteAll(s.Plugins), ", "))
@@ -406,12 +451,22 @@ func (r *render) plan(w io.Writer) {
 		}
 	}
 	p("   Within seconds the agent pushes its own entries. Check:")
-	p("     %s status --config %s", shellWord(r.o.AgentCommand), AgentConfigPath)
+	if r.windows() {
+		p("     & %s status --config %s", psWord(r.o.AgentCommand), WindowsAgentConfigPath)
+	} else {
+		p("     %s status --config %s", shellWord(r.o.AgentCommand), AgentConfigPath)
+	}
 	p("7. Remove the credentials from this host: they are in Secret Manager now.")
 	for _, a := range s.Accounts {
-		if a.inline == nil {
+		if a.inline == nil && r.windows() {
+			p("     Remove-Item %s", psWord(a.File))
+		} else if a.inline == nil {
 			p("     shred -u %s", shellWord(a.File))
 		}
+	}
+	if i := slices.IndexFunc(s.Accounts, func(a *account) bool { return a.inline == nil }); r.windows() && i >= 0 {
+		p("   Windows keeps a deleted file's data on the disk until it is overwritten: then")
+		p("   cipher /w:%s overwrites the drive's free space.", cmpOr(filepath.VolumeName(s.Accounts[i].File), "C:")+`\`)
 	}
 	var users []string
 	for _, a := range s.Accounts {
@@ -438,6 +493,35 @@ func (r *render) plan(w io.Writer) {
 		p("   - %s: load a new refresh token (docs/runbook.md section 4), then revoke the old", strings.Join(users, ", "))
 		p("     grant in the user's Google account settings.")
 	}
+}
+
+// windowsSteps are steps 3 to 7 for a Windows host, in an elevated
+// PowerShell, with the folder and service of docs/agent.md.
+func (r *render) windowsSteps(p func(format string, a ...any), cfg string) {
+	agent := "& " + psWord(r.o.AgentCommand)
+	p("3. Finish the agent configuration %s:", cfg)
+	if r.o.BrokerURL == "" {
+		p("     Broker.Url     = the output of `terraform output -raw broker_url`")
+	}
+	if r.o.AgentID == "" {
+		p("     Broker.AgentId = this site's agent id (letters, digits, '.', '_', '-'; e.g. clinic-a)")
+	}
+	p("   then, in an elevated PowerShell, into the agent's folder (docs/agent.md, Install on Windows,")
+	p("   step 2, makes it and limits it to SYSTEM and Administrators):")
+	if r.user != "" {
+		p("     Orthanc: the password of Orthanc user %q, alone on one line, in ASCII:", r.user)
+		p("       Set-Content -NoNewline -Encoding ascii %s '<the password>'", psWord(strings.ReplaceAll(WindowsAgentPasswordFile, "/", `\`)))
+		p("       A user of the agent's own is better: docs/agent.md, step 4.")
+	}
+	p("     Copy-Item %s %s", psWord(cfg), psWord(WindowsAgentConfigPath))
+	p("4. Enrol: %s enrol --config %s", agent, psWord(WindowsAgentConfigPath))
+	p("   It makes the agent key %s if missing and prints this site's `agents` entry", WindowsAgentKeyFile)
+	p("   (accounts %s): paste it into `agents`, then terraform apply.", strings.Join(r.names(), ", "))
+	p("5. Start the agent: %s service install --config %s", agent, psWord(WindowsAgentConfigPath))
+	p("     sc.exe start orthanc-gcp-agent")
+	p("   While the plugin runs, the agent reports a name conflict for each account and leaves")
+	p("   the plugin's entries alone: expected until step 6.")
+	r.lastSteps(p)
 }
 
 func (r *render) names() []string {

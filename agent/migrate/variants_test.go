@@ -73,9 +73,9 @@ func TestVariants(t *testing.T) {
 					t.Errorf("modes = %v, want %v", got, want)
 				}
 				for _, line := range []string{
-					`gcloud secrets versions add "${RESOURCE_PREFIX}-my-store-7329d7b8-sa-key" --project="$BROKER_PROJECT" --data-file='` + dir + `/etc/orthanc/keys/sa.json'`,
-					`gcloud secrets versions add "${RESOURCE_PREFIX}-my-store-e30d617d-user-token" --project="$BROKER_PROJECT" --data-file='` + dir + `/etc/shared/user.json'`,
-					`gcloud secrets versions add "${RESOURCE_PREFIX}-my-store-sa-key" --project="$BROKER_PROJECT" --data-file='` + dir + `/etc/orthanc/keys/sa.json'`,
+					`gcloud secrets versions add "${RESOURCE_PREFIX}-my-store-7329d7b8-sa-key" --project="$BROKER_PROJECT" --data-file='` + filepath.Join(dir, "etc/orthanc/keys/sa.json") + `'`,
+					`gcloud secrets versions add "${RESOURCE_PREFIX}-my-store-e30d617d-user-token" --project="$BROKER_PROJECT" --data-file='` + filepath.Join(dir, "etc/shared/user.json") + `'`,
+					`gcloud secrets versions add "${RESOURCE_PREFIX}-my-store-sa-key" --project="$BROKER_PROJECT" --data-file='` + filepath.Join(dir, "etc/orthanc/keys/sa.json") + `'`,
 					`--print-credential 'Radiology_CT.main')`,
 					`"${RESOURCE_PREFIX}-radiology-c-6bbc73c8-user-token"`,
 				} {
@@ -83,7 +83,7 @@ func TestVariants(t *testing.T) {
 						t.Errorf("load-secrets.sh lacks %s\n%s", line, r.script)
 					}
 				}
-				for _, p := range []string{`account "My.Store": ServiceAccountFile "keys/sa.json" is relative; it was read as ` + dir + `/etc/orthanc/keys/sa.json`,
+				for _, p := range []string{`account "My.Store": ServiceAccountFile "keys/sa.json" is relative; it was read as ` + filepath.Join(dir, "etc/orthanc/keys/sa.json"),
 					`account "my_store": AuthorizedUserFile "../shared/user.json" is relative`, "secret ogb-my-store-7329d7b8-sa-key, store service account ogb-my-store-7329d7b8",
 					"(accounts My.Store, Radiology_CT.main, my-store, my_store)"} {
 					if !strings.Contains(r.plan, p) {
@@ -148,10 +148,10 @@ func TestVariants(t *testing.T) {
 				if c.OrthancUsername != "alice" || c.OrthancURL != "http://127.0.0.1:8044" {
 					t.Errorf("agent config = %+v", c)
 				}
-				if !strings.Contains(r.script, "--data-file='"+dir+"/etc/user.json'") {
+				if !strings.Contains(r.script, "--data-file='"+filepath.Join(dir, "etc/user.json")+"'") {
 					t.Errorf("relative path not resolved against the configuration directory:\n%s", r.script)
 				}
-				if !strings.Contains(r.plan, "Migration of the Google Cloud Platform plugin configured in "+dir+"/etc\n") {
+				if !strings.Contains(r.plan, "Migration of the Google Cloud Platform plugin configured in "+filepath.Join(dir, "etc")+"\n") {
 					t.Errorf("plan:\n%s", r.plan)
 				}
 			},
@@ -227,10 +227,14 @@ func TestVariants(t *testing.T) {
 			dir := t.TempDir()
 			files := map[string]string{}
 			for k, v := range tc.files {
-				files[k] = strings.ReplaceAll(v, `"ABS/`, `"`+dir+`/`)
+				// JSON strings: forward slashes, which Windows takes too.
+				files[k] = strings.ReplaceAll(v, `"ABS/`, `"`+filepath.ToSlash(dir)+`/`)
 			}
 			writeTree(t, dir, files)
 			o := tc.opts
+			if o.OS == "" {
+				o.OS = "linux" // the Linux plan, on any system
+			}
 			o.OrthancConfig = filepath.Join(dir, tc.cfg)
 			if tc.cfg == "" {
 				o.OrthancConfig = filepath.Join(dir, "orthanc.json")

@@ -1,12 +1,16 @@
 package migrate
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/agentkey"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/atomicfile"
 )
 
@@ -52,7 +56,7 @@ func prepareOutDir(dir string) (string, error) {
 // renames it to dir: dir appears complete or not at all. The rename fails
 // rather than replace a directory that became non-empty in the meantime.
 func writeDir(dir string, files []outFile) (err error) {
-	tmp, err := os.MkdirTemp(filepath.Dir(dir), "."+filepath.Base(dir)+".migrate-*")
+	tmp, err := mkdirTempPrivate(filepath.Dir(dir), "."+filepath.Base(dir)+".migrate-")
 	if err != nil {
 		return &Error{Field: "--out", Msg: err.Error()}
 	}
@@ -61,9 +65,6 @@ func writeDir(dir string, files []outFile) (err error) {
 			os.RemoveAll(tmp)
 		}
 	}()
-	if err := os.Chmod(tmp, 0o700); err != nil {
-		return &Error{Field: "--out", Msg: err.Error()}
-	}
 	for _, f := range files {
 		if err := writeNew(filepath.Join(tmp, f.name), f.data, f.perm); err != nil {
 			return &Error{Field: "--out", Msg: err.Error()}
@@ -85,6 +86,28 @@ func writeDir(dir string, files []outFile) (err error) {
 	}
 	_ = atomicfile.SyncDir(filepath.Dir(dir))
 	return nil
+}
+
+// mkdirTempPrivate is os.MkdirTemp(parent, prefix+"*") made private from
+// the start (agentkey.MkdirPrivate: mode 0700; on Windows a protected DACL
+// for SYSTEM, Administrators and the user, which the files created in it
+// inherit).
+func mkdirTempPrivate(parent, prefix string) (string, error) {
+	for range 100 {
+		var b [6]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return "", err
+		}
+		dir := filepath.Join(parent, prefix+hex.EncodeToString(b[:]))
+		err := agentkey.MkdirPrivate(dir)
+		if err == nil {
+			return dir, nil
+		}
+		if !errors.Is(err, fs.ErrExist) {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("cannot make a temporary directory in %s: every name tried exists", parent)
 }
 
 func writeNew(path string, data []byte, perm os.FileMode) error {

@@ -221,7 +221,7 @@ func TestEnrolRefusals(t *testing.T) {
 			if _, err := agentkey.WriteNew(key); err != nil {
 				t.Fatal(err)
 			}
-			os.Chmod(key, 0o644)
+			makeWorldReadable(t, key)
 		}, code: exitFailure, want: "Broker.KeyFile", keyMade: true},
 		{name: "existing file is not a key", before: func(t *testing.T, key string) {
 			os.WriteFile(key, []byte("not a key\n"), 0o600)
@@ -236,9 +236,6 @@ func TestEnrolRefusals(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if runtime.GOOS == "windows" && strings.Contains(tc.name, "readable by others") {
-				t.Skip("mode bits; the Windows check is the DACL's")
-			}
 			cfg, key := enrolConfig(t, tc.mutate)
 			if tc.before != nil {
 				tc.before(t, key)

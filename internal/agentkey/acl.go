@@ -364,3 +364,10 @@ func refusal(path string, e *ACLError, runAs string) error {
 func PrivateSDDL(userSID string) string {
 	return "O:" + userSID + "D:P(A;;FA;;;SY)(A;;FA;;;BA)(A;;FA;;;" + userSID + ")"
 }
+
+// PrivateDirSDDL is PrivateSDDL for a directory (MakePrivateDir, on
+// Windows): the same owner and entries, also inherited by the files and
+// folders created in it (OI, CI), so that they are private too.
+func PrivateDirSDDL(userSID string) string {
+	return "O:" + userSID + "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;FA;;;" + userSID + ")"
+}

@@ -286,6 +286,16 @@ func TestServiceSID(t *testing.T) {
 	}
 }
 
+// TestPrivateDirSDDL: a private directory gets the key's descriptor with
+// each entry also inherited by files and folders (OICI).
+func TestPrivateDirSDDL(t *testing.T) {
+	got := PrivateDirSDDL(testUser)
+	want := strings.ReplaceAll(PrivateSDDL(testUser), "(A;;", "(A;OICI;")
+	if got != want || !strings.Contains(got, "D:P(") {
+		t.Errorf("PrivateDirSDDL = %q, want %q", got, want)
+	}
+}
+
 // TestPrivateSDDL: the security descriptor a new key file gets on Windows
 // is owned by the user, protected, and names only SYSTEM, Administrators
 // and the user; as ACEs it passes CheckDACL both for the user and for the

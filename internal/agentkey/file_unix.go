@@ -21,3 +21,12 @@ func checkPrivate(path string, fi fs.FileInfo) error {
 	}
 	return nil
 }
+
+// MkdirPrivate creates the directory path with mode 0700 (whatever the
+// umask), failing if anything already has the name.
+func MkdirPrivate(path string) error {
+	if err := os.Mkdir(path, 0o700); err != nil {
+		return err
+	}
+	return os.Chmod(path, 0o700)
+}

@@ -39,6 +39,34 @@ func createPrivate(path string) (*os.File, error) {
 	return os.NewFile(uintptr(h), path), nil
 }
 
+// MkdirPrivate creates the directory path, failing if anything already
+// has the name, with the owner and protected DACL of PrivateDirSDDL (in
+// place of mode 0700): the current user owns it; SYSTEM, Administrators and
+// the user have full control of it and of what is created in it; nothing
+// is inherited from its parent. The DACL is given to CreateDirectory
+// itself, so the directory never has its parent's permissions.
+func MkdirPrivate(path string) error {
+	sid, err := currentUserSID()
+	if err != nil {
+		return fmt.Errorf("%s: finding the current user: %w", path, err)
+	}
+	sd, err := windows.SecurityDescriptorFromString(PrivateDirSDDL(sid))
+	if err != nil {
+		return fmt.Errorf("%s: building its ACL: %w", path, err)
+	}
+	sa := &windows.SecurityAttributes{Length: uint32(unsafe.Sizeof(windows.SecurityAttributes{})), SecurityDescriptor: sd}
+	name, err := windows.UTF16PtrFromString(path)
+	if err != nil {
+		return &fs.PathError{Op: "mkdir", Path: path, Err: err}
+	}
+	err = windows.CreateDirectory(name, sa)
+	runtime.KeepAlive(sd)
+	if err != nil {
+		return &fs.PathError{Op: "mkdir", Path: path, Err: err}
+	}
+	return nil
+}
+
 func currentUserSID() (string, error) {
 	tu, err := windows.GetCurrentProcessToken().GetTokenUser()
 	if err != nil {
@@ -62,7 +90,20 @@ func checkPrivate(path string, _ fs.FileInfo) error {
 // agent's service SID (NT SERVICE\orthanc-gcp-agent) and the account this
 // process runs as.
 func CheckFileACL(path string, mask uint32) error {
-	owner, aces, null, err := fileSecurity(path)
+	sd, err := windows.GetNamedSecurityInfo(path, windows.SE_FILE_OBJECT,
+		windows.OWNER_SECURITY_INFORMATION|windows.DACL_SECURITY_INFORMATION)
+	if err != nil {
+		return fmt.Errorf("%s: reading its ACL: %w", path, err)
+	}
+	return checkDescriptor(path, sd, mask)
+}
+
+// checkDescriptor is CheckFileACL on a security descriptor already read:
+// the part the tests drive with descriptors made from SDDL, because wine
+// keeps a file's DACL only as Unix mode bits (SYSTEM, the owner and
+// Everyone), so most entries cannot be set on a file there.
+func checkDescriptor(path string, sd *windows.SECURITY_DESCRIPTOR, mask uint32) error {
+	owner, aces, null, err := descriptorEntries(sd)
 	if err != nil {
 		return fmt.Errorf("%s: reading its ACL: %w", path, err)
 	}
@@ -100,14 +141,9 @@ func accountName(t Trustee) string {
 	return t.Name
 }
 
-// fileSecurity returns path's owner SID ("" if it has none) and DACL
+// descriptorEntries returns sd's owner SID ("" if it has none) and DACL
 // entries; null reports a missing or NULL DACL (full access for everyone).
-func fileSecurity(path string) (owner string, aces []ACE, null bool, err error) {
-	sd, err := windows.GetNamedSecurityInfo(path, windows.SE_FILE_OBJECT,
-		windows.OWNER_SECURITY_INFORMATION|windows.DACL_SECURITY_INFORMATION)
-	if err != nil {
-		return "", nil, false, err
-	}
+func descriptorEntries(sd *windows.SECURITY_DESCRIPTOR) (owner string, aces []ACE, null bool, err error) {
 	defer runtime.KeepAlive(sd)
 	if o, _, err := sd.Owner(); err == nil && o != nil {
 		owner = o.String()

@@ -39,3 +39,6 @@ agents = {
     accounts   = ["clinic-store", "research-store"]
   }
 }
+
+# Where the fleet alerts (site silent, mint failures, authentication bursts) go.
+# notification_channels = ["projects/my-broker-project/notificationChannels/1234567890"]

@@ -6,7 +6,7 @@
 # take `accounts` out of example.tfvars, which would otherwise replace it.
 
 terraform {
-  required_version = ">= 1.5.0"
+  required_version = ">= 1.7.0"
 
   required_providers {
     google = {
@@ -29,4 +29,6 @@ module "broker" {
   image    = var.image
   accounts = var.accounts
   agents   = var.agents
+
+  notification_channels = var.notification_channels
 }

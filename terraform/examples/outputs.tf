@@ -22,3 +22,8 @@ output "account_resource_ids" {
   description = "Per account, the service account and secret ids derived from its name."
   value       = module.broker.account_resource_ids
 }
+
+output "policy_bucket" {
+  description = "The bucket of the policy fragments (runbook section 9)."
+  value       = module.broker.policy_bucket
+}

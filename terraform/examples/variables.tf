@@ -23,3 +23,9 @@ variable "agents" {
   type        = any
   default     = {}
 }
+
+variable "notification_channels" {
+  description = "Cloud Monitoring notification channel ids the fleet alerts notify (gcloud beta monitoring channels list); passed to the module."
+  type        = list(string)
+  default     = []
+}

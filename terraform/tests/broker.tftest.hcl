@@ -53,6 +53,8 @@ variables {
   }
 }
 
+# The policy as fragments in the bucket: base.json (Audience, BaseUrl), one
+# object per account and one per agent, each decoded and compared whole.
 run "policy_document" {
   command = apply
 
@@ -61,58 +63,112 @@ run "policy_document" {
     error_message = "broker_url must be Cloud Run's deterministic URL"
   }
   assert {
-    condition     = jsondecode(google_secret_manager_secret_version.policy.secret_data).Audience == output.broker_url
-    error_message = "policy Audience must equal broker_url"
-  }
-  assert {
-    condition     = jsondecode(google_secret_manager_secret_version.policy.secret_data).BaseUrl == "https://healthcare.googleapis.com/v1/"
-    error_message = "policy BaseUrl"
-  }
-  assert {
-    condition = jsondecode(google_secret_manager_secret_version.policy.secret_data).Accounts["clinic-store"] == {
-      Project                   = "hc-project"
-      Location                  = "europe-west2"
-      Dataset                   = "clinics"
-      DicomStore                = "clinic-a"
-      ImpersonateServiceAccount = google_service_account.store["clinic-store"].email
-      TokenLifetime             = "30m"
+    condition = jsondecode(google_storage_bucket_object.base.content) == {
+      Audience = output.broker_url
+      BaseUrl  = "https://healthcare.googleapis.com/v1/"
     }
-    error_message = "keyless account must carry exactly the store, ImpersonateServiceAccount and TokenLifetime"
+    error_message = "base.json holds Audience (= broker_url) and BaseUrl, nothing else"
   }
   assert {
-    condition = jsondecode(google_secret_manager_secret_version.policy.secret_data).Accounts["research-store"] == {
-      Project              = "hc-project"
-      Location             = "europe-west4"
-      Dataset              = "research"
-      DicomStore           = "anon"
-      ServiceAccountSecret = "sm://projects/my-broker-project/secrets/ogb-research-store-sa-key/versions/latest"
-    }
-    error_message = "key account must reference its secret and nothing else"
-  }
-  assert {
-    condition = jsondecode(google_secret_manager_secret_version.policy.secret_data).Accounts["user-store"] == {
-      Project              = "hc-project"
-      Location             = "europe-west4"
-      Dataset              = "research"
-      DicomStore           = "user"
-      AuthorizedUserSecret = "sm://projects/my-broker-project/secrets/ogb-user-store-user-token/versions/latest"
-      Scopes               = ["https://www.googleapis.com/auth/cloud-healthcare"]
-    }
-    error_message = "authorized_user account must reference its secret"
-  }
-  assert {
-    condition = jsondecode(google_secret_manager_secret_version.policy.secret_data).Agents == {
-      "clinic-a" = {
-        PublicKey = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
-        Accounts  = ["clinic-store"]
-      }
-      "research-gw" = {
-        PublicKey = "ed25519:PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw="
-        Accounts  = ["clinic-store", "research-store"]
-        Disabled  = true
+    condition = jsondecode(google_storage_bucket_object.account["clinic-store"].content) == {
+      Accounts = {
+        "clinic-store" = {
+          Project                   = "hc-project"
+          Location                  = "europe-west2"
+          Dataset                   = "clinics"
+          DicomStore                = "clinic-a"
+          ImpersonateServiceAccount = google_service_account.store["clinic-store"].email
+          TokenLifetime             = "30m"
+        }
       }
     }
-    error_message = "agents must carry public key, accounts and Disabled only when set"
+    error_message = "keyless account fragment must carry exactly the store, ImpersonateServiceAccount and TokenLifetime"
+  }
+  assert {
+    condition = jsondecode(google_storage_bucket_object.account["research-store"].content) == {
+      Accounts = {
+        "research-store" = {
+          Project              = "hc-project"
+          Location             = "europe-west4"
+          Dataset              = "research"
+          DicomStore           = "anon"
+          ServiceAccountSecret = "sm://projects/my-broker-project/secrets/ogb-research-store-sa-key/versions/latest"
+        }
+      }
+    }
+    error_message = "key account fragment must reference its secret and nothing else"
+  }
+  assert {
+    condition = jsondecode(google_storage_bucket_object.account["user-store"].content) == {
+      Accounts = {
+        "user-store" = {
+          Project              = "hc-project"
+          Location             = "europe-west4"
+          Dataset              = "research"
+          DicomStore           = "user"
+          AuthorizedUserSecret = "sm://projects/my-broker-project/secrets/ogb-user-store-user-token/versions/latest"
+          Scopes               = ["https://www.googleapis.com/auth/cloud-healthcare"]
+        }
+      }
+    }
+    error_message = "authorized_user account fragment must reference its secret"
+  }
+  assert {
+    condition = jsondecode(google_storage_bucket_object.agent["clinic-a"].content) == {
+      Agents = {
+        "clinic-a" = {
+          PublicKey = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+          Accounts  = ["clinic-store"]
+        }
+      }
+    }
+    error_message = "agent fragment carries the public key and accounts"
+  }
+  assert {
+    condition = jsondecode(google_storage_bucket_object.agent["research-gw"].content) == {
+      Agents = {
+        "research-gw" = {
+          PublicKey = "ed25519:PUAXw+hDiVqStwqnTRt+vJyYLM8uxJaMwM1V8Sr0Zgw="
+          Accounts  = ["clinic-store", "research-store"]
+          Disabled  = true
+        }
+      }
+    }
+    error_message = "agent fragment carries Disabled only when set"
+  }
+  assert {
+    condition = (
+      google_storage_bucket_object.base.name == "policy/base.json" &&
+      { for k, o in google_storage_bucket_object.account : k => o.name } == {
+        "clinic-store"   = "policy/accounts/clinic-store.json"
+        "research-store" = "policy/accounts/research-store.json"
+        "user-store"     = "policy/accounts/user-store.json"
+      } &&
+      { for k, o in google_storage_bucket_object.agent : k => o.name } == {
+        "clinic-a"    = "policy/agents/clinic-a.json"
+        "research-gw" = "policy/agents/research-gw.json"
+      }
+    )
+    error_message = "one object per account and per agent, named PREFIX/accounts/NAME.json and PREFIX/agents/ID.json"
+  }
+  assert {
+    condition = alltrue([for o in concat([google_storage_bucket_object.base], values(google_storage_bucket_object.account), values(google_storage_bucket_object.agent)) :
+      o.bucket == google_storage_bucket.policy.name && o.content_type == "application/json"
+    ])
+    error_message = "every fragment is a JSON object in the policy bucket"
+  }
+  assert {
+    # The fragments merged back are the whole policy: every account and
+    # agent exactly once, Audience and BaseUrl in one fragment only.
+    condition = (
+      length([for o in concat([google_storage_bucket_object.base], values(google_storage_bucket_object.account), values(google_storage_bucket_object.agent)) : o if can(jsondecode(o.content).Audience)]) == 1 &&
+      length([for o in concat([google_storage_bucket_object.base], values(google_storage_bucket_object.account), values(google_storage_bucket_object.agent)) : o if can(jsondecode(o.content).BaseUrl)]) == 1 &&
+      sort(flatten([for o in values(google_storage_bucket_object.account) : keys(jsondecode(o.content).Accounts)])) == sort(keys(var.accounts)) &&
+      sort(flatten([for o in values(google_storage_bucket_object.agent) : keys(jsondecode(o.content).Agents)])) == sort(keys(var.agents)) &&
+      alltrue([for o in values(google_storage_bucket_object.account) : keys(jsondecode(o.content)) == ["Accounts"]]) &&
+      alltrue([for o in values(google_storage_bucket_object.agent) : keys(jsondecode(o.content)) == ["Agents"]])
+    )
+    error_message = "each account and agent in exactly one fragment, Audience and BaseUrl in base.json only"
   }
 }
 
@@ -205,7 +261,7 @@ run "cloud_run_service" {
     condition = {
       for e in google_cloud_run_v2_service.broker.template[0].containers[0].env : e.name => e.value
       } == {
-      BROKER_CONFIG             = "sm://projects/my-broker-project/secrets/orthanc-gcp-broker-policy/versions/latest"
+      BROKER_CONFIG             = "gs://orthanc-gcp-broker-policy-123456789012/policy/"
       BROKER_REFRESH            = "5m"
       BROKER_MIN_REMAINING      = "15m"
       BROKER_TRUSTED_PROXY_HOPS = "1"
@@ -254,18 +310,23 @@ run "agents_take_public_keys_and_source_ranges" {
     }
   }
   assert {
-    condition = jsondecode(google_secret_manager_secret_version.policy.secret_data).Agents == {
+    condition = jsondecode(google_storage_bucket_object.agent["clinic-a"].content).Agents == {
       "clinic-a" = {
         PublicKeys          = ["ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", "ecdsa-p256:BDyjCCQNuVjcCXIw/WLLyRQo0gjnhycgcAvfNBrOUmJMndNcPfwOVQPGLMa7Aj/LU+SaByXvjaqdnH9sgh8dYtI="]
         Accounts            = ["clinic-store"]
         AllowedSourceRanges = ["203.0.113.0/24", "198.51.100.7/32", "2001:db8:cafe::/48"]
       }
+    }
+    error_message = "an agent carries PublicKeys, and AllowedSourceRanges when set"
+  }
+  assert {
+    condition = jsondecode(google_storage_bucket_object.agent["research-gw"].content).Agents == {
       "research-gw" = {
         PublicKey = "ecdsa-p256:BDyjCCQNuVjcCXIw/WLLyRQo0gjnhycgcAvfNBrOUmJMndNcPfwOVQPGLMa7Aj/LU+SaByXvjaqdnH9sgh8dYtI="
         Accounts  = ["research-store"]
       }
     }
-    error_message = "agents carry PublicKeys or PublicKey, and AllowedSourceRanges only when set"
+    error_message = "an agent carries PublicKey, and no AllowedSourceRanges when unset"
   }
 }
 
@@ -439,7 +500,7 @@ run "takes_a_regional_base_url" {
     healthcare_base_url = "https://europe-west2-healthcare.googleapis.com/v1/"
   }
   assert {
-    condition     = jsondecode(google_secret_manager_secret_version.policy.secret_data).BaseUrl == "https://europe-west2-healthcare.googleapis.com/v1/"
+    condition     = jsondecode(google_storage_bucket_object.base.content).BaseUrl == "https://europe-west2-healthcare.googleapis.com/v1/"
     error_message = "policy BaseUrl is the regional endpoint"
   }
 }
@@ -483,7 +544,7 @@ run "rejects_agent_with_unknown_account" {
       "clinic-a" = { public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", accounts = ["no-such-store"] }
     }
   }
-  expect_failures = [google_secret_manager_secret_version.policy]
+  expect_failures = [google_storage_bucket_object.base]
 }
 
 run "authorized_user_loading_command_keeps_the_refresh_token" {

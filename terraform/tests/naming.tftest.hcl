@@ -59,8 +59,11 @@ run "derived_ids_match_the_shared_vectors" {
     error_message = "names that normalise alike (My.Store, my_store, MY-STORE, my-store) still get distinct ids"
   }
   assert {
-    condition     = toset(keys(jsondecode(google_secret_manager_secret_version.policy.secret_data).Accounts)) == toset([for v in jsondecode(file("tests/naming_vectors.json")).vectors : v.name])
-    error_message = "the policy keeps every account name unchanged (it is the Orthanc DICOMweb server name)"
+    condition = alltrue([for v in jsondecode(file("tests/naming_vectors.json")).vectors :
+      keys(jsondecode(google_storage_bucket_object.account[v.name].content).Accounts) == [v.name] &&
+      google_storage_bucket_object.account[v.name].name == "policy/accounts/${v.name}.json"
+    ]) && length(google_storage_bucket_object.account) == length(jsondecode(file("tests/naming_vectors.json")).vectors)
+    error_message = "the policy keeps every account name unchanged (it is the Orthanc DICOMweb server name), in its fragment and its object name"
   }
 }
 
@@ -104,7 +107,7 @@ run "agents_reference_migrated_names" {
   }
 
   assert {
-    condition     = jsondecode(google_secret_manager_secret_version.policy.secret_data).Agents["clinic-a"].Accounts == ["My.Store", "my-store"]
+    condition     = jsondecode(google_storage_bucket_object.agent["clinic-a"].content).Agents["clinic-a"].Accounts == ["My.Store", "my-store"]
     error_message = "agents list the account names as written"
   }
   assert {
@@ -128,7 +131,7 @@ run "rejects_agent_with_unknown_migrated_name" {
       "clinic-a" = { public_key = "ed25519:11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=", accounts = ["my.store"] }
     }
   }
-  expect_failures = [google_secret_manager_secret_version.policy]
+  expect_failures = [google_storage_bucket_object.base]
 }
 
 run "rejects_colliding_derived_ids" {
@@ -140,7 +143,7 @@ run "rejects_colliding_derived_ids" {
       "my-store-7329d7b8" = { project = "hc-project", location = "eu", dataset = "d", dicom_store = "s2", mode = "key" }
     }
   }
-  expect_failures = [google_secret_manager_secret_version.policy]
+  expect_failures = [google_storage_bucket_object.base]
 }
 
 run "rejects_name_starting_with_a_dot" {
