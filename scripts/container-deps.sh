@@ -6,7 +6,7 @@
 #     runc), and jq, curl and pgrep, which the test runs;
 #   - Docker Compose, the version tools/compose/go.mod pins (go.sum pins its
 #     dependencies), built with the Go toolchain from the module proxy
-#     (about 4 minutes cold) into CACHE/tools/docker-compose-vX.Y.Z; the
+#     (cold: 4m45s of CPU) into CACHE/tools/docker-compose-vX.Y.Z; the
 #     test installs it as the docker-compose CLI plugin of its DOCKER_CONFIG;
 #   - the Debian trixie root with orthanc and orthanc-dicomweb
 #     (scripts/orthanc-root.sh, shared with the e2e tests), the Orthanc
