@@ -742,10 +742,21 @@ func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/1e6) 
 func render(rs []sizeResult, o options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Fleet: one broker instance from 10 to 10,000 sites\n\n")
-	fmt.Fprintf(&b, "Command: `go run ./bench/fleet %s`, %s, %s.\n\n", strings.Join(os.Args[1:], " "), runtime.Version(), time.Now().UTC().Format("2006-01-02"))
+	var args []string
+	for _, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " '\"") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		args = append(args, a)
+	}
+	fmt.Fprintf(&b, "Command: `go run ./bench/fleet %s`, %s, %s.\n\n", strings.Join(args, " "), runtime.Version(), time.Now().UTC().Format("2006-01-02"))
 	fmt.Fprintf(&b, "The `cmd/broker` binary in its own process pinned to one core (`taskset -c %d`, `GOMAXPROCS=1`: one Cloud Run vCPU), the load generator and the Google fakes (`testbed/fakegcp`, whose token endpoint checks every JWT-bearer signature) on the other core. ", o.core)
 	fmt.Fprintf(&b, "Each agent has %d own stores, each store its own service-account key file; the policy is %s. ", storesPerAgent, map[string]string{"dir": "a directory of fragments (one per agent, one per account, `base.json` with Audience/BaseUrl)", "file": "one file"}[o.policyMode])
-	fmt.Fprintf(&b, "*Herd*: a new instance, every agent asks for its %d tokens within one second, each on its own connection, at most %d in flight (Cloud Run's concurrency in the Terraform module; the others wait their turn and the wait counts); ", storesPerAgent, o.inFlight)
+	inFlight := fmt.Sprintf("at most %d in flight (Cloud Run's concurrency in the Terraform module; the others wait their turn and the wait counts)", o.inFlight)
+	if o.inFlight <= 0 {
+		inFlight = "all of them in flight at once (no concurrency cap in front of the broker)"
+	}
+	fmt.Fprintf(&b, "*Herd*: a new instance, every agent asks for its %d tokens within one second, each on its own connection, %s; ", storesPerAgent, inFlight)
 	fmt.Fprintf(&b, "*CPU per mint* is the broker's user+system time (`/proc`) over the herd divided by the upstream mints counted at the fake, so it includes verifying the agents' assertions and sealing the tokens. ")
 	fmt.Fprintf(&b, "*Re-read CPU* is the broker's CPU over %s with `BROKER_REFRESH=1s` per second, idle but for the re-reads; *changed* rewrites one agent's entry before every re-read. ", o.reloads)
 	fmt.Fprintf(&b, "*p99 in/out of re-reads*: a steady %d requests/s (cached tokens, %d agents) during %s of changed re-reads; a request is *in* when it overlaps the changed re-read's CPU time before a `policy loaded` line.\n\n", o.rate, 100, o.trickle)
