@@ -67,6 +67,7 @@ type options struct {
 	reloads    time.Duration
 	herdWindow time.Duration
 	inFlight   int
+	memLimit   string
 }
 
 func main() {
@@ -78,6 +79,7 @@ func main() {
 	trickle := flag.Duration("trickle", 20*time.Second, "length of the steady-rate run during re-reads")
 	rate := flag.Int("rate", 100, "steady request rate (requests/s) during re-reads")
 	reloads := flag.Duration("reload-window", 10*time.Second, "how long re-read CPU is counted (BROKER_REFRESH=1s)")
+	memLimit := flag.String("gomemlimit", "", "GOMEMLIMIT for the broker (empty: none)")
 	note := flag.String("note", "", "a sentence added to the section (say what the binaries are)")
 	inFlight := flag.Int("concurrency", 80, "requests in flight to the broker at most, as Cloud Run's max_instance_request_concurrency (the Terraform module's 80) lets through to one instance; the rest wait in arrival order, their wait counted (0: no cap)")
 	flag.Parse()
@@ -92,7 +94,7 @@ func main() {
 		log.Fatal("taskset not found (util-linux): the broker must be pinned to one core")
 	}
 	pinAway(*core)
-	o := options{bins: strings.Split(*bins, ","), policyMode: *mode, core: *core, trickle: *trickle, rate: *rate, reloads: *reloads, herdWindow: time.Second, inFlight: *inFlight}
+	o := options{bins: strings.Split(*bins, ","), policyMode: *mode, core: *core, trickle: *trickle, rate: *rate, reloads: *reloads, herdWindow: time.Second, inFlight: *inFlight, memLimit: *memLimit}
 	var sizes []int
 	for _, f := range strings.Split(*sizeList, ",") {
 		n, err := strconv.Atoi(f)
@@ -374,6 +376,9 @@ func startBroker(f *fleet, bin string, o options, refresh string) (*broker, erro
 	cmd := exec.Command("taskset", "-c", strconv.Itoa(o.core), bin)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "PORT="+strconv.Itoa(f.port), "BROKER_LISTEN_HOST=127.0.0.1",
 		"BROKER_CONFIG="+f.cfg, "BROKER_RATE_LIMIT=0", "BROKER_REFRESH="+refresh, "HOME="+f.dir)
+	if o.memLimit != "" {
+		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+o.memLimit)
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -750,6 +755,9 @@ func render(rs []sizeResult, o options) string {
 		args = append(args, a)
 	}
 	fmt.Fprintf(&b, "Command: `go run ./bench/fleet %s`, %s, %s.\n\n", strings.Join(args, " "), runtime.Version(), time.Now().UTC().Format("2006-01-02"))
+	if o.memLimit != "" {
+		fmt.Fprintf(&b, "The broker runs with `GOMEMLIMIT=%s`. ", o.memLimit)
+	}
 	fmt.Fprintf(&b, "The `cmd/broker` binary in its own process pinned to one core (`taskset -c %d`, `GOMAXPROCS=1`: one Cloud Run vCPU), the load generator and the Google fakes (`testbed/fakegcp`, whose token endpoint checks every JWT-bearer signature) on the other core. ", o.core)
 	fmt.Fprintf(&b, "Each agent has %d own stores, each store its own service-account key file; the policy is %s. ", storesPerAgent, map[string]string{"dir": "a directory of fragments (one per agent, one per account, `base.json` with Audience/BaseUrl)", "file": "one file"}[o.policyMode])
 	inFlight := fmt.Sprintf("at most %d in flight (Cloud Run's concurrency in the Terraform module; the others wait their turn and the wait counts)", o.inFlight)
@@ -769,11 +777,11 @@ func render(rs []sizeResult, o options) string {
 		}
 		return b.String()
 	}
-	fmt.Fprintf(&b, "| agents (accounts) | policy | start → first token | herd: slowest agent | errors | mints per account | CPU per mint | RSS after herd (peak) | re-read CPU unchanged | one agent changed | p99 in / out of re-reads |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(&b, "| agents (accounts) | policy | start → first token | herd: slowest agent | herd: broker CPU (its share of the wall time) | errors | mints per account | CPU per mint | RSS after herd (peak) | re-read CPU unchanged | one agent changed | p99 in / out of re-reads |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		h := r.herds[0]
-		fmt.Fprintf(&b, "| %d (%d) | %d files, %.1f MB | %s | %s | %d | %s | %.2f ms | %d MiB (%d) | %.1f ms | %.1f ms | %s / %s (%d / %d requests) |\n",
-			r.agents, r.agents*storesPerAgent, r.policyFiles, float64(r.policyBytes)/1e6, ms(h.firstToken), secs(h.slowest), h.errors+r.trickleErrors, mintHist(h.minted),
+		fmt.Fprintf(&b, "| %d (%d) | %d files, %.1f MB | %s | %s | %s (%.0f %%) | %d | %s | %.2f ms | %d MiB (%d) | %.1f ms | %.1f ms | %s / %s (%d / %d requests) |\n",
+			r.agents, r.agents*storesPerAgent, r.policyFiles, float64(r.policyBytes)/1e6, ms(h.firstToken), secs(h.slowest), secs(h.cpu), 100*h.cpu.Seconds()/h.elapsed.Seconds(), h.errors+r.trickleErrors, mintHist(h.minted),
 			float64(h.perMint)/1e6, h.rssKiB/1024, h.hwmKiB/1024, float64(r.unchangedCPU)/1e6, float64(r.changedCPU)/1e6, ms(r.p99In), ms(r.p99Out), r.nIn, r.nOut)
 	}
 	for _, r := range rs {
