@@ -338,25 +338,26 @@ func (f *fleet) changeAgent(i int, on bool) error {
 	a["Accounts"] = names
 	if f.agentFn != nil {
 		data, _ := json.Marshal(map[string]any{"Agents": map[string]any{agentID(i): a}})
-		return writeAtomic(f.agentFn(i), data)
+		return writeAtomic(f.dir, f.agentFn(i), data)
 	}
-	accounts := map[string]any{}
-	data, _ := os.ReadFile(f.cfg)
+	data, err := os.ReadFile(f.cfg)
+	if err != nil {
+		return err
+	}
 	var doc map[string]any
 	if err := json.Unmarshal(data, &doc); err != nil {
 		return err
 	}
-	accounts = doc["Accounts"].(map[string]any)
 	doc["Agents"].(map[string]any)[agentID(i)] = a
-	doc["Accounts"] = accounts
 	data, _ = json.Marshal(doc)
-	return writeAtomic(f.cfg, data)
+	return writeAtomic(f.dir, f.cfg, data)
 }
 
-// writeAtomic replaces path as an operator's pipeline would (write aside,
-// rename), so the broker never reads half a file.
-func writeAtomic(path string, data []byte) error {
-	tmp := filepath.Join(filepath.Dir(filepath.Dir(path)), "."+filepath.Base(path)+".tmp")
+// writeAtomic replaces path as an operator's pipeline would (write aside
+// in tmpDir, outside the policy directory, then rename), so the broker
+// never reads half a file.
+func writeAtomic(tmpDir, path string, data []byte) error {
+	tmp := filepath.Join(tmpDir, "."+filepath.Base(path)+".tmp")
 	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return err
 	}
