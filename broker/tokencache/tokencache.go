@@ -151,19 +151,15 @@ func (c *Cache) mintOrRecall(ctx context.Context, key string, src Source) (*oaut
 	if recent && c.now().Sub(f.at) < FailureHoldoff {
 		return nil, time.Time{}, f.err
 	}
-	// Waiting for a slot follows the caller (an agent that hangs up
-	// leaves the queue) and is no upstream failure, so it is not held
-	// against the account; the mint's own timeout starts once it runs. A
-	// free slot is taken whatever the caller's context says: a mint that
-	// can start is shared by others and must not be cancelled by one.
-	if !c.slots.TryAcquire(1) {
-		c.queued.Add(1)
-		err := c.slots.Acquire(ctx, 1)
-		c.queued.Add(-1)
-		if err != nil {
-			return nil, time.Time{}, err
-		}
-	}
+	// A queued mint, like a running one, does not follow the caller: an
+	// agent that hangs up (Cloud Run's request timeout in a long herd)
+	// leaves it queued, and it runs in its turn and caches the token the
+	// agent's retry then gets at once. Leaving the queue instead would
+	// send the retry to the back, and a herd longer than the timeout could
+	// starve late agents. Slots free within mintTimeout, so the wait ends.
+	c.queued.Add(1)
+	_ = c.slots.Acquire(context.Background(), 1) // fails only on a done context
+	c.queued.Add(-1)
 	defer c.slots.Release(1)
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mintTimeout)
 	defer cancel()
