@@ -462,7 +462,7 @@ func send(addr string, conn net.Conn, br *bufio.Reader, req request) (time.Durat
 		}
 		br = bufio.NewReader(conn)
 	}
-	conn.SetDeadline(time.Now().Add(120 * time.Second))
+	conn.SetDeadline(time.Now().Add(300 * time.Second))
 	if _, err := conn.Write(req.raw); err != nil {
 		conn.Close()
 		return 0, nil, nil, err
