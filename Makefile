@@ -9,7 +9,7 @@ GO ?= go
 FUZZTIME ?= 100000x
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v -e /e2e -e /testbed/orthancproc -e /testbed/wintest)
 
-.PHONY: all build test test-unit test-e2e lint fuzz bench demo deps clean
+.PHONY: all build test test-unit test-e2e lint fuzz bench bench-fleet demo deps clean
 
 all: build
 
@@ -65,7 +65,15 @@ bench:
 	$(GO) test -run='^$$' -bench=. -benchtime=20000x -count=3 ./broker/agentauth | \
 	  $(GO) run ./bench/gobench -section agentauth -title "Assertion verification vs bare ed25519.Verify" \
 	    -cmd "go test -run='^\$$' -bench=. -benchtime=20000x -count=3 ./broker/agentauth"
+	$(GO) test -run='^$$' -bench=MintServiceAccountKey -benchtime=300x -count=3 -cpu=1 ./broker/mint | \
+	  $(GO) run ./bench/gobench -section mint -title "Mint: one JWT-bearer grant against the fake token endpoint" \
+	    -cmd "go test -run='^\$$' -bench=MintServiceAccountKey -benchtime=300x -count=3 -cpu=1 ./broker/mint"
 	$(GO) run ./bench/agent -out BENCHMARKS.md
+
+## bench-fleet: one broker pinned to one core (taskset) from 10 to 10,000 agents; several minutes
+bench-fleet:
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/broker ./cmd/broker
+	$(GO) run ./bench/fleet -broker-bin bin/broker -out BENCHMARKS.md
 
 ## demo: the whole system end to end on this machine
 demo:

@@ -46,7 +46,7 @@ import (
 func main() {
 	out := flag.String("out", "", "BENCHMARKS.md to update (empty: print only)")
 	bins := flag.String("broker-bin", "", "built cmd/broker binary; several, comma-separated, are measured in alternation (A/B comparisons in one run)")
-	requests := flag.Int("requests", 20000, "requests per concurrency level (a quarter at 1 agent); each broker process accepts at most 10,000 per agent and 100,000 in all within 6 min (its replay cache)")
+	requests := flag.Int("requests", 20000, "requests per concurrency level (a quarter at 1 agent); each broker process accepts at most 10,000 per agent and 524,288 in all within 7 min (its replay cache)")
 	runs := flag.Int("runs", 3, "repetitions; each starts a fresh broker process and re-measures the verify bound next to it")
 	starts := flag.Int("starts", 7, "broker process starts to time")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the load generator")
@@ -283,7 +283,7 @@ func setup(agents int) (*setupState, error) {
 
 // startBroker starts bin as the broker under test on s.url and warms its
 // token cache. A fresh process per run also starts a fresh replay cache
-// (agentauth caps it at 100,000 jtis).
+// (agentauth caps it at 524,288 jtis in all).
 func (s *setupState) startBroker(bin string) error {
 	// The broker as deployed: its own process, audit lines to a pipe (Cloud
 	// Run reads stdout the same way), rate limiting off for the load.

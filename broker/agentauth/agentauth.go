@@ -87,9 +87,19 @@ const (
 
 // Defaults for zero Options fields.
 const (
-	DefaultClockSkew              = 60 * time.Second
-	DefaultReplayCapacity         = 100_000
+	DefaultClockSkew = 60 * time.Second
+	// DefaultReplayCapacity is the replay cache's total: 524,288 entries,
+	// at most 64 MiB (ReplayCacheBytesPerEntry each; about 60 bytes
+	// measured), whatever the number of agents. With 10,000 agents each
+	// agent's share is 52 assertions per 7 minutes; an agent polls about
+	// once a minute.
+	DefaultReplayCapacity         = 1 << 19
 	DefaultPerAgentReplayCapacity = 10_000
+	// ReplayCacheBytesPerEntry bounds the memory of one replay-cache
+	// entry (map slot, heap slot, growth slack; TestReplayEntryMemory
+	// checks it), so the cache's budget in bytes is this times
+	// Options.ReplayCapacity.
+	ReplayCacheBytesPerEntry = 128
 )
 
 // Directory is what the verifier needs from the current policy. The policy
@@ -102,10 +112,12 @@ type Directory interface {
 	// P-256 *ecdsa.PublicKey; any one authenticates); false for unknown OR
 	// disabled agents.
 	AgentKeys(agentID string) ([]crypto.PublicKey, bool)
-	// AgentCount is the number of agents in the policy. The replay cache
-	// is one partition of the per-agent capacity per agent, so one agent
-	// filling its share never refuses another agent's fresh jti; 0 means
-	// unknown, and the fixed Options.ReplayCapacity applies instead.
+	// AgentCount is the number of agents in the policy. Each agent's
+	// share of the replay cache is the per-agent capacity or
+	// Options.ReplayCapacity / AgentCount, whichever is smaller, so the
+	// shares add up to at most the fixed total and one agent filling its
+	// share never refuses another agent's fresh jti; 0 means unknown (the
+	// per-agent capacity and the total apply).
 	AgentCount() int
 }
 
@@ -140,7 +152,7 @@ type Options struct {
 	Now            func() time.Time // injected clock; default time.Now
 	ClockSkew      time.Duration    // default DefaultClockSkew (60 s)
 	MaxLifetime    time.Duration    // default assertion.MaxLifetime (5 min)
-	ReplayCapacity int              // bound on remembered jtis; default DefaultReplayCapacity
+	ReplayCapacity int              // bound on remembered jtis in all; default DefaultReplayCapacity
 	// PerAgentReplayCapacity bounds one agent's remembered jtis, so a
 	// single agent (or a stolen key) cannot fill the whole cache and lock
 	// the others out. When zero it is what Budget lets one agent send

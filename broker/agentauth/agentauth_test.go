@@ -526,12 +526,12 @@ func TestExpiryHeapOrder(t *testing.T) {
 	base := time.Unix(1000, 0)
 	perm := []int{5, 3, 9, 1, 1, 7, 0, 8, 2, 6, 4, 3}
 	for _, p := range perm {
-		heap.Push(&h, replayEntry{expires: base.Add(time.Duration(p) * time.Second)})
+		heap.Push(&h, replayEntry{expires: base.Add(time.Duration(p) * time.Second).UnixNano()})
 	}
-	prev := time.Time{}
+	prev := int64(0)
 	for range perm {
 		e := heap.Pop(&h).(replayEntry)
-		if e.expires.Before(prev) {
+		if e.expires < prev {
 			t.Fatalf("popped %v after %v", e.expires, prev)
 		}
 		prev = e.expires

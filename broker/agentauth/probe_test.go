@@ -103,9 +103,9 @@ func TestCheckThenRecord(t *testing.T) {
 	}
 }
 
-// With a Directory that counts its agents, each agent has its own share:
-// one agent at its cap (even well past the configured total) never makes
-// another agent's fresh jti fail.
+// With a Directory that counts its agents, each agent has its own share
+// of the fixed total (here min(3, 6/3) = 2): an agent over its share is
+// refused, and never makes another agent's fresh jti fail.
 func TestReplayPartitionPerAgent(t *testing.T) {
 	a := newAgent(t, "clinic-a")
 	b := newAgent(t, "clinic-b")
@@ -113,16 +113,17 @@ func TestReplayPartitionPerAgent(t *testing.T) {
 	dir := newDir(a, b, c)
 	dir.count = len(dir.keys)
 	clock := newClock()
-	v := NewVerifier(Options{Now: clock.Now, ReplayCapacity: 4, PerAgentReplayCapacity: 3})
+	v := NewVerifier(Options{Now: clock.Now, ReplayCapacity: 6, PerAgentReplayCapacity: 3})
 	steps := []struct {
 		who    agent
 		reason string
 	}{
-		{a, ""}, {a, ""}, {a, ""},
+		{a, ""}, {a, ""},
 		{a, ReasonReplayCacheFull}, // clinic-a's share is full
-		{b, ""}, {b, ""}, {b, ""},  // past ReplayCapacity: b is not locked out by a
+		{a, ReasonReplayCacheFull},
+		{b, ""}, {b, ""}, // b is not locked out by a
 		{b, ReasonReplayCacheFull},
-		{c, ""},
+		{c, ""}, {c, ""}, // nor is c, though the total is reached with it
 	}
 	for i, s := range steps {
 		_, err := v.Verify(dir, "Bearer "+s.who.sign(t, clock.Now()))
@@ -133,6 +134,9 @@ func TestReplayPartitionPerAgent(t *testing.T) {
 		if got != s.reason {
 			t.Fatalf("step %d (%s): reason %q, want %q", i, s.who.id, got, s.reason)
 		}
+	}
+	if n := v.ReplayLen(); n != 6 {
+		t.Fatalf("cache holds %d, want the total 6", n)
 	}
 }
 

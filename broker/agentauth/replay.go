@@ -2,6 +2,7 @@ package agentauth
 
 import (
 	"container/heap"
+	"crypto/sha256"
 	"sync"
 	"time"
 )
@@ -10,13 +11,34 @@ import (
 // reallocate its map and heap after a burst.
 const shrinkFloor = 1024
 
-// replayKey names one jti of one agent: the same jti from two agents are
-// two different tokens.
-type replayKey struct{ agent, jti string }
+// replayKey names one jti of one agent (the same jti from two agents are
+// two different tokens): the first 128 bits of SHA-256 over agent, NUL,
+// jti. Fixed-size keys make an entry's memory independent of the jti's
+// length; a collision (not expected in the life of the universe) would
+// refuse a fresh assertion as replayed, never accept a replay.
+type replayKey [16]byte
+
+func keyOf(agent, jti string) replayKey {
+	h := sha256.New()
+	h.Write([]byte(agent))
+	h.Write([]byte{0})
+	h.Write([]byte(jti))
+	var k replayKey
+	copy(k[:], h.Sum(nil))
+	return k
+}
+
+// share counts one agent's entries; entries point at it, so the agent's
+// name is held once, not once per entry.
+type share struct {
+	agent string
+	n     int
+}
 
 type replayEntry struct {
 	key     replayKey
-	expires time.Time // exp + skew: after this the token fails the time check anyway
+	expires int64 // unix ns of exp + skew: after this the token fails the time check anyway
+	owner   *share
 }
 
 // expiryHeap orders entries by expiry (container/heap), so sweeping
@@ -24,25 +46,35 @@ type replayEntry struct {
 type expiryHeap []replayEntry
 
 func (h expiryHeap) Len() int           { return len(h) }
-func (h expiryHeap) Less(i, j int) bool { return h[i].expires.Before(h[j].expires) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].expires < h[j].expires }
 func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
 func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(replayEntry)) }
 func (h *expiryHeap) Pop() any {
 	old := *h
 	e := old[len(old)-1]
-	old[len(old)-1] = replayEntry{} // drop the strings for the GC
+	old[len(old)-1] = replayEntry{} // drop the pointer for the GC
 	*h = old[:len(old)-1]
 	return e
 }
 
-// replayCache remembers accepted jtis until their tokens expire. It is
-// bounded: when a cap is reached it refuses new tokens rather than forget
-// old ones, because forgetting would let a captured token be replayed.
+// replayCache remembers accepted jtis until their tokens expire. It holds
+// at most capTotal entries in all, whatever the policy's size, and refuses
+// new tokens rather than forget old ones when a bound is reached, because
+// forgetting would let a captured token be replayed.
+//
+// Each agent may hold a share: capAgent, or capTotal divided by the number
+// of agents in the policy when that is smaller. The shares add up to at
+// most capTotal, so an agent within its share always finds room and only
+// an agent over its own share (a flood, a loop, a stolen key) is refused.
+// The one exception is the first replay window after a reload that made
+// shares smaller (more agents): entries accepted under the larger shares
+// count until they expire, and while they fill the total, any agent's new
+// jti is refused too.
 type replayCache struct {
 	mu       sync.Mutex
 	seen     map[replayKey]struct{}
 	order    expiryHeap
-	perAgent map[string]int
+	perAgent map[string]*share
 	capTotal int
 	capAgent int
 	peak     int // largest len(seen) since the map was last allocated
@@ -51,32 +83,44 @@ type replayCache struct {
 func newReplayCache(capTotal, capAgent int) *replayCache {
 	return &replayCache{
 		seen:     make(map[replayKey]struct{}),
-		perAgent: make(map[string]int),
+		perAgent: make(map[string]*share),
 		capTotal: capTotal,
-		capAgent: capAgent,
+		capAgent: min(capAgent, capTotal),
 	}
 }
 
+// shareFor is one agent's bound when the policy has agents agents (0:
+// unknown, the per-agent cap alone).
+func (r *replayCache) shareFor(agents int) int {
+	if agents <= 0 {
+		return r.capAgent
+	}
+	return max(1, min(r.capAgent, r.capTotal/agents))
+}
+
 // add records agent's jti until expires and returns "" — or a Reason when
-// the jti is already recorded or a cap is reached. agents > 0 is the number
-// of agents in the policy: the cache is then one partition of capAgent per
-// agent (in all at most capAgent × agents, plus what agents removed by a
-// reload left until it expires), and only the agent's own share can be
-// full. agents == 0 keeps the fixed total capTotal as well.
+// the jti is already recorded (ReasonReplayed) or agent's share or the
+// total is full (ReasonReplayCacheFull). agents is the number of agents in
+// the policy (0 if unknown).
 func (r *replayCache) add(agent, jti string, expires, now time.Time, agents int) string {
-	k := replayKey{agent, jti}
+	k := keyOf(agent, jti)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sweepLocked(now)
 	if _, dup := r.seen[k]; dup {
 		return ReasonReplayed
 	}
-	if (agents <= 0 && len(r.seen) >= r.capTotal) || r.perAgent[agent] >= r.capAgent {
+	s := r.perAgent[agent]
+	if (s != nil && s.n >= r.shareFor(agents)) || len(r.seen) >= r.capTotal {
 		return ReasonReplayCacheFull
 	}
+	if s == nil {
+		s = &share{agent: agent}
+		r.perAgent[agent] = s
+	}
+	s.n++
 	r.seen[k] = struct{}{}
-	r.perAgent[agent]++
-	heap.Push(&r.order, replayEntry{key: k, expires: expires})
+	heap.Push(&r.order, replayEntry{key: k, expires: expires.UnixNano(), owner: s})
 	if len(r.seen) > r.peak {
 		r.peak = len(r.seen)
 	}
@@ -86,10 +130,11 @@ func (r *replayCache) add(agent, jti string, expires, now time.Time, agents int)
 // has reports whether agent's jti is recorded (and not yet expired at
 // now), without recording it.
 func (r *replayCache) has(agent, jti string, now time.Time) bool {
+	k := keyOf(agent, jti)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.sweepLocked(now)
-	_, ok := r.seen[replayKey{agent, jti}]
+	_, ok := r.seen[k]
 	return ok
 }
 
@@ -103,13 +148,12 @@ func (r *replayCache) len(now time.Time) int {
 
 // sweepLocked drops every entry whose expiry is not after now.
 func (r *replayCache) sweepLocked(now time.Time) {
-	for len(r.order) > 0 && !r.order[0].expires.After(now) {
+	t := now.UnixNano()
+	for len(r.order) > 0 && r.order[0].expires <= t {
 		e := heap.Pop(&r.order).(replayEntry)
 		delete(r.seen, e.key)
-		if n := r.perAgent[e.key.agent] - 1; n > 0 {
-			r.perAgent[e.key.agent] = n
-		} else {
-			delete(r.perAgent, e.key.agent)
+		if e.owner.n--; e.owner.n == 0 {
+			delete(r.perAgent, e.owner.agent)
 		}
 	}
 	// Go maps and slices never give memory back, so after a burst has

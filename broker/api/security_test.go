@@ -292,14 +292,16 @@ func TestReplayDoesNotSpendRateLimit(t *testing.T) {
 	}
 }
 
-// One agent filling its replay share does not lock another agent out.
+// One agent filling its replay share (the total 6 over 2 agents) does not
+// lock another agent out; the refusal's log line says why and names the
+// agent.
 func TestReplayShareIsPerAgent(t *testing.T) {
 	noisy := newSpec(t, "noisy", false)
 	quiet := newSpec(t, "quiet", false)
 	h := newHarness(t, nil)
 	p := testPolicy(t, "/nonexistent/a.json", noisy, quiet)
 	h.srv.Policy = func() *policy.Policy { return p }
-	h.srv.Auth = agentauth.NewVerifier(agentauth.Options{ReplayCapacity: 3, PerAgentReplayCapacity: 3})
+	h.srv.Auth = agentauth.NewVerifier(agentauth.Options{ReplayCapacity: 6, PerAgentReplayCapacity: 100})
 	steps := []struct {
 		who  agentSpec
 		want int
@@ -313,5 +315,17 @@ func TestReplayShareIsPerAgent(t *testing.T) {
 		if rec.Code != s.want {
 			t.Fatalf("step %d (%s): %d, want %d: %s", i, s.who.id, rec.Code, s.want, rec.Body)
 		}
+	}
+	var refusals int
+	for _, line := range strings.Split(h.logs.String(), "\n") {
+		if strings.Contains(line, `"reason":"replay_cache_full"`) {
+			refusals++
+			if !strings.Contains(line, `"claimed_agent":"noisy"`) {
+				t.Errorf("refusal does not name the flooding agent: %s", line)
+			}
+		}
+	}
+	if refusals != 2 {
+		t.Fatalf("%d replay_cache_full lines, want 2:\n%s", refusals, h.logs)
 	}
 }

@@ -344,7 +344,23 @@ func (m *Minter) httpClient() *http.Client {
 
 var oauthErrorRE = regexp.MustCompile(`^[a-z_]{1,40}$`)
 
-var defaultClient = &http.Client{Timeout: 30 * time.Second}
+// MaxIdleConns is how many idle connections to token endpoints the default
+// client keeps, per host: as many as broker/tokencache lets mints run at
+// once, so a burst of mints (a herd after an outage) reuses its connections
+// instead of opening (and, with TLS, handshaking) one per mint and closing
+// it again, which http.DefaultTransport's two idle connections per host did.
+const MaxIdleConns = 64
+
+var defaultClient = &http.Client{Timeout: 30 * time.Second, Transport: sharedTransport()}
+
+// sharedTransport is http.DefaultTransport's settings (proxy from the
+// environment, HTTP/2, timeouts) with MaxIdleConns idle connections per host.
+func sharedTransport() *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConns = MaxIdleConns
+	t.MaxIdleConnsPerHost = MaxIdleConns
+	return t
+}
 
 func secretError(err error) error {
 	var se *secretref.Error

@@ -13,9 +13,11 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/sync/semaphore"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -30,6 +32,16 @@ const FallbackFloor = time.Minute
 // that failure instead of asking Google again, so an outage is not made
 // worse by every agent request retrying it.
 const FailureHoldoff = 5 * time.Second
+
+// MaxConcurrentMints is how many mints (of different keys) run at once by
+// default. A herd of agents after an outage asks for thousands of accounts
+// at once; beyond this many the rest wait their turn in arrival order
+// (x/sync/semaphore is FIFO), so on one vCPU early agents are served early
+// instead of every mint sharing the CPU and all finishing at the end, and
+// connections, goroutine stacks and memory stay bounded. 64 keeps one vCPU
+// busy with Google's token endpoint answering in up to ~100 ms (a mint is
+// ~1.5 ms of CPU). broker/mint keeps as many idle connections.
+const MaxConcurrentMints = 64
 
 // mintTimeout bounds one mint; it is detached from the caller's context so
 // one impatient agent cannot cancel the mint others are waiting on.
@@ -56,6 +68,8 @@ type Cache struct {
 	entries map[string]entry // by key
 	failed  map[string]failure
 	sf      singleflight.Group
+	slots   *semaphore.Weighted // mints running at once
+	queued  atomic.Int64        // callers waiting for a slot (tests)
 }
 
 type failure struct {
@@ -77,7 +91,14 @@ func New(minRemaining time.Duration, now func() time.Time) *Cache {
 	if now == nil {
 		now = time.Now
 	}
-	return &Cache{now: now, minRemaining: minRemaining, entries: map[string]entry{}, failed: map[string]failure{}}
+	return &Cache{now: now, minRemaining: minRemaining, entries: map[string]entry{}, failed: map[string]failure{},
+		slots: semaphore.NewWeighted(MaxConcurrentMints)}
+}
+
+// LimitMints sets how many mints run at once (default MaxConcurrentMints;
+// n < 1 is taken as 1). Call it before the cache is shared.
+func (c *Cache) LimitMints(n int) {
+	c.slots = semaphore.NewWeighted(int64(max(n, 1)))
 }
 
 // Result is a token and whether it came from the cache.
@@ -130,6 +151,16 @@ func (c *Cache) mintOrRecall(ctx context.Context, key string, src Source) (*oaut
 	if recent && c.now().Sub(f.at) < FailureHoldoff {
 		return nil, time.Time{}, f.err
 	}
+	// A queued mint, like a running one, does not follow the caller: an
+	// agent that hangs up (Cloud Run's request timeout in a long herd)
+	// leaves it queued, and it runs in its turn and caches the token the
+	// agent's retry then gets at once. Leaving the queue instead would
+	// send the retry to the back, and a herd longer than the timeout could
+	// starve late agents. Slots free within mintTimeout, so the wait ends.
+	c.queued.Add(1)
+	_ = c.slots.Acquire(context.Background(), 1) // fails only on a done context
+	c.queued.Add(-1)
+	defer c.slots.Release(1)
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), mintTimeout)
 	defer cancel()
 	minted := c.now()

@@ -246,3 +246,110 @@ func TestKeyChangeMintsAgainAndRetainPrunes(t *testing.T) {
 		t.Fatalf("failure outlived Retain: %v", err)
 	}
 }
+
+func TestMintsRunAtMostLimitAtOnceInArrivalOrder(t *testing.T) {
+	clk := clocktest.New(epoch)
+	c := New(15*time.Minute, clk.Now)
+	c.LimitMints(2)
+	var running, peak atomic.Int64
+	gate := make(chan struct{})
+	var orderMu sync.Mutex
+	var order []string
+	src := func(name string) Source {
+		return SourceFunc(func(context.Context) (*oauth2.Token, error) {
+			n := running.Add(1)
+			for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+			}
+			orderMu.Lock()
+			order = append(order, name)
+			orderMu.Unlock()
+			<-gate
+			running.Add(-1)
+			return &oauth2.Token{AccessToken: "tok-" + name, Expiry: clk.Now().Add(time.Hour)}, nil
+		})
+	}
+	var wg sync.WaitGroup
+	names := []string{"a", "b", "c", "d", "e"}
+	for i, name := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := c.Token(context.Background(), name, src(name)); err != nil {
+				t.Error(err)
+			}
+		}()
+		// Each caller is queued before the next arrives.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			orderMu.Lock()
+			started := len(order)
+			orderMu.Unlock()
+			if started == min(i+1, 2) && (i < 2 || waiters(c) == i-1) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("caller %s not started or queued", name)
+			}
+		}
+	}
+	// Let one mint finish at a time: the freed slot goes to the longest
+	// waiting caller.
+	for started := 3; started <= len(names); started++ {
+		gate <- struct{}{}
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			orderMu.Lock()
+			n := len(order)
+			orderMu.Unlock()
+			if n == started {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no mint started after a slot was freed (%d of %d)", n, started)
+			}
+		}
+	}
+	close(gate)
+	wg.Wait()
+	if peak.Load() != 2 {
+		t.Fatalf("%d mints ran at once, want 2", peak.Load())
+	}
+	if fmt.Sprint(order) != fmt.Sprint(names) {
+		t.Fatalf("mints ran in order %v, want arrival order %v", order, names)
+	}
+}
+
+// waiters is how many callers wait for a mint slot.
+func waiters(c *Cache) int { return int(c.queued.Load()) }
+
+func TestQueuedMintOutlivesItsCaller(t *testing.T) {
+	clk := clocktest.New(epoch)
+	c := New(15*time.Minute, clk.Now)
+	c.LimitMints(1)
+	gate := make(chan struct{})
+	m := &minter{clk: clk, lifetime: time.Hour, gate: gate}
+	done := make(chan error)
+	go func() { _, err := c.Token(context.Background(), "busy", m.source("busy")); done <- err }()
+	for m.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	// An agent queued behind the busy mint hangs up.
+	ctx, cancel := context.WithCancel(context.Background())
+	queued := make(chan error)
+	go func() { _, err := c.Token(ctx, "waiting", m.source("waiting")); queued <- err }()
+	for waiters(c) != 1 {
+		time.Sleep(time.Millisecond)
+	}
+	cancel()
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Its mint still ran in its turn ...
+	if err := <-queued; err != nil {
+		t.Fatalf("queued mint: %v", err)
+	}
+	// ... and the agent's retry is answered from the cache.
+	res, err := c.Token(context.Background(), "waiting", m.source("waiting"))
+	if err != nil || !res.Cached || m.calls.Load() != 2 {
+		t.Fatalf("retry: %+v, %v, %d mints; want the cached token of 2 mints", res, err, m.calls.Load())
+	}
+}
