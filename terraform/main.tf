@@ -370,11 +370,18 @@ resource "google_cloud_run_v2_service" "broker" {
         name  = "BROKER_TRUSTED_PROXY_HOPS"
         value = tostring(var.trusted_proxy_hops)
       }
+      # The Go runtime's soft memory limit, under the container's: at 10,000
+      # sites the heap otherwise grows past 256 MiB between collections
+      # (BENCHMARKS.md, "Fleet").
+      env {
+        name  = "GOMEMLIMIT"
+        value = "${floor(var.memory_mib * 0.94)}MiB"
+      }
 
       resources {
         limits = {
           cpu    = "1"
-          memory = "256Mi"
+          memory = "${var.memory_mib}Mi"
         }
         cpu_idle = true
       }

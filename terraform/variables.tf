@@ -287,6 +287,17 @@ variable "min_instances" {
   }
 }
 
+variable "memory_mib" {
+  description = "Memory limit of a broker instance in MiB. The module sets GOMEMLIMIT to 94% of it so the Go collector works harder before Cloud Run's limit is reached. 256 serves up to about 1,000 sites; give 10,000 sites 512 (docs/runbook.md, \"Sizing\")."
+  type        = number
+  default     = 256
+
+  validation {
+    condition     = var.memory_mib >= 128 && var.memory_mib <= 32768 && floor(var.memory_mib) == var.memory_mib
+    error_message = "The memory_mib must be a whole number of MiB from 128 to 32768."
+  }
+}
+
 variable "max_instances" {
   description = "Maximum Cloud Run instances. Each instance mints its own Google tokens, so a few instances are plenty."
   type        = number

@@ -265,6 +265,7 @@ run "cloud_run_service" {
       BROKER_REFRESH            = "5m"
       BROKER_MIN_REMAINING      = "15m"
       BROKER_TRUSTED_PROXY_HOPS = "1"
+      GOMEMLIMIT                = "240MiB"
     }
     error_message = "broker environment; BROKER_TRUSTED_PROXY_HOPS is 1 by default (the client is the X-Forwarded-For entry Google's front end appends)"
   }
@@ -566,4 +567,35 @@ run "authorized_user_loading_command_keeps_the_refresh_token" {
     condition     = strcontains(output.key_loading_commands["research-store"], "--data-file=-") && !strcontains(output.key_loading_commands["research-store"], "rm -f")
     error_message = "the key command pipes the new key into its secret"
   }
+}
+
+run "memory_limit_and_gomemlimit" {
+  command = apply
+  variables {
+    memory_mib = 512
+  }
+  assert {
+    condition     = google_cloud_run_v2_service.broker.template[0].containers[0].resources[0].limits.memory == "512Mi"
+    error_message = "memory_mib is the container's memory limit"
+  }
+  assert {
+    condition     = [for e in google_cloud_run_v2_service.broker.template[0].containers[0].env : e.value if e.name == "GOMEMLIMIT"] == ["481MiB"]
+    error_message = "GOMEMLIMIT is 94% of memory_mib"
+  }
+}
+
+run "default_memory_keeps_gomemlimit_under_it" {
+  command = apply
+  assert {
+    condition     = [for e in google_cloud_run_v2_service.broker.template[0].containers[0].env : e.value if e.name == "GOMEMLIMIT"] == ["240MiB"]
+    error_message = "256 MiB gives GOMEMLIMIT=240MiB, the setting bench/fleet measured"
+  }
+}
+
+run "rejects_tiny_memory" {
+  command = plan
+  variables {
+    memory_mib = 64
+  }
+  expect_failures = [var.memory_mib]
 }
