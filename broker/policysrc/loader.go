@@ -1,0 +1,108 @@
+package policysrc
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
+)
+
+// FragmentLoader builds the policy from a Store's fragments, reading and
+// parsing only fragments that are new or changed since the last load.
+type FragmentLoader struct {
+	store Store
+
+	mu      sync.Mutex
+	parsed  map[string]parsed // by fragment name: the last version parsed
+	listed  []Object          // the listing of the last load, sorted by name
+	lastErr error             // its outcome
+	loaded  bool
+}
+
+// parsed is one fragment as last read: refused ones are kept too, so an
+// unchanged bad fragment is not read again.
+type parsed struct {
+	version Version
+	frag    *policy.Fragment // nil when the JSON did not decode
+	err     error
+}
+
+// NewFragmentLoader returns a loader for store's fragments.
+func NewFragmentLoader(store Store) *FragmentLoader {
+	return &FragmentLoader{store: store, parsed: map[string]parsed{}}
+}
+
+// Load is a policy.Loader. It lists the fragments; when the listing equals
+// the last one it returns that load's outcome without reading anything:
+// nil, nil after a success (nothing changed), the same error after a
+// refusal. Otherwise it reads and parses the new and changed fragments,
+// reuses the others as parsed, and merges them all. The error lists every
+// problem of every fragment; the policy is returned only when there is
+// none. A fragment that cannot be read (a network error) is not
+// remembered, so it is read again at the next load.
+func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	objs, err := l.store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(objs, func(a, b Object) int { return cmp.Compare(a.Name, b.Name) })
+	if l.loaded && slices.Equal(objs, l.listed) {
+		return nil, l.lastErr
+	}
+	if len(objs) == 0 {
+		return nil, fmt.Errorf("policy: no fragments in %s (want files or objects whose names end in .json)", l.store)
+	}
+
+	next := make(map[string]parsed, len(objs))
+	frags := make([]*policy.Fragment, 0, len(objs))
+	var errs []error
+	unreadable, missing := false, false
+	for _, o := range objs {
+		p, ok := l.parsed[o.Name]
+		if !ok || p.version != o.Version {
+			data, err := l.store.Read(ctx, o)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", o.Name, err))
+				unreadable = true
+				continue
+			}
+			f, err := policy.ParseFragment(o.Name, data)
+			p = parsed{version: o.Version, frag: f, err: err}
+		}
+		next[o.Name] = p
+		if p.err != nil {
+			errs = append(errs, p.err)
+		}
+		if p.frag != nil {
+			frags = append(frags, p.frag)
+		} else {
+			missing = true
+		}
+	}
+	l.parsed = next
+	var pol *policy.Policy
+	if !missing && !unreadable {
+		// With a fragment missing, the merge would report its names as
+		// unknown: noise next to the real problem.
+		var mergeErr error
+		pol, mergeErr = policy.Merge(frags)
+		errs = append(errs, mergeErr)
+	}
+	err = errors.Join(errs...)
+	if unreadable {
+		// Not remembered: the next load lists and tries again.
+		l.loaded = false
+		return nil, err
+	}
+	l.listed, l.lastErr, l.loaded = objs, err, true
+	if err != nil {
+		return nil, err
+	}
+	return pol, nil
+}
