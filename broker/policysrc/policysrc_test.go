@@ -213,7 +213,9 @@ func TestDirReloadByChange(t *testing.T) {
 		agents int // -1: unchanged (no new policy)
 	}{
 		{"unchanged", func() {}, 0, -1},
-		{"one fragment changed", func() { touch(t, filepath.Join(dir, "site1.json"), agentFrag(t, "site1", "s", "t"), time.Now().Add(time.Minute)) }, 1, 1},
+		{"one fragment changed", func() {
+			touch(t, filepath.Join(dir, "site1.json"), agentFrag(t, "site1", "s", "t"), time.Now().Add(time.Minute))
+		}, 1, 1},
 		{"one fragment added", func() { touch(t, filepath.Join(dir, "site2.json"), agentFrag(t, "site2", "t"), time.Now()) }, 1, 2},
 		{"one fragment removed", func() { os.Remove(filepath.Join(dir, "site1.json")) }, 0, 1},
 		{"a non-fragment added", func() { touch(t, filepath.Join(dir, "notes.md"), "x", time.Now()) }, 0, -1},
