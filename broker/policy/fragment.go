@@ -102,7 +102,7 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 			add("account %q: must be an object", name)
 			continue
 		}
-		a.name = name
+		a.name, a.from = name, f.name
 		for _, e := range a.validate() {
 			add("account %q: %v", name, e)
 		}
@@ -118,6 +118,7 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 			add("agent %q: must be an object", id)
 			continue
 		}
+		ag.from = f.name
 		keys, keyErrs := ag.parseKeys()
 		for _, e := range keyErrs {
 			add("agent %q: %v", id, e)
@@ -149,6 +150,64 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 // fragment. The error lists every problem. The fragments are not changed:
 // the policy shares their agents and holds copies of their accounts.
 func Merge(frags []*Fragment) (*Policy, error) {
+	return new(Merger).Merge(frags)
+}
+
+// Merger merges fragment sets one after the other, reusing its last good
+// merge: when only some fragments differ (by identity: a re-parsed
+// fragment is a new *Fragment), the new policy is the last one with those
+// fragments' entries taken out and put back, and only the cross-references
+// are checked again over the whole policy. The result is what Merge would
+// return. A Merger is not safe for concurrent use.
+type Merger struct {
+	last  *Policy
+	frags map[string]*Fragment // by name: the fragments of last
+}
+
+// Merge merges frags (names unique) as the package-level Merge does. A
+// refused set leaves the Merger at its last good merge.
+func (m *Merger) Merge(frags []*Fragment) (*Policy, error) {
+	if m.last == nil {
+		return m.full(frags)
+	}
+	var added, removed []*Fragment // removed: replaced or gone
+	fresh := 0
+	for _, f := range frags {
+		if old := m.frags[f.name]; old != f {
+			added = append(added, f)
+			if old != nil {
+				removed = append(removed, old)
+			} else {
+				fresh++
+			}
+		}
+	}
+	if len(frags)-fresh != len(m.frags) { // some are gone
+		names := make(map[string]bool, len(frags))
+		for _, f := range frags {
+			names[f.name] = true
+		}
+		for name, f := range m.frags {
+			if !names[name] {
+				removed = append(removed, f)
+			}
+		}
+	}
+	if len(added) == 0 && len(removed) == 0 {
+		return m.last, nil
+	}
+	// Audience and BaseUrl are rare in fragments: when a fragment that
+	// sets one comes or goes, merge everything again.
+	for _, f := range slices.Concat(added, removed) {
+		if f.audience != "" || f.baseURL != "" {
+			return m.full(frags)
+		}
+	}
+	return m.patch(added, removed)
+}
+
+// full merges every fragment from scratch.
+func (m *Merger) full(frags []*Fragment) (*Policy, error) {
 	frags = slices.SortedFunc(slices.Values(frags), func(a, b *Fragment) int { return cmp.Compare(a.name, b.name) })
 	var errs []error
 	var audFrom, baseFrom *Fragment
@@ -171,11 +230,8 @@ func Merge(frags []*Fragment) (*Policy, error) {
 			}
 		}
 	}
-
 	p := &Policy{BaseUrl: DefaultBaseURL, Accounts: make(map[string]*Account, nAccounts), Agents: make(map[string]*Agent, nAgents)}
-	if audFrom == nil {
-		errs = append(errs, errors.New("policy: Audience: required (the broker's URL, as agents send it)"))
-	} else {
+	if audFrom != nil {
 		p.Audience = audFrom.audience
 	}
 	if baseFrom != nil {
@@ -184,33 +240,74 @@ func Merge(frags []*Fragment) (*Policy, error) {
 	if p.baseURL == nil { // unset, or refused (already reported)
 		p.baseURL, _ = url.Parse(DefaultBaseURL)
 	}
-	base := p.baseURL.String()
-
+	byName := make(map[string]*Fragment, len(frags))
 	for _, f := range frags {
-		for name, a := range f.resolve(base) {
-			if _, dup := p.Accounts[name]; dup {
-				errs = append(errs, fmt.Errorf("policy: account %q is defined in fragments %q and %q: define it in one", name, definedIn(frags, f, func(g *Fragment) bool { return g.accounts[name] != nil }), f.name))
-				continue
+		errs = p.add(f, errs)
+		byName[f.name] = f
+	}
+	return m.finish(p, byName, errs)
+}
+
+// patch builds the policy from the last one: removed fragments' entries
+// out, added ones' in.
+func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
+	p := &Policy{Audience: m.last.Audience, BaseUrl: m.last.BaseUrl, baseURL: m.last.baseURL,
+		Accounts: maps.Clone(m.last.Accounts), Agents: maps.Clone(m.last.Agents)}
+	byName := maps.Clone(m.frags)
+	for _, f := range removed {
+		delete(byName, f.name)
+		for name := range f.accounts {
+			if a := p.Accounts[name]; a != nil && a.from == f.name {
+				delete(p.Accounts, name)
 			}
-			p.Accounts[name] = a
 		}
-		for id, ag := range f.agents {
-			if _, dup := p.Agents[id]; dup {
-				errs = append(errs, fmt.Errorf("policy: agent %q is defined in fragments %q and %q: define it in one", id, definedIn(frags, f, func(g *Fragment) bool { return g.agents[id] != nil }), f.name))
-				continue
+		for id := range f.agents {
+			if ag := p.Agents[id]; ag != nil && ag.from == f.name {
+				delete(p.Agents, id)
 			}
-			p.Agents[id] = ag
 		}
+	}
+	slices.SortFunc(added, func(a, b *Fragment) int { return cmp.Compare(a.name, b.name) })
+	var errs []error
+	for _, f := range added {
+		errs = p.add(f, errs)
+		byName[f.name] = f
+	}
+	return m.finish(p, byName, errs)
+}
+
+// add puts f's entries into p, refusing names p already has.
+func (p *Policy) add(f *Fragment, errs []error) []error {
+	for name, a := range f.resolve(p.baseURL.String()) {
+		if prev, dup := p.Accounts[name]; dup {
+			errs = append(errs, fmt.Errorf("policy: account %q is defined in fragments %q and %q: define it in one", name, prev.from, f.name))
+			continue
+		}
+		p.Accounts[name] = a
+	}
+	for id, ag := range f.agents {
+		if prev, dup := p.Agents[id]; dup {
+			errs = append(errs, fmt.Errorf("policy: agent %q is defined in fragments %q and %q: define it in one", id, prev.from, f.name))
+			continue
+		}
+		p.Agents[id] = ag
+	}
+	return errs
+}
+
+// finish checks what needs the whole policy and, when all is well, makes
+// p the Merger's last good merge.
+func (m *Merger) finish(p *Policy, byName map[string]*Fragment, errs []error) (*Policy, error) {
+	if p.Audience == "" {
+		errs = append(errs, errors.New("policy: Audience: required (the broker's URL, as agents send it)"))
 	}
 	if len(p.Accounts) == 0 {
 		errs = append(errs, errors.New("policy: Accounts: at least one account is required"))
 	}
-	for _, f := range frags {
-		for id, ag := range f.agents {
-			for _, acct := range ag.Accounts {
-				if p.Accounts[acct] == nil {
-					errs = append(errs, fmt.Errorf("%sagent %q: Accounts: unknown account %q", f.where(), id, acct))
-				}
+	for id, ag := range p.Agents {
+		for _, acct := range ag.Accounts {
+			if p.Accounts[acct] == nil {
+				errs = append(errs, fmt.Errorf("%sagent %q: Accounts: unknown account %q", fragmentWhere(ag.from), id, acct))
 			}
 		}
 	}
@@ -219,21 +316,8 @@ func Merge(frags []*Fragment) (*Policy, error) {
 		slices.SortStableFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
 		return nil, errors.Join(errs...)
 	}
+	m.last, m.frags = p, byName
 	return p, nil
-}
-
-// definedIn names the first fragment before f that holds a name (for the
-// message about a name defined twice; a rare path, so a scan).
-func definedIn(frags []*Fragment, f *Fragment, has func(*Fragment) bool) string {
-	for _, g := range frags {
-		if g == f {
-			break
-		}
-		if has(g) {
-			return g.name
-		}
-	}
-	return f.name
 }
 
 // resolve returns f's accounts with their DICOMweb URLs under base. The

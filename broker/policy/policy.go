@@ -68,6 +68,7 @@ type Account struct {
 	Scopes []string `json:",omitempty"`
 
 	name        string
+	from        string // the fragment that defines it ("" for a single document)
 	kind        Kind
 	lifetime    time.Duration
 	dicomWebURL string
@@ -97,6 +98,7 @@ type Agent struct {
 	Disabled            bool     `json:",omitempty"`
 
 	keys   []crypto.PublicKey // parsed: ed25519.PublicKey or *ecdsa.PublicKey
+	from   string             // the fragment that defines it ("" for a single document)
 	ranges []netip.Prefix     // parsed AllowedSourceRanges
 }
 

@@ -1,11 +1,9 @@
 package policysrc
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"sync"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
@@ -14,13 +12,27 @@ import (
 // FragmentLoader builds the policy from a Store's fragments, reading and
 // parsing only fragments that are new or changed since the last load.
 type FragmentLoader struct {
-	store Store
+	store  Store
+	merger policy.Merger // merges only what changed since its last good merge
 
 	mu      sync.Mutex
-	parsed  map[string]parsed // by fragment name: the last version parsed
-	listed  []Object          // the listing of the last load, sorted by name
-	lastErr error             // its outcome
-	loaded  bool
+	parsed  map[string]parsed // by fragment name: the last listing's fragments
+	lastErr error             // the last load's outcome
+	loaded  bool              // parsed holds exactly the last listing
+}
+
+// unchanged reports whether objs lists exactly the fragments of the last
+// load, at the same versions (names are unique in a listing).
+func (l *FragmentLoader) unchanged(objs []Object) bool {
+	if len(objs) != len(l.parsed) {
+		return false
+	}
+	for _, o := range objs {
+		if p, ok := l.parsed[o.Name]; !ok || p.version != o.Version {
+			return false
+		}
+	}
+	return true
 }
 
 // parsed is one fragment as last read: refused ones are kept too, so an
@@ -51,8 +63,7 @@ func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	slices.SortFunc(objs, func(a, b Object) int { return cmp.Compare(a.Name, b.Name) })
-	if l.loaded && slices.Equal(objs, l.listed) {
+	if l.loaded && l.unchanged(objs) {
 		return nil, l.lastErr
 	}
 	if len(objs) == 0 {
@@ -91,7 +102,7 @@ func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 		// With a fragment missing, the merge would report its names as
 		// unknown: noise next to the real problem.
 		var mergeErr error
-		pol, mergeErr = policy.Merge(frags)
+		pol, mergeErr = l.merger.Merge(frags)
 		errs = append(errs, mergeErr)
 	}
 	err = errors.Join(errs...)
@@ -100,7 +111,7 @@ func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 		l.loaded = false
 		return nil, err
 	}
-	l.listed, l.lastErr, l.loaded = objs, err, true
+	l.lastErr, l.loaded = err, true
 	if err != nil {
 		return nil, err
 	}
