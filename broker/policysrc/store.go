@@ -53,18 +53,23 @@ type Dir string
 
 func (d Dir) String() string { return string(d) }
 
-// List stats every *.json entry: its size and modification time are its version.
-func (d Dir) List(context.Context) ([]Object, error) {
-	entries, err := os.ReadDir(string(d))
+// List stats every *.json entry: its size and modification time are its
+// version. On Linux the stats are made relative to the open directory
+// (list_linux.go), which halves the cost of a large directory.
+func (d Dir) List(context.Context) ([]Object, error) { return listDir(string(d)) }
+
+// listDirPortable is listDir on other systems.
+func listDirPortable(dir string) ([]Object, error) {
+	entries, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, fmt.Errorf("policy: cannot list directory %s: %s", d, pathReason(err))
+		return nil, fmt.Errorf("policy: cannot list directory %s: %s", dir, pathReason(err))
 	}
 	out := make([]Object, 0, len(entries))
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), ".json") || e.IsDir() {
 			continue
 		}
-		path := filepath.Join(string(d), e.Name())
+		path := filepath.Join(dir, e.Name())
 		fi, err := os.Stat(path) // follows a symbolic link
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -179,13 +180,20 @@ func TestCheckPolicy(t *testing.T) {
 func TestServesPolicyFromGCSPrefix(t *testing.T) {
 	port := freePort(t)
 	endpoint, c := fakeGCS(t, "fleet-policy", prefixed("policy/", fragments(t, "http://127.0.0.1:"+port)))
-	b := startBrokerOn(t, port, `{}`, "BROKER_CONFIG=gs://fleet-policy/policy/", "BROKER_STORAGE_ENDPOINT="+endpoint, "BROKER_REFRESH=1s")
+	cmd, _ := brokerCmd(t, `{}`, port)
+	cmd.Env = append(cmd.Env, "BROKER_CONFIG=gs://fleet-policy/policy/", "BROKER_STORAGE_ENDPOINT="+endpoint, "BROKER_REFRESH=1s")
+	var out syncBuffer // read while the process writes
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
 	waitLog := func(want string) {
 		t.Helper()
-		deadline := time.Now().Add(15 * time.Second)
-		for !strings.Contains(b.out.String(), want) {
+		deadline := time.Now().Add(20 * time.Second)
+		for !strings.Contains(out.String(), want) {
 			if time.Now().After(deadline) {
-				t.Fatalf("log never showed %q:\n%s", want, b.out)
+				t.Fatalf("log never showed %q:\n%s", want, out.String())
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
@@ -196,4 +204,22 @@ func TestServesPolicyFromGCSPrefix(t *testing.T) {
 	putObject(t, c, "fleet-policy", "policy/agent-s4.json", `{"Agents":{"site-s4":{"PublicKey":"x","Accounts":["s9"]}}}`)
 	waitLog(`policy reload refused; last good policy stays in force`)
 	waitLog(`fragment \"gs://fleet-policy/policy/agent-s4.json\": agent \"site-s4\": PublicKey:`)
+}
+
+// syncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }
