@@ -230,4 +230,3 @@ func benchStores(b *testing.B, run func(b *testing.B, s Store, change func(i, v 
 		}
 	}
 }
-
