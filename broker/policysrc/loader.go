@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
@@ -70,33 +71,52 @@ func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 		return nil, fmt.Errorf("policy: no fragments in %s (want files or objects whose names end in .json)", l.store)
 	}
 
-	next := make(map[string]parsed, len(objs))
-	frags := make([]*policy.Fragment, 0, len(objs))
+	// Read what is new or changed; l.parsed is then patched in place (a
+	// new 40,000-entry map per reload would cost more than the rest).
 	var errs []error
+	updates := map[string]parsed{}
 	unreadable, missing := false, false
 	for _, o := range objs {
-		p, ok := l.parsed[o.Name]
-		if !ok || p.version != o.Version {
-			data, err := l.store.Read(ctx, o)
-			if err != nil {
-				errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", o.Name, err))
-				unreadable = true
-				continue
+		if p, ok := l.parsed[o.Name]; ok && p.version == o.Version {
+			continue
+		}
+		data, err := l.store.Read(ctx, o)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", o.Name, err))
+			unreadable = true
+			continue
+		}
+		f, err := policy.ParseFragment(o.Name, data)
+		updates[o.Name] = parsed{version: o.Version, frag: f, err: err}
+	}
+	maps.Copy(l.parsed, updates)
+	if len(l.parsed) != len(objs) { // some are gone (or unreadable)
+		listed := make(map[string]bool, len(objs))
+		for _, o := range objs {
+			listed[o.Name] = true
+		}
+		for name := range l.parsed {
+			if !listed[name] {
+				delete(l.parsed, name)
 			}
-			f, err := policy.ParseFragment(o.Name, data)
-			p = parsed{version: o.Version, frag: f, err: err}
-		}
-		next[o.Name] = p
-		if p.err != nil {
-			errs = append(errs, p.err)
-		}
-		if p.frag != nil {
-			frags = append(frags, p.frag)
-		} else {
-			missing = true
 		}
 	}
-	l.parsed = next
+	frags := make([]*policy.Fragment, 0, len(objs))
+	for _, o := range objs {
+		p, ok := l.parsed[o.Name]
+		switch {
+		case !ok: // unreadable, reported above
+			missing = true
+			continue
+		case p.err != nil:
+			errs = append(errs, p.err)
+		}
+		if p.frag == nil {
+			missing = true
+			continue
+		}
+		frags = append(frags, p.frag)
+	}
 	var pol *policy.Policy
 	if !missing && !unreadable {
 		// With a fragment missing, the merge would report its names as

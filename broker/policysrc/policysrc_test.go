@@ -358,3 +358,33 @@ func TestKindOfAndParseGS(t *testing.T) {
 		}
 	}
 }
+
+// TestDirFollowsLinks: a Kubernetes ConfigMap mount is symbolic links to
+// files in a ..data directory; they are fragments, the directory itself
+// and dangling links are not, and swapping ..data is seen as a change.
+func TestDirFollowsLinks(t *testing.T) {
+	dir := writeDir(t, map[string]string{"..v1/base.json": baseFrag, "..v1/a.json": accountFrag("s"),
+		"..v2/base.json": baseFrag, "..v2/a.json": accountFrag("s", "t")})
+	for _, l := range [][2]string{{"..v1", "..data"}, {"..data/base.json", "base.json"}, {"..data/a.json", "a.json"},
+		{"missing.json", "dangling.json"}, {"..v1", "dir.json"}} {
+		if err := os.Symlink(l[0], filepath.Join(dir, l[1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := NewFragmentLoader(Dir(dir))
+	p, err := l.Load(context.Background())
+	if err != nil || len(p.Accounts) != 1 {
+		t.Fatalf("load: %v %v", p, err)
+	}
+	// The kubelet's update: a new ..data link renamed over the old one.
+	if err := os.Symlink("..v2", filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	p, err = l.Load(context.Background())
+	if err != nil || p == nil || len(p.Accounts) != 2 {
+		t.Fatalf("after the swap: %v %v", p, err)
+	}
+}
