@@ -65,9 +65,9 @@ bench:
 	  $(GO) run ./bench/gobench -section agentauth -title "Assertion verification vs bare ed25519.Verify" \
 	    -cmd "go test -run='^\$$' -bench=. -benchtime=20000x -count=3 ./broker/agentauth"
 	$(GO) run ./bench/agent -out BENCHMARKS.md
-	taskset -c 1 $(GO) test -run='^$$' -bench='FullParse|FirstLoad|Reload' -benchtime=5x -cpu=1 -benchmem ./broker/policysrc | \
+	taskset -c 1 $(GO) test -run='^$$' -bench='FullParse|FirstLoad|Reload' -benchtime=20x -cpu=1 -benchmem ./broker/policysrc | \
 	  $(GO) run ./bench/gobench -section policy-reload -title "Policy reload by change" \
-	    -cmd "taskset -c 1 go test -run='^\$$' -bench='FullParse|FirstLoad|Reload' -benchtime=5x -cpu=1 -benchmem ./broker/policysrc"
+	    -cmd "taskset -c 1 go test -run='^\$$' -bench='FullParse|FirstLoad|Reload' -benchtime=20x -cpu=1 -benchmem ./broker/policysrc"
 
 ## demo: the whole system end to end on this machine
 demo:

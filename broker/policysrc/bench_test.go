@@ -224,6 +224,7 @@ func benchStores(b *testing.B, run func(b *testing.B, s Store, change func(i, v 
 				f := makeFleet(b, n)
 				s, change := store(b, kind, f)
 				storeFleet[s] = f
+				defer delete(storeFleet, s) // keep the heap to the fleet under test
 				b.ReportMetric(float64(len(f.files)), "fragments")
 				run(b, s, change)
 			})
