@@ -87,3 +87,12 @@ func (s *Storage) Close() {
 		s.srv.Stop()
 	}
 }
+
+// Generation returns the live generation of an object.
+func (s *Storage) Generation(bucket, name string) (int64, error) {
+	o, err := s.srv.GetObject(bucket, name)
+	if err != nil {
+		return 0, err
+	}
+	return o.Generation, nil
+}
