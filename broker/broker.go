@@ -167,6 +167,10 @@ type Broker struct {
 	closers []io.Closer
 
 	refreshMu sync.Mutex // one refresh at a time, so caches follow the latest policy
+	// Under refreshMu: the cache keys and secret references of retainFor,
+	// the policy the caches were last made to follow.
+	retainFor  *policy.Policy
+	keys, refs map[string]bool
 }
 
 // New loads the policy (an invalid one is an error naming the account,
@@ -258,17 +262,21 @@ func (b *Broker) refresh(ctx context.Context) error {
 	b.refreshMu.Lock()
 	defer b.refreshMu.Unlock()
 	err := b.watcher.Reload(ctx)
-	p := b.watcher.Current()
-	keys := make(map[string]bool, len(p.Accounts))
-	refs := make(map[string]bool, len(p.Accounts))
-	for _, a := range p.Accounts {
-		keys[a.CacheKey()] = true
-		if ref := a.SecretRef(); ref != "" {
-			refs[ref] = true
+	if p := b.watcher.Current(); p != b.retainFor {
+		// Once per policy, not per refresh: at 30,000 accounts these
+		// sets cost more than an unchanged re-read.
+		b.keys = make(map[string]bool, len(p.Accounts))
+		b.refs = make(map[string]bool, len(p.Accounts))
+		for _, a := range p.Accounts {
+			b.keys[a.CacheKey()] = true
+			if ref := a.SecretRef(); ref != "" {
+				b.refs[ref] = true
+			}
 		}
+		b.retainFor = p
 	}
-	b.tokens.Retain(keys)
-	b.secrets.Retain(refs)
+	b.tokens.Retain(b.keys)
+	b.secrets.Retain(b.refs)
 	return err
 }
 
