@@ -69,6 +69,9 @@ bench:
 	  $(GO) run ./bench/gobench -section mint -title "Mint: one JWT-bearer grant against the fake token endpoint" \
 	    -cmd "go test -run='^\$$' -bench=MintServiceAccountKey -benchtime=300x -count=3 -cpu=1 ./broker/mint"
 	$(GO) run ./bench/agent -out BENCHMARKS.md
+	taskset -c 1 $(GO) test -run='^$$' -bench='FullParse|FirstLoad|Reload' -benchtime=20x -cpu=1 -benchmem ./broker/policysrc | \
+	  $(GO) run ./bench/gobench -section policy-reload -title "Policy reload by change" \
+	    -cmd "taskset -c 1 go test -run='^\$$' -bench='FullParse|FirstLoad|Reload' -benchtime=20x -cpu=1 -benchmem ./broker/policysrc"
 
 ## bench-fleet: one broker pinned to one core (taskset) from 10 to 10,000 agents; several minutes
 bench-fleet:

@@ -1,6 +1,7 @@
 // Package broker assembles the token broker from its parts:
 //
 //	policy/      what exists and who may use it (authorisation)
+//	policysrc/   where the policy is read from, re-read by change
 //	agentauth/   who is calling (EdDSA JWT assertions, replay protection)
 //	clientaddr/  where a request comes from (TCP peer or X-Forwarded-For)
 //	ratelimit/   how often each agent may call
@@ -28,6 +29,7 @@ import (
 	"cloud.google.com/go/iam/credentials/apiv1/credentialspb"
 	secretmanager "cloud.google.com/go/secretmanager/apiv1"
 	"cloud.google.com/go/secretmanager/apiv1/secretmanagerpb"
+	"cloud.google.com/go/storage"
 	gax "github.com/googleapis/gax-go/v2"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
@@ -40,6 +42,7 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/audit"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/mint"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policysrc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/ratelimit"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/secretref"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/tokencache"
@@ -49,7 +52,9 @@ import (
 
 // Config is the broker's environment.
 type Config struct {
-	// PolicyRef is BROKER_CONFIG: sm://projects/P/secrets/S/versions/V or a file path.
+	// PolicyRef is BROKER_CONFIG: sm://projects/P/secrets/S/versions/V, a
+	// file path, a directory of fragments or gs://BUCKET/PREFIX/ (see
+	// broker/policysrc).
 	PolicyRef string
 	// Refresh is BROKER_REFRESH: how often the policy and secrets are re-read.
 	Refresh time.Duration
@@ -67,6 +72,10 @@ type Config struct {
 	// SecretManagerEndpoint (BROKER_SECRETMANAGER_ENDPOINT) points the Secret
 	// Manager client at a plain-gRPC fake. Tests and the demo only.
 	SecretManagerEndpoint string
+	// StorageEndpoint (BROKER_STORAGE_ENDPOINT) points the Cloud Storage
+	// client read for gs:// policies at a fake's JSON API
+	// (http://127.0.0.1:PORT), without authentication. Tests and the demo only.
+	StorageEndpoint string
 	// IAMCredentialsEndpoint (BROKER_IAMCREDENTIALS_ENDPOINT) points the IAM
 	// Credentials REST client at a fake. Tests and the demo only.
 	IAMCredentialsEndpoint string
@@ -96,12 +105,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		RateLimit:              DefaultRateLimit,
 		RateBurst:              DefaultRateBurst,
 		SecretManagerEndpoint:  getenv("BROKER_SECRETMANAGER_ENDPOINT"),
+		StorageEndpoint:        getenv("BROKER_STORAGE_ENDPOINT"),
 		IAMCredentialsEndpoint: getenv("BROKER_IAMCREDENTIALS_ENDPOINT"),
 		AuthorizedUserTokenURI: getenv("BROKER_AUTHORIZED_USER_TOKEN_URI"),
 	}
 	var errs []error
 	if c.PolicyRef == "" {
-		errs = append(errs, errors.New("BROKER_CONFIG: required (sm://projects/P/secrets/S/versions/V or a file path)"))
+		errs = append(errs, errors.New("BROKER_CONFIG: required (sm://projects/P/secrets/S/versions/V, a file, a directory of fragments or gs://BUCKET/PREFIX/)"))
 	}
 	durations := []struct {
 		name string
@@ -157,6 +167,10 @@ type Broker struct {
 	closers []io.Closer
 
 	refreshMu sync.Mutex // one refresh at a time, so caches follow the latest policy
+	// Under refreshMu: the cache keys and secret references of retainFor,
+	// the policy the caches were last made to follow.
+	retainFor  *policy.Policy
+	keys, refs map[string]bool
 }
 
 // New loads the policy (an invalid one is an error naming the account,
@@ -174,12 +188,16 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 	b := &Broker{done: make(chan struct{})}
 	sm := newLazySecretManager(c.SecretManagerEndpoint)
 	iam := newLazyIAM(c.IAMCredentialsEndpoint)
-	b.closers = append(b.closers, sm, iam)
+	gcs := newLazyStorage(c.StorageEndpoint)
+	b.closers = append(b.closers, sm, iam, gcs)
 
 	secrets := &secretref.Resolver{SM: sm, TTL: c.Refresh, Now: c.Now, Log: c.Log}
-	watcher, err := policy.NewWatcher(ctx, func(ctx context.Context) ([]byte, error) {
-		return secrets.Fetch(ctx, c.PolicyRef)
-	}, c.Log)
+	load, err := policysrc.Open(c.PolicyRef, policysrc.Options{Fetch: secrets.Fetch, Storage: gcs.get})
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	watcher, err := policy.NewLoaderWatcher(ctx, load, c.Log)
 	if err != nil {
 		b.Close()
 		return nil, err
@@ -244,17 +262,21 @@ func (b *Broker) refresh(ctx context.Context) error {
 	b.refreshMu.Lock()
 	defer b.refreshMu.Unlock()
 	err := b.watcher.Reload(ctx)
-	p := b.watcher.Current()
-	keys := make(map[string]bool, len(p.Accounts))
-	refs := make(map[string]bool, len(p.Accounts))
-	for _, a := range p.Accounts {
-		keys[a.CacheKey()] = true
-		if ref := a.SecretRef(); ref != "" {
-			refs[ref] = true
+	if p := b.watcher.Current(); p != b.retainFor {
+		// Once per policy, not per refresh: at 30,000 accounts these
+		// sets cost more than an unchanged re-read.
+		b.keys = make(map[string]bool, len(p.Accounts))
+		b.refs = make(map[string]bool, len(p.Accounts))
+		for _, a := range p.Accounts {
+			b.keys[a.CacheKey()] = true
+			if ref := a.SecretRef(); ref != "" {
+				b.refs[ref] = true
+			}
 		}
+		b.retainFor = p
 	}
-	b.tokens.Retain(keys)
-	b.secrets.Retain(refs)
+	b.tokens.Retain(b.keys)
+	b.secrets.Retain(b.refs)
 	return err
 }
 
@@ -348,6 +370,31 @@ func (l *lazySecretManager) AccessSecretVersion(ctx context.Context, req *secret
 		return nil, err
 	}
 	return c.AccessSecretVersion(ctx, req, opts...)
+}
+
+// newLazyStorage is the Cloud Storage client for gs:// policies, created
+// at the first listing (a broker whose policy lives elsewhere never makes one).
+func newLazyStorage(endpoint string) *lazy[*storage.Client] {
+	return &lazy[*storage.Client]{what: "Cloud Storage", create: func(ctx context.Context) (*storage.Client, error) {
+		return policysrc.NewStorageClient(ctx, endpoint)
+	}}
+}
+
+// CheckPolicy reads and validates the policy at ref (any BROKER_CONFIG
+// form) exactly as New does, with the clients c names, and returns it; the
+// error lists every problem (for fragments, of every fragment). It is
+// "broker check-policy".
+func CheckPolicy(ctx context.Context, c Config, ref string) (*policy.Policy, error) {
+	sm := newLazySecretManager(c.SecretManagerEndpoint)
+	gcs := newLazyStorage(c.StorageEndpoint)
+	defer sm.Close()
+	defer gcs.Close()
+	secrets := &secretref.Resolver{SM: sm}
+	load, err := policysrc.Open(ref, policysrc.Options{Fetch: secrets.Fetch, Storage: gcs.get})
+	if err != nil {
+		return nil, err
+	}
+	return load(ctx)
 }
 
 // lazyIAM authenticates as the broker's own identity: the metadata server

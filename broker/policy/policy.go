@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -27,7 +26,6 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/strictjson"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/urlrule"
-	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
 )
 
 // DefaultBaseURL is the Cloud Healthcare API root.
@@ -36,8 +34,8 @@ const DefaultBaseURL = "https://healthcare.googleapis.com/v1/"
 // DefaultScope is the OAuth2 scope of minted tokens unless an account sets Scopes.
 const DefaultScope = "https://www.googleapis.com/auth/cloud-healthcare"
 
-// MaxDocumentSize bounds the policy document (it comes from Secret Manager,
-// whose payloads are at most 64 KiB, or a local file).
+// MaxDocumentSize bounds the policy document and each fragment of a
+// policy read from a directory or a Cloud Storage prefix.
 const MaxDocumentSize = 1 << 20
 
 // Policy is the whole document. Field names follow the old Orthanc GCP plugin.
@@ -70,6 +68,7 @@ type Account struct {
 	Scopes []string `json:",omitempty"`
 
 	name        string
+	from        string // the fragment that defines it ("" for a single document)
 	kind        Kind
 	lifetime    time.Duration
 	dicomWebURL string
@@ -99,6 +98,7 @@ type Agent struct {
 	Disabled            bool     `json:",omitempty"`
 
 	keys   []crypto.PublicKey // parsed: ed25519.PublicKey or *ecdsa.PublicKey
+	from   string             // the fragment that defines it ("" for a single document)
 	ranges []netip.Prefix     // parsed AllowedSourceRanges
 }
 
@@ -134,18 +134,20 @@ func (k Kind) String() string {
 // that matches a field only case-insensitively ("disabled" for Disabled),
 // an unknown key or data after the document is refused naming the key, so
 // the policy in force is the one a reviewer reads.
+//
+// A single document is a policy of one unnamed fragment: Parse is
+// ParseFragment then Merge, so a document and a set of fragments are
+// validated by the same code.
 func Parse(data []byte) (*Policy, error) {
-	if len(data) > MaxDocumentSize {
-		return nil, fmt.Errorf("policy: document is %d bytes, limit %d", len(data), MaxDocumentSize)
-	}
-	var p Policy
-	if err := strictjson.Unmarshal(data, &p); err != nil {
-		return nil, fmt.Errorf("policy: %s", describeJSONError(err))
-	}
-	if err := p.validate(); err != nil {
+	f, err := ParseFragment("", data)
+	if f == nil {
 		return nil, err
 	}
-	return &p, nil
+	p, mergeErr := Merge([]*Fragment{f})
+	if err != nil || mergeErr != nil {
+		return nil, errors.Join(err, mergeErr)
+	}
+	return p, nil
 }
 
 // describeJSONError keeps decoder errors useful without echoing document
@@ -177,83 +179,6 @@ var (
 	smRE      = regexp.MustCompile(`^sm://projects/[A-Za-z0-9_.:-]+/secrets/[A-Za-z0-9_-]+/versions/(latest|[1-9][0-9]*)$`)
 	emailRE   = regexp.MustCompile(`^[a-z0-9][a-z0-9._-]*@[a-z0-9.-]+\.[a-z]{2,}$`)
 )
-
-func (p *Policy) validate() error {
-	var errs []error
-	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf("policy: "+format, a...)) }
-
-	if p.Audience == "" {
-		add("Audience: required (the broker's URL, as agents send it)")
-	} else if _, err := checkURL(p.Audience); err != nil {
-		add("Audience: %v", err)
-	}
-	if p.BaseUrl == "" {
-		p.BaseUrl = DefaultBaseURL
-	}
-	if u, err := checkBaseURL(p.BaseUrl); err != nil {
-		add("BaseUrl: %v", err)
-	} else {
-		if !strings.HasSuffix(u.Path, "/") {
-			u.Path += "/"
-		}
-		p.baseURL = u
-	}
-	if len(p.Accounts) == 0 {
-		add("Accounts: at least one account is required")
-	}
-	for _, name := range slices.Sorted(maps.Keys(p.Accounts)) {
-		a := p.Accounts[name]
-		if !wire.ValidStoreName(name) {
-			add("account %q: name must be 1-63 letters, digits, '.', '_' or '-' (it becomes an Orthanc server name)", name)
-			continue
-		}
-		if a == nil {
-			add("account %q: must be an object", name)
-			continue
-		}
-		a.name = name
-		for _, e := range a.validate() {
-			add("account %q: %v", name, e)
-		}
-		if p.baseURL != nil {
-			a.dicomWebURL = p.baseURL.String() + a.StorePath() + "/dicomWeb/"
-		}
-	}
-	for _, id := range slices.Sorted(maps.Keys(p.Agents)) {
-		ag := p.Agents[id]
-		if !wire.ValidAgentID(id) {
-			add("agent %q: id must be 1-128 letters, digits, '.', '_', '@' or '-'", id)
-			continue
-		}
-		if ag == nil {
-			add("agent %q: must be an object", id)
-			continue
-		}
-		keys, keyErrs := ag.parseKeys()
-		for _, e := range keyErrs {
-			add("agent %q: %v", id, e)
-		}
-		if len(keyErrs) == 0 {
-			ag.keys = keys
-		}
-		ranges, rangeErrs := parseSourceRanges(ag.AllowedSourceRanges)
-		for _, e := range rangeErrs {
-			add("agent %q: %v", id, e)
-		}
-		ag.ranges = ranges
-		seen := map[string]bool{}
-		for _, acct := range ag.Accounts {
-			switch {
-			case seen[acct]:
-				add("agent %q: Accounts: %q listed twice", id, acct)
-			case p.Accounts[acct] == nil:
-				add("agent %q: Accounts: unknown account %q", id, acct)
-			}
-			seen[acct] = true
-		}
-	}
-	return errors.Join(errs...)
-}
 
 // parseKeys parses PublicKey or PublicKeys (exactly one of them is set)
 // into the agent's key list, each key checked by parseAgentKey. The errors

@@ -9,22 +9,34 @@
 // keep-alive connections and header size, and shuts down gracefully on
 // SIGTERM (Cloud Run's stop signal) or SIGINT: it stops accepting, lets
 // requests in flight finish for up to shutdownGrace, then closes the broker.
+//
+//	broker                      serve (configured by BROKER_* variables)
+//	broker check-policy SOURCE  validate a policy as the broker would, and exit
+//
+// check-policy reads SOURCE (any BROKER_CONFIG form: sm://…, a file, a
+// directory of fragments, gs://BUCKET/PREFIX/), validates it exactly as the
+// broker does at start, prints every problem (for fragments, of every bad
+// fragment) and exits 0 when the policy is good, 1 when it is not, 2 on a
+// usage error. An operator's pipeline runs it before uploading fragments.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/cloudlog"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/logtext"
 )
 
 // serverLimits are the http.Server's bounds.
@@ -48,7 +60,64 @@ var limits = serverLimits{
 	shutdownGrace:  8 * time.Second,
 }
 
-func main() { os.Exit(run()) }
+func main() {
+	if len(os.Args) > 1 {
+		os.Exit(command(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(run())
+}
+
+// Exit statuses of check-policy.
+const (
+	exitOK       = 0
+	exitProblems = 1
+	exitUsage    = 2
+)
+
+const usage = `usage: broker                      serve (configured by BROKER_* variables)
+       broker check-policy SOURCE  validate a policy (sm://…, a file, a directory, gs://BUCKET/PREFIX/)
+`
+
+// command runs a subcommand.
+func command(args []string, stdout, stderr io.Writer) int {
+	switch {
+	case args[0] == "-h" || args[0] == "--help" || args[0] == "help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	case args[0] != "check-policy":
+		fmt.Fprintf(stderr, "broker: unknown command %q\n%s", logtext.Truncate(args[0], 64), usage)
+		return exitUsage
+	case len(args) != 2 || args[1] == "":
+		fmt.Fprint(stderr, "broker check-policy: want exactly one SOURCE\n"+usage)
+		return exitUsage
+	}
+	return checkPolicy(args[1], stdout, stderr)
+}
+
+// checkPolicy validates the policy at source with the same clients and
+// code as the broker (the BROKER_*_ENDPOINT variables apply) and prints
+// every problem, one a line.
+func checkPolicy(source string, stdout, stderr io.Writer) int {
+	cfg, _ := broker.ConfigFromEnv(func(k string) string {
+		if k == "BROKER_CONFIG" {
+			return source
+		}
+		return os.Getenv(k)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := broker.CheckPolicy(ctx, cfg, source)
+	if err != nil {
+		lines := strings.Split(err.Error(), "\n")
+		for _, l := range lines {
+			fmt.Fprintln(stdout, l)
+		}
+		fmt.Fprintf(stderr, "broker check-policy: %s: %d problem(s)\n", source, len(lines))
+		return exitProblems
+	}
+	fmt.Fprintf(stdout, "broker check-policy: %s: ok: %d accounts, %d agents\n", source, len(p.Accounts), len(p.Agents))
+	return exitOK
+}
 
 func run() int {
 	log := cloudlog.New(os.Stdout, slog.LevelInfo)

@@ -15,6 +15,7 @@ type Cloud struct {
 	IAM           *IAMCredentials
 	Metadata      *Metadata
 	DICOMweb      *DICOMwebFront
+	Storage       *Storage
 
 	clockMu sync.Mutex
 	offset  time.Duration
@@ -27,6 +28,7 @@ type Addrs struct {
 	IAM           string
 	Metadata      string
 	DICOMweb      string
+	Storage       string
 }
 
 // StartCloud starts all fakes on 127.0.0.1 ephemeral ports; the metadata server's
@@ -47,6 +49,7 @@ func StartCloudOn(a Addrs, brokerEmail, projectID string, log *slog.Logger) (*Cl
 		IAM:           NewIAMCredentials(tokens),
 		Metadata:      NewMetadata(tokens, brokerEmail, projectID),
 		DICOMweb:      NewDICOMwebFront(tokens),
+		Storage:       NewStorage(),
 	}
 	if log != nil {
 		c.Tokens.SetLogger(log)
@@ -65,6 +68,7 @@ func StartCloudOn(a Addrs, brokerEmail, projectID string, log *slog.Logger) (*Cl
 		{"iam credentials", a.IAM, c.IAM.Start},
 		{"metadata", a.Metadata, c.Metadata.Start},
 		{"dicomweb front", a.DICOMweb, c.DICOMweb.Start},
+		{"cloud storage", a.Storage, c.Storage.Start},
 	}
 	for _, s := range starts {
 		if err := s.start(s.addr); err != nil {
@@ -90,6 +94,7 @@ func (c *Cloud) AdvanceClock(d time.Duration) time.Duration {
 
 // Close stops every fake.
 func (c *Cloud) Close() {
+	c.Storage.Close()
 	_ = c.DICOMweb.Close()
 	_ = c.Metadata.Close()
 	_ = c.IAM.Close()

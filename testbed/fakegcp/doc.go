@@ -9,6 +9,8 @@
 //   - Metadata: the GCE / Cloud Run metadata server, for GCE_METADATA_HOST.
 //   - DICOMwebFront: the Healthcare API's DICOMweb endpoint, checking tokens per store
 //     and reverse-proxying to an Orthanc that plays the DICOM store.
+//   - Storage: Cloud Storage (github.com/fsouza/fake-gcs-server's fakestorage), for
+//     policies read from gs://BUCKET/PREFIX/ (BROKER_STORAGE_ENDPOINT).
 //
 // StartCloud starts them all on loopback; Run is the logic of testbed/cmd/fakegcp (setup
 // document, state file, admin API). Clocks are injectable (TokenServer.SetNow) so

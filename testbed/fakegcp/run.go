@@ -23,6 +23,7 @@ func Run(ctx context.Context, args []string, stderr io.Writer, ready func(State)
 	fs.StringVar(&a.IAM, "iam-addr", "127.0.0.1:0", "IAM Credentials (REST) listen address")
 	fs.StringVar(&a.Metadata, "metadata-addr", "127.0.0.1:0", "metadata server listen address")
 	fs.StringVar(&a.DICOMweb, "dicomweb-addr", "127.0.0.1:0", "Healthcare DICOMweb front listen address")
+	fs.StringVar(&a.Storage, "storage-addr", "127.0.0.1:0", "Cloud Storage (JSON API) listen address")
 	adminAddr := fs.String("admin-addr", "127.0.0.1:0", "admin API listen address")
 	setupPath := fs.String("setup", "", "JSON setup document to provision (see package doc)")
 	statePath := fs.String("state", "", "write the state document (endpoints, files, secrets) here once listening")
@@ -72,8 +73,8 @@ func Run(ctx context.Context, args []string, stderr io.Writer, ready func(State)
 			return fmt.Errorf("fakegcp: write state: %w", err)
 		}
 	}
-	fmt.Fprintf(stderr, "fakegcp: ready token=%s secretmanager=%s iam=%s metadata=%s dicomweb=%s admin=%s\n",
-		final.TokenURL, final.SecretManagerAddr, final.IAMCredentialsURL, final.MetadataHost, final.DICOMwebBaseURL, final.AdminURL)
+	fmt.Fprintf(stderr, "fakegcp: ready token=%s secretmanager=%s iam=%s metadata=%s dicomweb=%s storage=%s admin=%s\n",
+		final.TokenURL, final.SecretManagerAddr, final.IAMCredentialsURL, final.MetadataHost, final.DICOMwebBaseURL, final.StorageURL, final.AdminURL)
 	if ready != nil {
 		ready(final)
 	}

@@ -81,6 +81,7 @@ type State struct {
 	IAMCredentialsURL      string `json:"IamCredentialsUrl"` // http://127.0.0.1:P
 	MetadataHost           string // 127.0.0.1:P, for GCE_METADATA_HOST
 	DICOMwebBaseURL        string `json:"DicomWebBaseUrl"` // http://127.0.0.1:P/v1/
+	StorageURL             string `json:"StorageUrl"`      // http://127.0.0.1:P, for BROKER_STORAGE_ENDPOINT
 	AdminURL               string `json:"AdminUrl,omitempty"`
 	ServiceAccounts        []StateServiceAccount
 	AuthorizedUsers        []StateAuthorizedUser
@@ -310,6 +311,7 @@ func (c *Cloud) State() *State {
 		IAMCredentialsURL:      c.IAM.URL(),
 		MetadataHost:           c.Metadata.Host(),
 		DICOMwebBaseURL:        c.DICOMweb.URL() + "/v1/",
+		StorageURL:             c.Storage.URL(),
 		Stores:                 c.DICOMweb.Stores(),
 	}
 }

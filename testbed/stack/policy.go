@@ -1,6 +1,8 @@
 package stack
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -34,6 +36,57 @@ func writePolicy(path string, p *Policy) error {
 	return atomicfile.WriteJSON(path, p, 0o600)
 }
 
+// The bucket and prefix of the policy with Options.PolicyInBucket.
+const (
+	PolicyBucket = "demo-policy"
+	PolicyPrefix = "policy/"
+)
+
+// PolicyRef is BROKER_CONFIG as the stack sets it.
+func (s *Stack) PolicyRef() string {
+	if s.Opts.PolicyInBucket {
+		return "gs://" + PolicyBucket + "/" + PolicyPrefix
+	}
+	return s.PolicyPath
+}
+
+// writeBucketPolicy writes p into the fake Cloud Storage as fragments,
+// laid out as the Terraform module writes them: base.json (Audience,
+// BaseUrl), accounts/NAME.json and agents/ID.json. Only fragments whose
+// content changed get a new generation; ones no longer in p are deleted.
+func (s *Stack) writeBucketPolicy(p *Policy) error {
+	want := map[string]any{PolicyPrefix + "base.json": map[string]string{"Audience": p.Audience, "BaseUrl": p.BaseUrl}}
+	for name, a := range p.Accounts {
+		want[PolicyPrefix+"accounts/"+name+".json"] = map[string]any{"Accounts": map[string]*PolicyAccount{name: a}}
+	}
+	for id, ag := range p.Agents {
+		want[PolicyPrefix+"agents/"+id+".json"] = map[string]any{"Agents": map[string]*PolicyAgent{id: ag}}
+	}
+	if s.bucketObjects == nil {
+		s.Cloud.Storage.CreateBucket(PolicyBucket)
+		s.bucketObjects = map[string][]byte{}
+	}
+	for name, v := range want {
+		data, err := json.MarshalIndent(v, "", "  ")
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(s.bucketObjects[name], data) {
+			s.Cloud.Storage.Put(PolicyBucket, name, data)
+			s.bucketObjects[name] = data
+		}
+	}
+	for name := range s.bucketObjects {
+		if _, ok := want[name]; !ok {
+			if err := s.Cloud.Storage.Delete(PolicyBucket, name); err != nil {
+				return fmt.Errorf("delete gs://%s/%s: %w", PolicyBucket, name, err)
+			}
+			delete(s.bucketObjects, name)
+		}
+	}
+	return nil
+}
+
 // UpdatePolicy applies edit to a copy of the policy in force and writes it;
 // the broker picks it up within its refresh period (Options.BrokerRefresh).
 func (s *Stack) UpdatePolicy(edit func(p *Policy)) error {
@@ -43,6 +96,11 @@ func (s *Stack) UpdatePolicy(edit func(p *Policy)) error {
 	edit(cp)
 	if err := writePolicy(s.PolicyPath, cp); err != nil {
 		return fmt.Errorf("stack: write policy: %w", err)
+	}
+	if s.Opts.PolicyInBucket {
+		if err := s.writeBucketPolicy(cp); err != nil {
+			return fmt.Errorf("stack: write policy fragments: %w", err)
+		}
 	}
 	s.policy = cp
 	return nil

@@ -76,6 +76,11 @@ type Options struct {
 	// SecretManager puts the service-account keys in the fake Secret Manager
 	// (sm:// references) instead of 0600 files.
 	SecretManager bool
+	// PolicyInBucket serves the broker's policy from the fake Cloud Storage
+	// as fragments under gs://PolicyBucket/PolicyPrefix (as the Terraform
+	// module lays it out) instead of a file; PolicyPath is still written,
+	// as a copy for reading.
+	PolicyInBucket bool
 	// TapBroker puts a recording proxy (BrokerTap) between agent and broker.
 	TapBroker bool
 	// AgentLogLevel is AGENT_LOG_LEVEL (default info).
@@ -151,9 +156,10 @@ type Stack struct {
 	now    func() time.Time
 	logf   func(string, ...any)
 
-	mu     sync.Mutex
-	policy *Policy
-	closed bool
+	mu            sync.Mutex
+	policy        *Policy
+	bucketObjects map[string][]byte // fragments last written to the bucket (PolicyInBucket)
+	closed        bool
 }
 
 func (o *Options) defaults() {
@@ -395,11 +401,17 @@ func (s *Stack) setupBroker() error {
 	if err := writePolicy(s.PolicyPath, p); err != nil {
 		return err
 	}
+	if s.Opts.PolicyInBucket {
+		if err := s.writeBucketPolicy(p); err != nil {
+			return err
+		}
+	}
 	s.policy = p
 	env := append(s.baseEnv(filepath.Join(s.Dir, "broker-home")),
 		"PORT="+strconv.Itoa(port),
 		"BROKER_LISTEN_HOST=127.0.0.1",
-		"BROKER_CONFIG="+s.PolicyPath,
+		"BROKER_CONFIG="+s.PolicyRef(),
+		"BROKER_STORAGE_ENDPOINT="+s.Cloud.Storage.URL(),
 		"BROKER_REFRESH="+s.Opts.BrokerRefresh.String(),
 		"BROKER_RATE_LIMIT=50",
 		"BROKER_SECRETMANAGER_ENDPOINT="+s.Cloud.SecretManager.Addr(),

@@ -1,7 +1,8 @@
 // Command demo runs the whole system on this machine and reports what it
 // did: the Google fakes, an Orthanc "cloud" playing the Healthcare DICOM
-// store, an Orthanc "site", the broker (file policy, keys made on the fly)
-// and the agent (key from "agent keygen"). It sends a small synthetic study
+// store, an Orthanc "site", the broker (policy as fragments in the fake Cloud
+// Storage under gs://demo-policy/policy/, keys made on the fly) and the agent
+// (key from "agent keygen"). It sends a small synthetic study
 // from the site to the cloud with Orthanc's DICOMweb client (STOW), finds it
 // (QIDO), deletes it on the site and retrieves it (WADO-RS), then stops
 // everything. Exit status 0 only if every step passed.
@@ -139,7 +140,7 @@ func run(ctx context.Context, stopSignals func(), args []string, stdout, stderr 
 		}
 	}()
 
-	opts := stack.Options{Stores: 1}
+	opts := stack.Options{Stores: 1, PolicyInBucket: true}
 	if cfg.bin != "" {
 		opts.Bin = stack.BinariesIn(cfg.bin)
 	}
@@ -241,7 +242,7 @@ func printSetup(ctx context.Context, w io.Writer, s *stack.Stack, store stack.St
 		{"DICOM store " + store.Name, store.Path + " (accepts tokens of " + store.ServiceAccount + ")"},
 		{"Orthanc \"cloud\" (the store's data)", fmt.Sprintf("%s, DICOM port %d", s.CloudOrthanc.URL, s.CloudOrthanc.DicomPort)},
 		{"Orthanc \"site\"", fmt.Sprintf("%s, DICOM port %d", s.Site.URL, s.Site.DicomPort)},
-		{"broker", s.BrokerURL + ", policy " + s.PolicyPath},
+		{"broker", s.BrokerURL + ", policy " + s.PolicyRef()},
 		{"service-account key (made now)", store.Secret},
 		{"agent", "status http://" + s.AgentListen + "/healthz, config " + s.AgentConfigPath},
 		{"agent AllowedDicomWebHosts", strings.Join(s.AgentAllowedDicomWebHosts, ", ") + " (the fake front, listed explicitly)"},

@@ -7,13 +7,15 @@
 //   - a GCE/Cloud Run metadata server (for GCE_METADATA_HOST)
 //   - a Healthcare API DICOMweb front that checks bearer tokens per store and proxies
 //     to an Orthanc standing in for the DICOM store
+//   - Cloud Storage's JSON API (fake-gcs-server), for policies at gs://BUCKET/PREFIX/
+//     (the broker's BROKER_STORAGE_ENDPOINT; StorageUrl in the state document)
 //   - a small admin API to steer them
 //
 // Usage:
 //
 //	fakegcp [--setup setup.json] [--state state.json] [--out-dir DIR]
 //	        [--token-addr A] [--secretmanager-addr A] [--iam-addr A] [--metadata-addr A]
-//	        [--dicomweb-addr A] [--admin-addr A] [--quiet]
+//	        [--dicomweb-addr A] [--storage-addr A] [--admin-addr A] [--quiet]
 //
 // Every address defaults to 127.0.0.1:0 (a free port). SIGINT or SIGTERM stops it.
 //

@@ -1,0 +1,341 @@
+package policy
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/strictjson"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/internal/wire"
+)
+
+// Fragment is one piece of a policy read from a directory or a Cloud
+// Storage prefix: the policy's own fields, each optional, parsed and
+// checked on its own. What needs the whole policy (Audience present, an
+// agent's accounts defined somewhere, no name twice) is checked by Merge,
+// so a fragment that has not changed is parsed once and merged many times.
+//
+// A Fragment is not modified once ParseFragment returns it (Merge keeps a
+// memo of its accounts resolved against a BaseUrl, under a lock), so one
+// may be shared by the policy in force and the one being built.
+type Fragment struct {
+	name     string
+	audience string
+	baseURL  string // as written; "" when absent
+	base     *url.URL
+	accounts map[string]*Account
+	agents   map[string]*Agent
+
+	mu           sync.Mutex
+	resolvedBase string
+	resolved     map[string]*Account // accounts with their DICOMweb URL under resolvedBase
+}
+
+// Name returns the fragment's name as given to ParseFragment.
+func (f *Fragment) Name() string { return f.name }
+
+// where prefixes a problem with the fragment's name; a single document
+// (name "") keeps the messages it has always had.
+func (f *Fragment) where() string { return fragmentWhere(f.name) }
+
+func fragmentWhere(name string) string {
+	if name == "" {
+		return "policy: "
+	}
+	return fmt.Sprintf("policy: fragment %q: ", name)
+}
+
+// ParseFragment decodes and checks one fragment named name (its path or
+// object name, for messages). Every problem is reported, each naming the
+// fragment, the account or agent and the field; the same strict JSON rules
+// as Parse apply, and a fragment may be at most MaxDocumentSize bytes.
+//
+// When the JSON decodes but entries are refused, the fragment is returned
+// with the error, so that Merge can report the whole policy's problems
+// too; a policy built from a fragment that had an error must never be
+// put in force.
+func ParseFragment(name string, data []byte) (*Fragment, error) {
+	where := fragmentWhere(name)
+	if len(data) > MaxDocumentSize {
+		what := "document"
+		if name != "" {
+			what = "fragment"
+		}
+		return nil, fmt.Errorf("%s%s is %d bytes, limit %d", where, what, len(data), MaxDocumentSize)
+	}
+	var p Policy
+	if err := strictjson.Unmarshal(data, &p); err != nil {
+		return nil, errors.New(where + describeJSONError(err))
+	}
+	f := &Fragment{name: name, audience: p.Audience, baseURL: p.BaseUrl,
+		accounts: make(map[string]*Account, len(p.Accounts)), agents: make(map[string]*Agent, len(p.Agents))}
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(where+format, a...)) }
+
+	if p.Audience != "" {
+		if _, err := checkURL(p.Audience); err != nil {
+			add("Audience: %v", err)
+		}
+	}
+	if p.BaseUrl != "" {
+		if u, err := checkBaseURL(p.BaseUrl); err != nil {
+			add("BaseUrl: %v", err)
+		} else {
+			if !strings.HasSuffix(u.Path, "/") {
+				u.Path += "/"
+			}
+			f.base = u
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(p.Accounts)) {
+		a := p.Accounts[name]
+		if !wire.ValidStoreName(name) {
+			add("account %q: name must be 1-63 letters, digits, '.', '_' or '-' (it becomes an Orthanc server name)", name)
+			continue
+		}
+		if a == nil {
+			add("account %q: must be an object", name)
+			continue
+		}
+		a.name, a.from = name, f.name
+		for _, e := range a.validate() {
+			add("account %q: %v", name, e)
+		}
+		f.accounts[name] = a
+	}
+	for _, id := range slices.Sorted(maps.Keys(p.Agents)) {
+		ag := p.Agents[id]
+		if !wire.ValidAgentID(id) {
+			add("agent %q: id must be 1-128 letters, digits, '.', '_', '@' or '-'", id)
+			continue
+		}
+		if ag == nil {
+			add("agent %q: must be an object", id)
+			continue
+		}
+		ag.from = f.name
+		keys, keyErrs := ag.parseKeys()
+		for _, e := range keyErrs {
+			add("agent %q: %v", id, e)
+		}
+		if len(keyErrs) == 0 {
+			ag.keys = keys
+		}
+		ranges, rangeErrs := parseSourceRanges(ag.AllowedSourceRanges)
+		for _, e := range rangeErrs {
+			add("agent %q: %v", id, e)
+		}
+		ag.ranges = ranges
+		seen := make(map[string]bool, len(ag.Accounts))
+		for _, acct := range ag.Accounts {
+			if seen[acct] {
+				add("agent %q: Accounts: %q listed twice", id, acct)
+			}
+			seen[acct] = true
+		}
+		f.agents[id] = ag
+	}
+	return f, errors.Join(errs...)
+}
+
+// Merge builds the policy from fragments and checks what needs all of
+// them: Audience and BaseUrl each set in at most one fragment, Audience
+// set in one, no account or agent name in two fragments (both are named),
+// at least one account, and every account an agent lists defined in some
+// fragment. The error lists every problem. The fragments are not changed:
+// the policy shares their agents and holds copies of their accounts.
+func Merge(frags []*Fragment) (*Policy, error) {
+	return new(Merger).Merge(frags)
+}
+
+// Merger merges fragment sets one after the other, reusing its last good
+// merge: when only some fragments differ (by identity: a re-parsed
+// fragment is a new *Fragment), the new policy is the last one with those
+// fragments' entries taken out and put back, and only the cross-references
+// are checked again over the whole policy. The result is what Merge would
+// return. A Merger is not safe for concurrent use.
+type Merger struct {
+	last  *Policy
+	frags map[string]*Fragment // by name: the fragments of last
+}
+
+// Merge merges frags (names unique) as the package-level Merge does. A
+// refused set leaves the Merger at its last good merge.
+func (m *Merger) Merge(frags []*Fragment) (*Policy, error) {
+	if m.last == nil {
+		return m.full(frags)
+	}
+	var added, removed []*Fragment // removed: replaced or gone
+	fresh := 0
+	for _, f := range frags {
+		if old := m.frags[f.name]; old != f {
+			added = append(added, f)
+			if old != nil {
+				removed = append(removed, old)
+			} else {
+				fresh++
+			}
+		}
+	}
+	if len(frags)-fresh != len(m.frags) { // some are gone
+		names := make(map[string]bool, len(frags))
+		for _, f := range frags {
+			names[f.name] = true
+		}
+		for name, f := range m.frags {
+			if !names[name] {
+				removed = append(removed, f)
+			}
+		}
+	}
+	if len(added) == 0 && len(removed) == 0 {
+		return m.last, nil
+	}
+	// Audience and BaseUrl are rare in fragments: when a fragment that
+	// sets one comes or goes, merge everything again.
+	for _, f := range slices.Concat(added, removed) {
+		if f.audience != "" || f.baseURL != "" {
+			return m.full(frags)
+		}
+	}
+	return m.patch(added, removed)
+}
+
+// full merges every fragment from scratch.
+func (m *Merger) full(frags []*Fragment) (*Policy, error) {
+	frags = slices.SortedFunc(slices.Values(frags), func(a, b *Fragment) int { return cmp.Compare(a.name, b.name) })
+	var errs []error
+	var audFrom, baseFrom *Fragment
+	nAccounts, nAgents := 0, 0
+	for _, f := range frags {
+		nAccounts += len(f.accounts)
+		nAgents += len(f.agents)
+		if f.audience != "" {
+			if audFrom != nil {
+				errs = append(errs, fmt.Errorf("policy: Audience is set in fragments %q and %q: set it in one fragment only", audFrom.name, f.name))
+			} else {
+				audFrom = f
+			}
+		}
+		if f.baseURL != "" {
+			if baseFrom != nil {
+				errs = append(errs, fmt.Errorf("policy: BaseUrl is set in fragments %q and %q: set it in one fragment only", baseFrom.name, f.name))
+			} else {
+				baseFrom = f
+			}
+		}
+	}
+	p := &Policy{BaseUrl: DefaultBaseURL, Accounts: make(map[string]*Account, nAccounts), Agents: make(map[string]*Agent, nAgents)}
+	if audFrom != nil {
+		p.Audience = audFrom.audience
+	}
+	if baseFrom != nil {
+		p.BaseUrl, p.baseURL = baseFrom.baseURL, baseFrom.base
+	}
+	if p.baseURL == nil { // unset, or refused (already reported)
+		p.baseURL, _ = url.Parse(DefaultBaseURL)
+	}
+	byName := make(map[string]*Fragment, len(frags))
+	for _, f := range frags {
+		errs = p.add(f, errs)
+		byName[f.name] = f
+	}
+	return m.finish(p, byName, errs)
+}
+
+// patch builds the policy from the last one: removed fragments' entries
+// out, added ones' in.
+func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
+	p := &Policy{Audience: m.last.Audience, BaseUrl: m.last.BaseUrl, baseURL: m.last.baseURL,
+		Accounts: maps.Clone(m.last.Accounts), Agents: maps.Clone(m.last.Agents)}
+	byName := maps.Clone(m.frags)
+	for _, f := range removed {
+		delete(byName, f.name)
+		for name := range f.accounts {
+			if a := p.Accounts[name]; a != nil && a.from == f.name {
+				delete(p.Accounts, name)
+			}
+		}
+		for id := range f.agents {
+			if ag := p.Agents[id]; ag != nil && ag.from == f.name {
+				delete(p.Agents, id)
+			}
+		}
+	}
+	slices.SortFunc(added, func(a, b *Fragment) int { return cmp.Compare(a.name, b.name) })
+	var errs []error
+	for _, f := range added {
+		errs = p.add(f, errs)
+		byName[f.name] = f
+	}
+	return m.finish(p, byName, errs)
+}
+
+// add puts f's entries into p, refusing names p already has.
+func (p *Policy) add(f *Fragment, errs []error) []error {
+	for name, a := range f.resolve(p.baseURL.String()) {
+		if prev, dup := p.Accounts[name]; dup {
+			errs = append(errs, fmt.Errorf("policy: account %q is defined in fragments %q and %q: define it in one", name, prev.from, f.name))
+			continue
+		}
+		p.Accounts[name] = a
+	}
+	for id, ag := range f.agents {
+		if prev, dup := p.Agents[id]; dup {
+			errs = append(errs, fmt.Errorf("policy: agent %q is defined in fragments %q and %q: define it in one", id, prev.from, f.name))
+			continue
+		}
+		p.Agents[id] = ag
+	}
+	return errs
+}
+
+// finish checks what needs the whole policy and, when all is well, makes
+// p the Merger's last good merge.
+func (m *Merger) finish(p *Policy, byName map[string]*Fragment, errs []error) (*Policy, error) {
+	if p.Audience == "" {
+		errs = append(errs, errors.New("policy: Audience: required (the broker's URL, as agents send it)"))
+	}
+	if len(p.Accounts) == 0 {
+		errs = append(errs, errors.New("policy: Accounts: at least one account is required"))
+	}
+	for id, ag := range p.Agents {
+		for _, acct := range ag.Accounts {
+			if p.Accounts[acct] == nil {
+				errs = append(errs, fmt.Errorf("%sagent %q: Accounts: unknown account %q", fragmentWhere(ag.from), id, acct))
+			}
+		}
+	}
+	if len(errs) > 0 {
+		// Map order is random; a reader (and a diff of two runs) wants a stable list.
+		slices.SortStableFunc(errs, func(a, b error) int { return strings.Compare(a.Error(), b.Error()) })
+		return nil, errors.Join(errs...)
+	}
+	m.last, m.frags = p, byName
+	return p, nil
+}
+
+// resolve returns f's accounts with their DICOMweb URLs under base. The
+// copies are kept until BaseUrl changes, so merging an unchanged fragment
+// again allocates nothing, and the accounts of the policy in force are
+// never written to.
+func (f *Fragment) resolve(base string) map[string]*Account {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.resolved != nil && f.resolvedBase == base {
+		return f.resolved
+	}
+	out := make(map[string]*Account, len(f.accounts))
+	for name, a := range f.accounts {
+		cp := *a
+		cp.dicomWebURL = base + a.StorePath() + "/dicomWeb/"
+		out[name] = &cp
+	}
+	f.resolvedBase, f.resolved = base, out
+	return out
+}

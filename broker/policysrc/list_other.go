@@ -1,0 +1,5 @@
+//go:build !linux
+
+package policysrc
+
+func listDir(dir string) ([]Object, error) { return listDirPortable(dir) }

@@ -1,0 +1,139 @@
+package policysrc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"sync"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
+)
+
+// FragmentLoader builds the policy from a Store's fragments, reading and
+// parsing only fragments that are new or changed since the last load.
+type FragmentLoader struct {
+	store  Store
+	merger policy.Merger // merges only what changed since its last good merge
+
+	mu      sync.Mutex
+	parsed  map[string]parsed // by fragment name: the last listing's fragments
+	lastErr error             // the last load's outcome
+	loaded  bool              // parsed holds exactly the last listing
+}
+
+// unchanged reports whether objs lists exactly the fragments of the last
+// load, at the same versions (names are unique in a listing).
+func (l *FragmentLoader) unchanged(objs []Object) bool {
+	if len(objs) != len(l.parsed) {
+		return false
+	}
+	for _, o := range objs {
+		if p, ok := l.parsed[o.Name]; !ok || p.version != o.Version {
+			return false
+		}
+	}
+	return true
+}
+
+// parsed is one fragment as last read: refused ones are kept too, so an
+// unchanged bad fragment is not read again.
+type parsed struct {
+	version Version
+	frag    *policy.Fragment // nil when the JSON did not decode
+	err     error
+}
+
+// NewFragmentLoader returns a loader for store's fragments.
+func NewFragmentLoader(store Store) *FragmentLoader {
+	return &FragmentLoader{store: store, parsed: map[string]parsed{}}
+}
+
+// Load is a policy.Loader. It lists the fragments; when the listing equals
+// the last one it returns that load's outcome without reading anything:
+// nil, nil after a success (nothing changed), the same error after a
+// refusal. Otherwise it reads and parses the new and changed fragments,
+// reuses the others as parsed, and merges them all. The error lists every
+// problem of every fragment; the policy is returned only when there is
+// none. A fragment that cannot be read (a network error) is not
+// remembered, so it is read again at the next load.
+func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	objs, err := l.store.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if l.loaded && l.unchanged(objs) {
+		return nil, l.lastErr
+	}
+	if len(objs) == 0 {
+		return nil, fmt.Errorf("policy: no fragments in %s (want files or objects whose names end in .json)", l.store)
+	}
+
+	// Read what is new or changed; l.parsed is then patched in place (a
+	// new 40,000-entry map per reload would cost more than the rest).
+	var errs []error
+	updates := map[string]parsed{}
+	unreadable, missing := false, false
+	for _, o := range objs {
+		if p, ok := l.parsed[o.Name]; ok && p.version == o.Version {
+			continue
+		}
+		data, err := l.store.Read(ctx, o)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", o.Name, err))
+			unreadable = true
+			continue
+		}
+		f, err := policy.ParseFragment(o.Name, data)
+		updates[o.Name] = parsed{version: o.Version, frag: f, err: err}
+	}
+	maps.Copy(l.parsed, updates)
+	if len(l.parsed) != len(objs) { // some are gone (or unreadable)
+		listed := make(map[string]bool, len(objs))
+		for _, o := range objs {
+			listed[o.Name] = true
+		}
+		for name := range l.parsed {
+			if !listed[name] {
+				delete(l.parsed, name)
+			}
+		}
+	}
+	frags := make([]*policy.Fragment, 0, len(objs))
+	for _, o := range objs {
+		p, ok := l.parsed[o.Name]
+		switch {
+		case !ok: // unreadable, reported above
+			missing = true
+			continue
+		case p.err != nil:
+			errs = append(errs, p.err)
+		}
+		if p.frag == nil {
+			missing = true
+			continue
+		}
+		frags = append(frags, p.frag)
+	}
+	var pol *policy.Policy
+	if !missing && !unreadable {
+		// With a fragment missing, the merge would report its names as
+		// unknown: noise next to the real problem.
+		var mergeErr error
+		pol, mergeErr = l.merger.Merge(frags)
+		errs = append(errs, mergeErr)
+	}
+	err = errors.Join(errs...)
+	if unreadable {
+		// Not remembered: the next load lists and tries again.
+		l.loaded = false
+		return nil, err
+	}
+	l.lastErr, l.loaded = err, true
+	if err != nil {
+		return nil, err
+	}
+	return pol, nil
+}
