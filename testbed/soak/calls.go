@@ -35,6 +35,8 @@ type Call struct {
 	// missingServer: the site Orthanc answered that it has no DICOMweb
 	// server of that name (HTTP 404), i.e. the entry was not there.
 	missingServer bool
+	// detail is what a failed call met, gathered when it failed.
+	detail *failureDetail
 }
 
 type class int
@@ -174,7 +176,9 @@ func (r *runner) call(ctx context.Context, n int, op Op, store string, f func(co
 		return false // the run ended under it
 	}
 	if c.Err != nil {
-		c.missingServer = r.isMissingServer(op, store, c.Err)
+		jobs := r.siteJobs()
+		c.missingServer = r.isMissingServer(op, store, c.Err, jobs)
+		r.gather(&c, jobs)
 	}
 	r.record(c)
 	return c.Err == nil
@@ -204,41 +208,25 @@ func missingAnswer(store string, err error) (missing, askJobs bool) {
 	return false, false
 }
 
-// job is the part of GET /jobs?expand the soak reads.
-type job struct {
-	ID      string
-	Type    string
-	State   string
-	Content struct {
-		FunctionErrorCode    int
-		FunctionErrorDetails string
-	}
-}
-
 // isMissingServer reports whether a failed call failed because the site
 // Orthanc had no DICOMweb server of that name. For a STOW or retrieve it
-// asks Orthanc's jobs for a failed job of that type, not yet attributed to
-// another call, whose reason is the inexistent server.
-func (r *runner) isMissingServer(op Op, store string, err error) bool {
+// looks in Orthanc's jobs (read just after the call failed) for a failed
+// job of that type, not yet attributed to another call, whose reason is
+// the inexistent server.
+func (r *runner) isMissingServer(op Op, store string, err error, jobs []job) bool {
 	missing, askJobs := missingAnswer(store, err)
 	if !askJobs {
 		return missing
 	}
-	typ := map[Op]string{OpSTOW: "DicomWebStowClient", OpWADO: "DicomWebWadoRetrieveClient"}[op]
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var jobs []job
-	if r.s.Site.DoContext(ctx, http.MethodGet, "/jobs?expand", nil, &jobs) != nil {
-		return false
-	}
+	typ := jobType(op)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.jobsSeen == nil {
 		r.jobsSeen = map[string]bool{}
 	}
 	for _, j := range jobs {
-		if j.Type == typ && j.State == "Failure" && j.Content.FunctionErrorCode == 7 &&
-			j.Content.FunctionErrorDetails == inexistentServer+store && !r.jobsSeen[j.ID] {
+		if c := j.content(); j.Type == typ && j.State == "Failure" && c.FunctionErrorCode == 7 &&
+			c.FunctionErrorDetails == inexistentServer+store && !r.jobsSeen[j.ID] {
 			r.jobsSeen[j.ID] = true
 			return true
 		}

@@ -183,6 +183,23 @@ func TestFrontRecorder(t *testing.T) {
 	if got := f.BearerFingerprints(store); !slices.Equal(got, want) {
 		t.Errorf("fingerprints %v, want %v", got, want)
 	}
+	evs := f.Events(store, time.Now().Add(-time.Minute), time.Now())
+	if len(evs) != 4 {
+		t.Fatalf("%d events, want 4: %+v", len(evs), evs)
+	}
+	if ev := evs[2]; ev.Method != http.MethodGet || ev.Store != store || ev.Path != "dicomWeb/studies" ||
+		ev.Status != http.StatusForbidden || ev.Fingerprint != wire.Fingerprint("bad") || ev.End.Before(ev.Start) {
+		t.Errorf("third event %+v", ev)
+	}
+	if evs[3].Fingerprint != "" || evs[0].Status != http.StatusOK {
+		t.Errorf("events %+v", evs)
+	}
+	if got := f.Events(store, time.Now().Add(time.Minute), time.Now().Add(2*time.Minute)); len(got) != 0 {
+		t.Errorf("events after the requests: %+v", got)
+	}
+	if got := f.Events("projects/p/locations/l/datasets/d/dicomStores/other", time.Time{}, time.Now()); len(got) != 0 {
+		t.Errorf("events of another store: %+v", got)
+	}
 }
 
 func TestWaitFor(t *testing.T) {
