@@ -110,6 +110,50 @@
 // (0.2 s) at each end; every other fault must cost no gap at all (above).
 //
 // The run also fails if a token value appears in any log (broker, agent,
-// both Orthancs) or in what the soak prints: the soak reports fingerprints
-// only, and redacts anything shaped like a token from error messages.
+// both Orthancs, the fakes, the front and the tap) or in what the soak
+// prints: the soak reports fingerprints only, and redacts anything shaped
+// like a token from error messages.
+//
+// # What a failure shows
+//
+// At the end the soak prints (Result.Text) the fault timeline, each
+// unavoidable failure in one line with its rule, and every avoidable
+// failure in full, so a CI failure can be diagnosed from its output alone:
+//
+//   - the call (cycle, operation, store), its start and end as offsets from
+//     the start of the run and as UTC times, and its error;
+//   - every hop: the site Orthanc's answer (HTTP status and body, or the
+//     transport error), the site Orthanc's failed DICOMweb job of the
+//     call's kind created while it ran (its ErrorCode and Content, which
+//     holds FunctionErrorCode and FunctionErrorDetails: what Orthanc met at
+//     the cloud), and every request the fake Healthcare front answered for
+//     the store while the call ran (method, path, HTTP status, time taken,
+//     the bearer token's fingerprint);
+//   - the agent's /healthz view of the store read just after the failure;
+//   - the faults active while the call ran or ended in the minute before
+//     it, with their times and how long before the call they ended, and
+//     the site Orthanc's down intervals;
+//   - the store's entry in the site Orthanc in the samples from just
+//     before the call to just after it (valid or not, token fingerprint,
+//     expiry);
+//   - the lines of each log from 10 s before the call to 2 s after it (at
+//     most 40 per log, the last ones): the agent's lines about the store,
+//     its warnings and errors and its connection events; the broker's
+//     lines about the store and its warnings and errors; every request the
+//     agent sent through the broker tap with its status (0: the broker was
+//     down and the connection was dropped); the Google fakes' lines (grants
+//     refused, secret reads refused, the front's refusals); both
+//     Orthancs' lines (lines that could hold a credential withheld).
+//
+// # Logs
+//
+// Every log of the run is kept in one directory, named on the last line
+// the soak prints ("logs: DIR"): agent.log, broker.log, tap.log (agent to
+// broker requests), fakes.log (the Google fakes), front.log (one line per
+// request the fake Healthcare front answered), orthanc-site.log,
+// orthanc-cloud.log, soak.log (the progress lines) and report.txt (what the
+// soak printed at the end). With Config.LogDir (SOAK_LOGS, --logs) it is a
+// new directory soak-SEED-TIME there, kept whatever the verdict; without,
+// a temporary directory (orthanc-gcp-soak-SEED-TIME-*) kept only when the
+// run fails. The stack's other files (keys, Orthanc storage) are removed.
 package soak
