@@ -113,7 +113,7 @@ func (r *runner) cycle(ctx context.Context, n int, store string) {
 		if siteStudy, _, err = stack.Upload(cctx, site, info.Files); err != nil {
 			return fmt.Errorf("upload to the site: %w", err)
 		}
-		if err := stack.Stow(cctx, site, store, []string{siteStudy}); err != nil {
+		if err := stack.StowWait(cctx, site, store, []string{siteStudy}); err != nil {
 			return err
 		}
 		_, inst, err := stack.FindStudy(cctx, cloud, info.StudyUID)
@@ -137,7 +137,7 @@ func (r *runner) cycle(ctx context.Context, n int, store string) {
 			if err := stack.DeleteStudy(cctx, site, siteStudy); err != nil {
 				return fmt.Errorf("delete the study on the site before retrieving it: %w", err)
 			}
-			if err := stack.Retrieve(cctx, site, store, info.StudyUID); err != nil {
+			if err := stack.RetrieveWait(cctx, site, store, info.StudyUID); err != nil {
 				return err
 			}
 			_, inst, err := stack.FindStudy(cctx, site, info.StudyUID)
@@ -186,15 +186,20 @@ func (r *runner) call(ctx context.Context, n int, op Op, store string, f func(co
 
 // Orthanc's answers when it has no DICOMweb server of the name asked for
 // (measured on 1.10.1 with DICOMweb 1.7): /qido answers 404 with Details
-// "Inexistent server: NAME"; /stow and /retrieve run a job, answer 500
-// ("Error encountered within the plugin engine"), and the failed job's
-// Content says FunctionErrorCode 7, FunctionErrorDetails "Inexistent
-// server: NAME".
+// "Inexistent server: NAME"; /stow and /retrieve start a job that fails
+// with FunctionErrorCode 7, FunctionErrorDetails "Inexistent server: NAME"
+// (the soak waits for the job itself, stack.StowWait; asked for a
+// synchronous job, Orthanc answers 500 and the job says the same).
 const inexistentServer = "Inexistent server: "
 
 // missingAnswer looks at a failed call's answer: missing when the answer
-// itself says the server is unknown, askJobs when only the job can say.
+// or the failed job itself says the server is unknown, askJobs when only
+// Orthanc's job list can say (a synchronous job answered 500).
 func missingAnswer(store string, err error) (missing, askJobs bool) {
+	var je *stack.JobError
+	if errors.As(err, &je) {
+		return je.FunctionErrorCode == 7 && je.FunctionErrorDetails == inexistentServer+store, false
+	}
 	var he *orthancproc.HTTPError
 	if !errors.As(err, &he) || !strings.Contains(he.Path, "/servers/") {
 		return false, false

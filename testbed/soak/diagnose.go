@@ -15,6 +15,7 @@ import (
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/agent/health"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/stack"
 )
 
 // What a failed call's report shows (see doc.go, "What a failure shows").
@@ -103,10 +104,15 @@ func (r *runner) siteJobs() []job {
 func (r *runner) gather(c *Call, jobs []job) {
 	d := &failureDetail{}
 	var he *orthancproc.HTTPError
-	if errors.As(c.Err, &he) {
+	var je *stack.JobError
+	switch {
+	case errors.As(c.Err, &je):
+		d.site = fmt.Sprintf("the %s job %s ended in Failure: ErrorCode %d %q, Content %s", je.Op, je.ID, je.ErrorCode,
+			je.ErrorDescription, oneLine(je.Content))
+	case errors.As(c.Err, &he):
 		d.site = fmt.Sprintf("HTTP %d to %s %s: %s", he.Status, he.Method, he.Path, oneLine(he.Body))
-	} else {
-		d.site = "no HTTP answer: " + oneLine(c.Err.Error())
+	default:
+		d.site = "no error status from Orthanc; the call failed with: " + oneLine(c.Err.Error())
 	}
 	if typ := jobType(c.Op); typ != "" {
 		for _, j := range jobs {
@@ -116,7 +122,9 @@ func (r *runner) gather(c *Call, jobs []job) {
 			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	// Briefly: the call loop waits for this, and a stalled agent must not
+	// hold the next calls back long.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	if st, err := r.agentStatus(ctx); err != nil {
 		d.agent = "no answer: " + oneLine(err.Error())

@@ -14,6 +14,16 @@
 // on the site). Each of the three is one "call"; QIDO and WADO are made only
 // after their STOW succeeded. The loop pauses CallPause between cycles.
 //
+// STOW and retrieve run as asynchronous Orthanc jobs ("Synchronous": false)
+// that the soak waits for itself (testbed/stack StowWait, RetrieveWait):
+// DICOMweb 1.7's synchronous mode polls its job every 100 ms and takes a
+// job still Pending (the jobs engine had not started it yet, as happens on
+// a loaded machine) for a failure, and Orthanc then drops the request
+// without an answer (the client reads EOF) while the job goes on and
+// succeeds. That made a call fail with no fault anywhere near it (seed
+// 676358756, measured here under load); it is Orthanc's client wrapper,
+// not the system under soak.
+//
 // # Short tokens
 //
 // The Stores (16) get tokens of TokenLifetime (80 s) plus LifetimeStep (2 s)
@@ -86,9 +96,10 @@
 //  2. or it started within RepushGrace (CheckInterval + 1 s) after such a
 //     restart ended and failed because the site Orthanc did not know the
 //     DICOMweb server: QIDO answered 404 "Inexistent server: NAME", or the
-//     STOW or retrieve answered 500 and its failed job (GET /jobs?expand,
-//     each job attributed to one call only) says FunctionErrorCode 7,
-//     "Inexistent server: NAME". Orthanc forgets REST-created server entries
+//     STOW or retrieve job ended in Failure with FunctionErrorCode 7,
+//     "Inexistent server: NAME" (a synchronous job answers 500; then its
+//     failed job is found in GET /jobs?expand, each job attributed to one
+//     call only). Orthanc forgets REST-created server entries
 //     when it restarts (FACTS.md, ServersInDatabase false), and the agent by
 //     design re-creates them within CheckInterval. A call in that window
 //     failing any other way is not excused.
