@@ -85,3 +85,48 @@ func TestJobCreated(t *testing.T) {
 		t.Errorf("content %+v", c)
 	}
 }
+
+func TestResultText(t *testing.T) {
+	r := &Result{Seed: 7, Duration: 3 * time.Minute, Calls: 10, Failed: 1, Unavoidable: 1, UnavoidableDown: 1,
+		Rotations: 40, RequiredRotations: 30, FaultCounts: [numKinds]int{1, 1, 1, 1, 1, 1, 1},
+		Timeline:         []string{"+20s broker kill"},
+		UnavoidableCalls: []string{"call 3 STOW store-c at +1m (took 0s), while the site Orthanc was down: refused"},
+		FailedCalls:      []string{"call 4 STOW store-d from +1m2s\n  hops:\n    site Orthanc: EOF"},
+		LogDir:           "/tmp/logs/soak-7-x"}
+	got := r.Text()
+	for _, want := range []string{
+		"Fault timeline:\n  +20s broker kill\n",
+		"Unavoidable failures:\n  call 3 STOW store-c",
+		"Avoidable failures, in full:\n  call 4 STOW store-d from +1m2s\n    hops:\n      site Orthanc: EOF\n",
+		"FAILED:\n  1 calls failed that no fault made unavoidable\n",
+		"calls: 10 made, 1 failed\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("text lacks %q:\n%s", want, got)
+		}
+	}
+	if !strings.HasSuffix(got, "logs: /tmp/logs/soak-7-x\n") {
+		t.Errorf("the last line does not name the logs:\n%s", got)
+	}
+	r.Failed, r.FailedCalls, r.LogDir = 0, nil, ""
+	if got := r.Text(); !strings.Contains(got, "PASSED: ") || strings.Contains(got, "logs:") || strings.Contains(got, "Avoidable") {
+		t.Errorf("passing text:\n%s", got)
+	}
+}
+
+func TestMakeLogDir(t *testing.T) {
+	parent := t.TempDir()
+	now := time.Date(2026, 12, 7, 10, 11, 12, 0, time.UTC)
+	dir, err := makeLogDir(parent, 42, now)
+	if err != nil || dir != filepath.Join(parent, "soak-42-20261207T101112Z") {
+		t.Fatalf("named: %q %v", dir, err)
+	}
+	if fi, err := os.Stat(dir); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+		t.Errorf("named: %v %v", fi, err)
+	}
+	tmp, err := makeLogDir("", 42, now)
+	if err != nil || !strings.HasPrefix(filepath.Base(tmp), "orthanc-gcp-soak-42-20261207T101112Z-") {
+		t.Fatalf("temporary: %q %v", tmp, err)
+	}
+	os.RemoveAll(tmp)
+}

@@ -160,12 +160,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	})
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("soak: start the stack: %w (files kept in %s)", err, dir)
+		return nil, fmt.Errorf("soak: start the stack: %w (files kept in %s, progress lines in %s)", err, dir, logDir)
 	}
 	r.s = s
 	if err := r.stagger(ctx); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("soak: spread the stores' refreshes: %w (files kept in %s)", err, dir)
+		return nil, fmt.Errorf("soak: spread the stores' refreshes: %w (files kept in %s, progress lines in %s)", err, dir, logDir)
 	}
 	res := r.run(ctx)
 	r.logf("stopping everything")
