@@ -115,6 +115,11 @@ func TestBrokerTap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tap.close()
+	logPath := filepath.Join(t.TempDir(), "tap.log")
+	if tap.log, err = openEventLog(logPath); err != nil {
+		t.Fatal(err)
+	}
+	defer tap.log.close()
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	get := func(method, path string) (string, error) {
 		req, _ := http.NewRequest(method, tap.URL()+path, strings.NewReader("{}"))
@@ -147,6 +152,16 @@ func TestBrokerTap(t *testing.T) {
 	broker.Close()
 	if body, err := get(http.MethodGet, "/v1/stores"); err == nil {
 		t.Errorf("with the broker down the tap answered %q", body)
+	}
+	// One line per request, the dropped one with status 0, no token.
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[0], `"path":"/v1/tokens","status":200`) ||
+		!strings.Contains(lines[3], `"path":"/v1/stores","status":0`) || strings.Contains(string(data), "ya29") {
+		t.Errorf("tap log:\n%s", data)
 	}
 }
 

@@ -1,8 +1,10 @@
 package stack
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"maps"
 	"net"
@@ -226,6 +228,16 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 		s.code = http.StatusOK
 	}
 	return s.ResponseWriter.Write(b)
+}
+
+// Hijack lets the tap drop the agent's connection when the broker is down
+// (its ErrorHandler), as it does without the wrapper.
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := s.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("stack: this response cannot be hijacked")
+	}
+	return hj.Hijack()
 }
 
 func (s *statusWriter) Flush() {
