@@ -35,6 +35,8 @@ type Call struct {
 	// missingServer: the site Orthanc answered that it has no DICOMweb
 	// server of that name (HTTP 404), i.e. the entry was not there.
 	missingServer bool
+	// detail is what a failed call met, gathered when it failed.
+	detail *failureDetail
 }
 
 type class int
@@ -111,7 +113,7 @@ func (r *runner) cycle(ctx context.Context, n int, store string) {
 		if siteStudy, _, err = stack.Upload(cctx, site, info.Files); err != nil {
 			return fmt.Errorf("upload to the site: %w", err)
 		}
-		if err := stack.Stow(cctx, site, store, []string{siteStudy}); err != nil {
+		if err := stack.StowWait(cctx, site, store, []string{siteStudy}); err != nil {
 			return err
 		}
 		_, inst, err := stack.FindStudy(cctx, cloud, info.StudyUID)
@@ -135,7 +137,7 @@ func (r *runner) cycle(ctx context.Context, n int, store string) {
 			if err := stack.DeleteStudy(cctx, site, siteStudy); err != nil {
 				return fmt.Errorf("delete the study on the site before retrieving it: %w", err)
 			}
-			if err := stack.Retrieve(cctx, site, store, info.StudyUID); err != nil {
+			if err := stack.RetrieveWait(cctx, site, store, info.StudyUID); err != nil {
 				return err
 			}
 			_, inst, err := stack.FindStudy(cctx, site, info.StudyUID)
@@ -174,7 +176,9 @@ func (r *runner) call(ctx context.Context, n int, op Op, store string, f func(co
 		return false // the run ended under it
 	}
 	if c.Err != nil {
-		c.missingServer = r.isMissingServer(op, store, c.Err)
+		jobs := r.siteJobs()
+		c.missingServer = r.isMissingServer(op, store, c.Err, jobs)
+		r.gather(&c, jobs)
 	}
 	r.record(c)
 	return c.Err == nil
@@ -182,15 +186,20 @@ func (r *runner) call(ctx context.Context, n int, op Op, store string, f func(co
 
 // Orthanc's answers when it has no DICOMweb server of the name asked for
 // (measured on 1.10.1 with DICOMweb 1.7): /qido answers 404 with Details
-// "Inexistent server: NAME"; /stow and /retrieve run a job, answer 500
-// ("Error encountered within the plugin engine"), and the failed job's
-// Content says FunctionErrorCode 7, FunctionErrorDetails "Inexistent
-// server: NAME".
+// "Inexistent server: NAME"; /stow and /retrieve start a job that fails
+// with FunctionErrorCode 7, FunctionErrorDetails "Inexistent server: NAME"
+// (the soak waits for the job itself, stack.StowWait; asked for a
+// synchronous job, Orthanc answers 500 and the job says the same).
 const inexistentServer = "Inexistent server: "
 
 // missingAnswer looks at a failed call's answer: missing when the answer
-// itself says the server is unknown, askJobs when only the job can say.
+// or the failed job itself says the server is unknown, askJobs when only
+// Orthanc's job list can say (a synchronous job answered 500).
 func missingAnswer(store string, err error) (missing, askJobs bool) {
+	var je *stack.JobError
+	if errors.As(err, &je) {
+		return je.FunctionErrorCode == 7 && je.FunctionErrorDetails == inexistentServer+store, false
+	}
 	var he *orthancproc.HTTPError
 	if !errors.As(err, &he) || !strings.Contains(he.Path, "/servers/") {
 		return false, false
@@ -204,41 +213,25 @@ func missingAnswer(store string, err error) (missing, askJobs bool) {
 	return false, false
 }
 
-// job is the part of GET /jobs?expand the soak reads.
-type job struct {
-	ID      string
-	Type    string
-	State   string
-	Content struct {
-		FunctionErrorCode    int
-		FunctionErrorDetails string
-	}
-}
-
 // isMissingServer reports whether a failed call failed because the site
 // Orthanc had no DICOMweb server of that name. For a STOW or retrieve it
-// asks Orthanc's jobs for a failed job of that type, not yet attributed to
-// another call, whose reason is the inexistent server.
-func (r *runner) isMissingServer(op Op, store string, err error) bool {
+// looks in Orthanc's jobs (read just after the call failed) for a failed
+// job of that type, not yet attributed to another call, whose reason is
+// the inexistent server.
+func (r *runner) isMissingServer(op Op, store string, err error, jobs []job) bool {
 	missing, askJobs := missingAnswer(store, err)
 	if !askJobs {
 		return missing
 	}
-	typ := map[Op]string{OpSTOW: "DicomWebStowClient", OpWADO: "DicomWebWadoRetrieveClient"}[op]
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	var jobs []job
-	if r.s.Site.DoContext(ctx, http.MethodGet, "/jobs?expand", nil, &jobs) != nil {
-		return false
-	}
+	typ := jobType(op)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.jobsSeen == nil {
 		r.jobsSeen = map[string]bool{}
 	}
 	for _, j := range jobs {
-		if j.Type == typ && j.State == "Failure" && j.Content.FunctionErrorCode == 7 &&
-			j.Content.FunctionErrorDetails == inexistentServer+store && !r.jobsSeen[j.ID] {
+		if c := j.content(); j.Type == typ && j.State == "Failure" && c.FunctionErrorCode == 7 &&
+			c.FunctionErrorDetails == inexistentServer+store && !r.jobsSeen[j.ID] {
 			r.jobsSeen[j.ID] = true
 			return true
 		}

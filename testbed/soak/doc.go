@@ -14,6 +14,16 @@
 // on the site). Each of the three is one "call"; QIDO and WADO are made only
 // after their STOW succeeded. The loop pauses CallPause between cycles.
 //
+// STOW and retrieve run as asynchronous Orthanc jobs ("Synchronous": false)
+// that the soak waits for itself (testbed/stack StowWait, RetrieveWait):
+// DICOMweb 1.7's synchronous mode polls its job every 100 ms and takes a
+// job still Pending (the jobs engine had not started it yet, as happens on
+// a loaded machine) for a failure, and Orthanc then drops the request
+// without an answer (the client reads EOF) while the job goes on and
+// succeeds. That made a call fail with no fault anywhere near it (seed
+// 676358756, measured here under load); it is Orthanc's client wrapper,
+// not the system under soak.
+//
 // # Short tokens
 //
 // The Stores (16) get tokens of TokenLifetime (80 s) plus LifetimeStep (2 s)
@@ -86,9 +96,10 @@
 //  2. or it started within RepushGrace (CheckInterval + 1 s) after such a
 //     restart ended and failed because the site Orthanc did not know the
 //     DICOMweb server: QIDO answered 404 "Inexistent server: NAME", or the
-//     STOW or retrieve answered 500 and its failed job (GET /jobs?expand,
-//     each job attributed to one call only) says FunctionErrorCode 7,
-//     "Inexistent server: NAME". Orthanc forgets REST-created server entries
+//     STOW or retrieve job ended in Failure with FunctionErrorCode 7,
+//     "Inexistent server: NAME" (a synchronous job answers 500; then its
+//     failed job is found in GET /jobs?expand, each job attributed to one
+//     call only). Orthanc forgets REST-created server entries
 //     when it restarts (FACTS.md, ServersInDatabase false), and the agent by
 //     design re-creates them within CheckInterval. A call in that window
 //     failing any other way is not excused.
@@ -110,6 +121,50 @@
 // (0.2 s) at each end; every other fault must cost no gap at all (above).
 //
 // The run also fails if a token value appears in any log (broker, agent,
-// both Orthancs) or in what the soak prints: the soak reports fingerprints
-// only, and redacts anything shaped like a token from error messages.
+// both Orthancs, the fakes, the front and the tap) or in what the soak
+// prints: the soak reports fingerprints only, and redacts anything shaped
+// like a token from error messages.
+//
+// # What a failure shows
+//
+// At the end the soak prints (Result.Text) the fault timeline, each
+// unavoidable failure in one line with its rule, and every avoidable
+// failure in full, so a CI failure can be diagnosed from its output alone:
+//
+//   - the call (cycle, operation, store), its start and end as offsets from
+//     the start of the run and as UTC times, and its error;
+//   - every hop: the site Orthanc's answer (HTTP status and body, or the
+//     transport error), the site Orthanc's failed DICOMweb job of the
+//     call's kind created while it ran (its ErrorCode and Content, which
+//     holds FunctionErrorCode and FunctionErrorDetails: what Orthanc met at
+//     the cloud), and every request the fake Healthcare front answered for
+//     the store while the call ran (method, path, HTTP status, time taken,
+//     the bearer token's fingerprint);
+//   - the agent's /healthz view of the store read just after the failure;
+//   - the faults active while the call ran or ended in the minute before
+//     it, with their times and how long before the call they ended, and
+//     the site Orthanc's down intervals;
+//   - the store's entry in the site Orthanc in the samples from just
+//     before the call to just after it (valid or not, token fingerprint,
+//     expiry);
+//   - the lines of each log from 10 s before the call to 2 s after it (at
+//     most 40 per log, the last ones): the agent's lines about the store,
+//     its warnings and errors and its connection events; the broker's
+//     lines about the store and its warnings and errors; every request the
+//     agent sent through the broker tap with its status (0: the broker was
+//     down and the connection was dropped); the Google fakes' lines (grants
+//     refused, secret reads refused, the front's refusals); both
+//     Orthancs' lines (lines that could hold a credential withheld).
+//
+// # Logs
+//
+// Every log of the run is kept in one directory, named on the last line
+// the soak prints ("logs: DIR"): agent.log, broker.log, tap.log (agent to
+// broker requests), fakes.log (the Google fakes), front.log (one line per
+// request the fake Healthcare front answered), orthanc-site.log,
+// orthanc-cloud.log, soak.log (the progress lines) and report.txt (what the
+// soak printed at the end). With Config.LogDir (SOAK_LOGS, --logs) it is a
+// new directory soak-SEED-TIME there, kept whatever the verdict; without,
+// a temporary directory (orthanc-gcp-soak-SEED-TIME-*) kept only when the
+// run fails. The stack's other files (keys, Orthanc storage) are removed.
 package soak

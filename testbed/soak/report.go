@@ -23,9 +23,14 @@ type Result struct {
 	// UnavoidableDown failed while the site Orthanc was down (doc.go rule
 	// 1), UnavoidableRepush just after, on an entry not re-pushed yet (rule 2).
 	UnavoidableDown, UnavoidableRepush int
-	// FailedCalls says, for each failed call that no fault made
-	// unavoidable, what, when and why (never a token).
+	// FailedCalls is, for each failed call that no fault made unavoidable,
+	// its full report (several lines, see describeFailure): what, when,
+	// what each hop answered, the faults around it, its entry in Orthanc
+	// and the logs around it (never a token).
 	FailedCalls []string
+	// UnavoidableCalls says in one line each which call failed unavoidably
+	// and under which rule.
+	UnavoidableCalls []string
 
 	Rotations, RequiredRotations int
 	FaultCounts                  [numKinds]int
@@ -45,8 +50,9 @@ type Result struct {
 	// Harness lists problems of the run itself (a part that would not
 	// come back, an interruption).
 	Harness []string
-	// Dir holds the run's files when they were kept ("" when removed).
-	Dir string
+	// LogDir holds the run's logs and report when they were kept ("" when
+	// removed: a passing run without Config.LogDir).
+	LogDir string
 }
 
 // Problems lists why the run fails (none: it passes).
@@ -96,6 +102,46 @@ func (r *Result) Report() string {
 	return b.String()
 }
 
+// Text is everything the soak prints at the end: the fault timeline, the
+// unavoidable failures in a line each, every avoidable failure in full,
+// the verdict with its problems, the closing block (Report) and where the
+// logs are.
+func (r *Result) Text() string {
+	var b strings.Builder
+	b.WriteString("Fault timeline:\n")
+	for _, l := range r.Timeline {
+		b.WriteString("  " + l + "\n")
+	}
+	if len(r.UnavoidableCalls) > 0 {
+		b.WriteString("Unavoidable failures:\n")
+		for _, l := range r.UnavoidableCalls {
+			b.WriteString("  " + l + "\n")
+		}
+	}
+	if len(r.FailedCalls) > 0 {
+		b.WriteString("Avoidable failures, in full:\n")
+		for _, l := range r.FailedCalls {
+			b.WriteString(indent(l, "  ") + "\n")
+		}
+	}
+	if problems := r.Problems(); len(problems) > 0 {
+		b.WriteString("FAILED:\n")
+		for _, p := range problems {
+			b.WriteString("  " + p + "\n")
+		}
+	} else {
+		fmt.Fprintf(&b, "PASSED: no avoidable failure, %d rotations (at least %d), every fault kind (%d of the broker kills and token endpoint faults met no token request), longest gap within %s\n",
+			r.Rotations, r.RequiredRotations, r.Missed, GapBound)
+	}
+	b.WriteString(r.Report())
+	if r.LogDir != "" {
+		fmt.Fprintf(&b, "logs: %s\n", r.LogDir)
+	}
+	return b.String()
+}
+
+func indent(s, p string) string { return p + strings.ReplaceAll(s, "\n", "\n"+p) }
+
 // fmtGap rounds to 100 ms ("0s" for none).
 func fmtGap(d time.Duration) string { return d.Round(100 * time.Millisecond).String() }
 
@@ -131,18 +177,22 @@ func (r *runner) judge() *Result {
 	res := &Result{Seed: r.cfg.Seed, Duration: r.cfg.Duration, RequiredRotations: RequiredRotations(r.cfg.Duration), Harness: harness}
 	res.Calls = len(calls)
 	for _, c := range calls {
+		brief := func(why string) string {
+			return fmt.Sprintf("call %d %s %s at +%s (took %s), %s: %v", c.Cycle, c.Op, c.Store, fmtOffset(r.offset(c.Start)),
+				c.End.Sub(c.Start).Round(time.Millisecond), why, c.Err)
+		}
 		switch classify(c, down) {
 		case classDown:
 			res.Unavoidable++
 			res.UnavoidableDown++
+			res.UnavoidableCalls = append(res.UnavoidableCalls, brief("while the site Orthanc was down"))
 		case classRepush:
 			res.Unavoidable++
 			res.UnavoidableRepush++
+			res.UnavoidableCalls = append(res.UnavoidableCalls, brief("on an entry the restart erased"))
 		case classFailed:
 			res.Failed++
-			res.FailedCalls = append(res.FailedCalls, fmt.Sprintf("call %d %s %s at +%s (took %s): %v%s",
-				c.Cycle, c.Op, c.Store, fmtOffset(r.offset(c.Start)), c.End.Sub(c.Start).Round(time.Millisecond),
-				c.Err, r.nearestFault(done, c.Start)))
+			res.FailedCalls = append(res.FailedCalls, r.describeFailure(c, done, down, samples))
 		}
 	}
 	for _, d := range done {
@@ -268,7 +318,8 @@ func countRotations(data []byte, from, to time.Time) (int, error) {
 // scanLeaks looks for token values (every one the broker handed out, and
 // anything shaped like one) in every log of the run.
 func (r *runner) scanLeaks() []string {
-	files := []string{r.s.BrokerLogPath, r.s.AgentLogPath, r.s.Site.LogPath, r.s.CloudOrthanc.LogPath}
+	files := []string{r.s.BrokerLogPath, r.s.AgentLogPath, r.s.Site.LogPath, r.s.CloudOrthanc.LogPath,
+		r.s.FakesLogPath, r.s.FrontLogPath, r.s.TapLogPath}
 	tokens, err := r.s.DistinctTokens()
 	if err != nil {
 		return []string{"cannot list the tokens handed out: " + err.Error()}

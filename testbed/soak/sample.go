@@ -13,9 +13,10 @@ type sample struct {
 	start, at time.Time // request sent, answer read
 	// valid[i]: store i had a managed entry whose token had not expired at at.
 	valid []bool
-	// expiry[i] is the entry's TokenExpiry ("" without a managed entry).
-	expiry []string
-	err    string
+	// expiry[i] is the entry's TokenExpiry ("" without a managed entry);
+	// fp[i] its token's fingerprint.
+	expiry, fp []string
+	err        string
 }
 
 // sampleLoop reads the entries every SamplePeriod until ctx ends.
@@ -40,7 +41,7 @@ func (r *runner) sampleLoop(ctx context.Context) {
 }
 
 func (r *runner) takeSample(ctx context.Context, stores []stack.Store) sample {
-	sm := sample{start: time.Now(), valid: make([]bool, len(stores)), expiry: make([]string, len(stores))}
+	sm := sample{start: time.Now(), valid: make([]bool, len(stores)), expiry: make([]string, len(stores)), fp: make([]string, len(stores))}
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	_, servers, err := stack.Servers(cctx, r.s.Site)
@@ -60,6 +61,7 @@ func (r *runner) takeSample(ctx context.Context, stores []stack.Store) sample {
 			continue
 		}
 		sm.expiry[i] = exp
+		sm.fp[i], _ = e[orthanc.TokenProperty].(string)
 		if t, err := time.Parse(time.RFC3339, exp); err == nil && sm.at.Before(t) {
 			sm.valid[i] = true
 		}

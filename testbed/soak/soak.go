@@ -2,10 +2,13 @@ package soak
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -51,9 +54,15 @@ type Config struct {
 	Seed     uint64
 	// Bin are prebuilt broker and agent binaries (empty: built by the stack).
 	Bin stack.Binaries
-	// Dir receives the stack's files and logs; empty: a temporary directory,
-	// removed after a passing run and kept after a failing one.
+	// Dir receives the stack's files (keys, configurations, Orthanc
+	// storage, logs); empty: a temporary directory, removed after the run
+	// (its logs are copied to the log directory first).
 	Dir string
+	// LogDir is where the run's logs are kept (see doc.go, "Logs"): a new
+	// directory soak-SEED-TIME in it receives every log and report.txt,
+	// whatever the verdict. Empty: a new directory under os.TempDir(),
+	// kept only when the run fails.
+	LogDir string
 	// Log receives progress lines (nil: none).
 	Log io.Writer
 }
@@ -72,6 +81,9 @@ type runner struct {
 	plan  []Fault
 	logMu sync.Mutex
 
+	// progress is soak.log in the log directory: the progress lines again.
+	progress io.Writer
+
 	mu      sync.Mutex
 	calls   []Call
 	done    []Done
@@ -83,16 +95,18 @@ type runner struct {
 }
 
 func (r *runner) logf(format string, args ...any) {
-	if r.cfg.Log == nil {
-		return
-	}
 	r.logMu.Lock()
 	defer r.logMu.Unlock()
 	prefix := "soak: "
 	if !r.t0.IsZero() {
 		prefix += "[" + fmtOffset(time.Since(r.t0)) + "] "
 	}
-	fmt.Fprintln(r.cfg.Log, prefix+redact(fmt.Sprintf(format, args...)))
+	line := prefix + redact(fmt.Sprintf(format, args...))
+	for _, w := range []io.Writer{r.cfg.Log, r.progress} {
+		if w != nil {
+			fmt.Fprintln(w, line)
+		}
+	}
 }
 
 func (r *runner) offset(t time.Time) time.Duration { return t.Sub(r.t0) }
@@ -114,6 +128,16 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		return nil, err
 	}
 	r := &runner{cfg: cfg, plan: plan}
+	logDir, err := makeLogDir(cfg.LogDir, cfg.Seed, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	progress, err := os.OpenFile(filepath.Join(logDir, "soak.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer progress.Close()
+	r.progress = progress
 	dir, ownDir := cfg.Dir, false
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "orthanc-gcp-soak-"); err != nil {
@@ -121,8 +145,8 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		}
 		ownDir = true
 	}
-	r.logf("seed=%d duration=%s: %d faults planned, %d stores, tokens of %s to %s refreshed %s before expiry; files in %s",
-		cfg.Seed, cfg.Duration, len(plan), Stores, lifetime(0), lifetime(Stores-1), RefreshMargin, dir)
+	r.logf("seed=%d duration=%s: %d faults planned, %d stores, tokens of %s to %s refreshed %s before expiry; files in %s, logs kept in %s",
+		cfg.Seed, cfg.Duration, len(plan), Stores, lifetime(0), lifetime(Stores-1), RefreshMargin, dir, logDir)
 	for _, f := range plan {
 		r.logf("  plan +%-8s %-22s %s", fmtOffset(f.At), f.Kind, f.Describe())
 	}
@@ -136,24 +160,67 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	})
 	cancel()
 	if err != nil {
-		return nil, fmt.Errorf("soak: start the stack: %w (files kept in %s)", err, dir)
+		return nil, fmt.Errorf("soak: start the stack: %w (files kept in %s, progress lines in %s)", err, dir, logDir)
 	}
 	r.s = s
 	if err := r.stagger(ctx); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("soak: spread the stores' refreshes: %w (files kept in %s)", err, dir)
+		return nil, fmt.Errorf("soak: spread the stores' refreshes: %w (files kept in %s, progress lines in %s)", err, dir, logDir)
 	}
 	res := r.run(ctx)
-	res.Dir = dir
 	r.logf("stopping everything")
 	if err := s.Close(); err != nil {
 		r.logf("stopping: %v", err)
 	}
-	if ownDir && res.Pass() {
+	res.LogDir = logDir
+	if err := r.keepLogs(logDir, res); err != nil {
+		res.Harness = append(res.Harness, "keep the logs: "+err.Error())
+	}
+	if ownDir {
 		os.RemoveAll(dir)
-		res.Dir = ""
+	}
+	if cfg.LogDir == "" && res.Pass() {
+		progress.Close()
+		os.RemoveAll(logDir)
+		res.LogDir = ""
 	}
 	return res, nil
+}
+
+// makeLogDir creates the run's log directory: soak-SEED-TIME in parent, or
+// a new temporary directory when parent is empty.
+func makeLogDir(parent string, seed uint64, now time.Time) (string, error) {
+	name := fmt.Sprintf("soak-%d-%s", seed, now.UTC().Format("20060102T150405Z"))
+	if parent == "" {
+		return os.MkdirTemp("", "orthanc-gcp-"+name+"-")
+	}
+	dir := filepath.Join(parent, name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", fmt.Errorf("soak: log directory: %w", err)
+	}
+	return dir, nil
+}
+
+// keepLogs copies every log of the stack into dir and writes the report
+// (res.Text()) to dir/report.txt.
+func (r *runner) keepLogs(dir string, res *Result) error {
+	s := r.s
+	var errs []error
+	for name, from := range map[string]string{
+		"agent.log": s.AgentLogPath, "broker.log": s.BrokerLogPath, "fakes.log": s.FakesLogPath,
+		"front.log": s.FrontLogPath, "tap.log": s.TapLogPath,
+		"orthanc-site.log": s.Site.LogPath, "orthanc-cloud.log": s.CloudOrthanc.LogPath,
+	} {
+		data, err := os.ReadFile(from)
+		if err == nil {
+			err = os.WriteFile(filepath.Join(dir, name), data, 0o600)
+		}
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, os.WriteFile(filepath.Join(dir, "report.txt"), []byte(res.Text()), 0o600))
+	return errors.Join(errs...)
 }
 
 func (r *runner) run(ctx context.Context) *Result {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/orthancproc"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/stack"
 )
 
 var durations = []time.Duration{3 * time.Minute, 4*time.Minute + 10*time.Second, 10 * time.Minute, 25 * time.Minute, time.Hour}
@@ -188,6 +189,10 @@ func TestMissingAnswer(t *testing.T) {
 		{&orthancproc.HTTPError{Path: "/dicom-web/servers/store-a/retrieve", Status: 500}, false, true},
 		{&orthancproc.HTTPError{Path: "/instances", Status: 500}, false, false},
 		{errors.New("connection refused"), false, false},
+		{&stack.JobError{Op: "stow", Server: "store-a", FunctionErrorCode: 7, FunctionErrorDetails: "Inexistent server: store-a"}, true, false},
+		{&stack.JobError{Op: "retrieve", Server: "store-a", FunctionErrorCode: 7, FunctionErrorDetails: "Inexistent server: store-a"}, true, false},
+		{&stack.JobError{Op: "stow", Server: "store-a", FunctionErrorCode: 7, FunctionErrorDetails: "Inexistent server: store-b"}, false, false},
+		{&stack.JobError{Op: "stow", Server: "store-a", FunctionErrorCode: 29}, false, false},
 	} {
 		m, a := missingAnswer("store-a", fmt.Errorf("wrapped: %w", tc.err))
 		if m != tc.missing || a != tc.asking {

@@ -51,7 +51,9 @@ func serverPath(server, op string) string {
 
 // Stow sends Orthanc resources (instance, series or study ids) to the
 // DICOMweb server entry named server, synchronously. A refused token makes
-// Orthanc answer 500 (the job's FunctionErrorCode is 29).
+// Orthanc answer 500 (the job's FunctionErrorCode is 29). DICOMweb 1.7
+// drops a synchronous request whose job is still Pending 100 ms after it
+// was submitted (a loaded machine): StowWait does not.
 func Stow(ctx context.Context, o *orthancproc.Instance, server string, resources []string) error {
 	body := map[string]any{"Resources": resources, "Synchronous": true}
 	if err := o.DoContext(ctx, http.MethodPost, serverPath(server, "stow"), body, nil); err != nil {
@@ -132,7 +134,8 @@ func QIDOStudy(ctx context.Context, o *orthancproc.Instance, server, studyUID st
 	return false, nil
 }
 
-// Retrieve fetches the study from server into o with WADO-RS, synchronously.
+// Retrieve fetches the study from server into o with WADO-RS, synchronously
+// (see Stow on DICOMweb 1.7's synchronous mode; RetrieveWait waits itself).
 func Retrieve(ctx context.Context, o *orthancproc.Instance, server, studyUID string) error {
 	body := map[string]any{"Resources": []map[string]string{{"Study": studyUID}}, "Synchronous": true}
 	if err := o.DoContext(ctx, http.MethodPost, serverPath(server, "retrieve"), body, nil); err != nil {

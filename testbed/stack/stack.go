@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -144,6 +145,12 @@ type Stack struct {
 	// Paths of generated files.
 	PolicyPath, AgentConfigPath, AgentKeyPath, AgentPasswordPath string
 	BrokerLogPath, AgentLogPath                                  string
+	// FakesLogPath is the Google fakes' log (tokens minted, grants and
+	// secret reads refused, the DICOMweb front's refusals); FrontLogPath
+	// has one line per request the DICOMweb front answered and TapLogPath
+	// one per agent request through the broker tap (no token values, only
+	// fingerprints).
+	FakesLogPath, FrontLogPath, TapLogPath string
 	// AgentStatePath is the agent's record of re-sent uploads (in its
 	// StateDirectory, by default the key's directory); it exists once the
 	// agent has sent a failed upload again.
@@ -155,6 +162,9 @@ type Stack struct {
 	ownDir bool
 	now    func() time.Time
 	logf   func(string, ...any)
+
+	eventLogs []*eventLog
+	fakesLog  *os.File
 
 	mu            sync.Mutex
 	policy        *Policy
@@ -225,6 +235,9 @@ func (s *Stack) start(ctx context.Context) (err error) {
 	}
 	s.BrokerLogPath = filepath.Join(s.Dir, "logs", "broker.log")
 	s.AgentLogPath = filepath.Join(s.Dir, "logs", "agent.log")
+	s.FakesLogPath = filepath.Join(s.Dir, "logs", "fakes.log")
+	s.FrontLogPath = filepath.Join(s.Dir, "logs", "front.log")
+	s.TapLogPath = filepath.Join(s.Dir, "logs", "tap.log")
 
 	s.Bin = opts.Bin
 	if !s.Bin.Exist() {
@@ -236,11 +249,17 @@ func (s *Stack) start(ctx context.Context) (err error) {
 	}
 
 	// The Google fakes, in this process so tests can steer them.
-	if s.Cloud, err = fakegcp.StartCloud(BrokerEmail, ProjectID); err != nil {
+	if s.fakesLog, err = os.OpenFile(s.FakesLogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600); err != nil {
+		return err
+	}
+	if s.Cloud, err = fakegcp.StartCloudOn(fakegcp.Addrs{}, BrokerEmail, ProjectID, slog.New(slog.NewJSONHandler(s.fakesLog, nil))); err != nil {
 		return err
 	}
 	s.Cloud.Tokens.SetLifetime(opts.TokenLifetime)
 	if s.Front, err = startFrontRecorder(s.Cloud.DICOMweb); err != nil {
+		return err
+	}
+	if s.Front.log, err = s.openEventLog(s.FrontLogPath); err != nil {
 		return err
 	}
 
@@ -267,6 +286,15 @@ func (s *Stack) start(ctx context.Context) (err error) {
 	}
 	s.logf("stack: ready in %s (site %s, cloud %s, broker %s, agent %s)", s.Dir, s.Site.URL, s.CloudOrthanc.URL, s.BrokerURL, s.AgentListen)
 	return nil
+}
+
+// openEventLog opens a log that Close closes.
+func (s *Stack) openEventLog(path string) (*eventLog, error) {
+	l, err := openEventLog(path)
+	if err == nil {
+		s.eventLogs = append(s.eventLogs, l)
+	}
+	return l, err
 }
 
 func randomSecret() string {
@@ -382,6 +410,9 @@ func (s *Stack) setupBroker() error {
 	s.AgentBrokerURL = s.BrokerURL
 	if s.Opts.TapBroker {
 		if s.Tap, err = startBrokerTap(s.BrokerURL, s.now); err != nil {
+			return err
+		}
+		if s.Tap.log, err = s.openEventLog(s.TapLogPath); err != nil {
 			return err
 		}
 		s.AgentBrokerURL = s.Tap.URL()
@@ -828,6 +859,12 @@ func (s *Stack) Close() error {
 	}
 	if s.Cloud != nil {
 		s.Cloud.Close()
+	}
+	for _, l := range s.eventLogs {
+		l.close()
+	}
+	if s.fakesLog != nil {
+		_ = s.fakesLog.Close()
 	}
 	if s.ownDir {
 		errs = append(errs, os.RemoveAll(s.Dir))

@@ -115,6 +115,11 @@ func TestBrokerTap(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tap.close()
+	logPath := filepath.Join(t.TempDir(), "tap.log")
+	if tap.log, err = openEventLog(logPath); err != nil {
+		t.Fatal(err)
+	}
+	defer tap.log.close()
 	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
 	get := func(method, path string) (string, error) {
 		req, _ := http.NewRequest(method, tap.URL()+path, strings.NewReader("{}"))
@@ -147,6 +152,16 @@ func TestBrokerTap(t *testing.T) {
 	broker.Close()
 	if body, err := get(http.MethodGet, "/v1/stores"); err == nil {
 		t.Errorf("with the broker down the tap answered %q", body)
+	}
+	// One line per request, the dropped one with status 0, no token.
+	data, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 4 || !strings.Contains(lines[0], `"path":"/v1/tokens","status":200`) ||
+		!strings.Contains(lines[3], `"path":"/v1/stores","status":0`) || strings.Contains(string(data), "ya29") {
+		t.Errorf("tap log:\n%s", data)
 	}
 }
 
@@ -182,6 +197,23 @@ func TestFrontRecorder(t *testing.T) {
 	slices.Sort(want)
 	if got := f.BearerFingerprints(store); !slices.Equal(got, want) {
 		t.Errorf("fingerprints %v, want %v", got, want)
+	}
+	evs := f.Events(store, time.Now().Add(-time.Minute), time.Now())
+	if len(evs) != 4 {
+		t.Fatalf("%d events, want 4: %+v", len(evs), evs)
+	}
+	if ev := evs[2]; ev.Method != http.MethodGet || ev.Store != store || ev.Path != "dicomWeb/studies" ||
+		ev.Status != http.StatusForbidden || ev.Fingerprint != wire.Fingerprint("bad") || ev.End.Before(ev.Start) {
+		t.Errorf("third event %+v", ev)
+	}
+	if evs[3].Fingerprint != "" || evs[0].Status != http.StatusOK {
+		t.Errorf("events %+v", evs)
+	}
+	if got := f.Events(store, time.Now().Add(time.Minute), time.Now().Add(2*time.Minute)); len(got) != 0 {
+		t.Errorf("events after the requests: %+v", got)
+	}
+	if got := f.Events("projects/p/locations/l/datasets/d/dicomStores/other", time.Time{}, time.Now()); len(got) != 0 {
+		t.Errorf("events of another store: %+v", got)
 	}
 }
 

@@ -1,14 +1,17 @@
 package stack
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
+	"errors"
 	"io"
 	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -45,6 +48,8 @@ type BrokerTap struct {
 	mu       sync.Mutex
 	requests map[string]int // by "METHOD /path"
 	tokens   []IssuedToken
+	// log receives one line per request (nil: none), see eventLog.
+	log *eventLog
 }
 
 func startBrokerTap(target string, now func() time.Time) (*BrokerTap, error) {
@@ -91,7 +96,12 @@ func (t *BrokerTap) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	t.mu.Lock()
 	t.requests[r.Method+" "+r.URL.Path]++
 	t.mu.Unlock()
-	t.proxy.ServeHTTP(w, r)
+	start := t.now()
+	sw := &statusWriter{ResponseWriter: w}
+	t.proxy.ServeHTTP(sw, r)
+	// Status 0: the broker was down and the agent's connection was dropped.
+	t.log.write(map[string]any{"time": start, "ms": t.now().Sub(start).Milliseconds(),
+		"method": r.Method, "path": r.URL.Path, "status": sw.code})
 }
 
 // record keeps the tokens of a successful POST /v1/tokens answer.
@@ -166,7 +176,25 @@ type FrontRecorder struct {
 	mu      sync.Mutex
 	status  map[string]map[int]int
 	bearers map[string]map[string]bool // store -> fingerprint set
+	events  []FrontEvent
+	// log receives one line per request (nil: none).
+	log *eventLog
 }
+
+// FrontEvent is one request the front answered: what Orthanc sent to the
+// fake Healthcare API and what it got back.
+type FrontEvent struct {
+	Start, End time.Time
+	Method     string
+	// Store is the store path; Path is the rest (dicomWeb/studies...).
+	Store, Path string
+	Status      int
+	// Fingerprint is the bearer token's audit fingerprint ("" without one).
+	Fingerprint string
+}
+
+// maxFrontEvents bounds the events kept (a 10-minute soak makes ~5000).
+const maxFrontEvents = 200000
 
 func startFrontRecorder(next http.Handler) (*FrontRecorder, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -202,6 +230,16 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 	return s.ResponseWriter.Write(b)
 }
 
+// Hijack lets the tap drop the agent's connection when the broker is down
+// (its ErrorHandler), as it does without the wrapper.
+func (s *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := s.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("stack: this response cannot be hijacked")
+	}
+	return hj.Hijack()
+}
+
 func (s *statusWriter) Flush() {
 	if fl, ok := s.ResponseWriter.(http.Flusher); ok {
 		fl.Flush()
@@ -210,23 +248,47 @@ func (s *statusWriter) Flush() {
 
 // ServeHTTP records and forwards to the fake front.
 func (f *FrontRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	store := storeOfPath(r.URL.EscapedPath())
+	ev := FrontEvent{Start: time.Now(), Method: r.Method, Store: storeOfPath(r.URL.EscapedPath())}
+	ev.Path = strings.TrimPrefix(strings.TrimPrefix(r.URL.EscapedPath(), "/v1/"+ev.Store), "/")
+	store := ev.Store
 	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok && tok != "" {
+		ev.Fingerprint = wire.Fingerprint(tok)
 		f.mu.Lock()
 		if f.bearers[store] == nil {
 			f.bearers[store] = map[string]bool{}
 		}
-		f.bearers[store][wire.Fingerprint(tok)] = true
+		f.bearers[store][ev.Fingerprint] = true
 		f.mu.Unlock()
 	}
 	sw := &statusWriter{ResponseWriter: w}
 	f.next.ServeHTTP(sw, r)
+	ev.End, ev.Status = time.Now(), sw.code
 	f.mu.Lock()
 	if f.status[store] == nil {
 		f.status[store] = map[int]int{}
 	}
 	f.status[store][sw.code]++
+	if len(f.events) < maxFrontEvents {
+		f.events = append(f.events, ev)
+	}
+	log := f.log
 	f.mu.Unlock()
+	log.write(map[string]any{"time": ev.Start, "ms": ev.End.Sub(ev.Start).Milliseconds(), "method": ev.Method,
+		"store": ev.Store, "path": ev.Path, "status": ev.Status, wire.FingerprintKey: ev.Fingerprint})
+}
+
+// Events returns the requests for storePath ("" for every store) whose
+// handling overlapped [from, to], in arrival order.
+func (f *FrontRecorder) Events(storePath string, from, to time.Time) []FrontEvent {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []FrontEvent
+	for _, ev := range f.events {
+		if (storePath == "" || ev.Store == storePath) && !ev.End.Before(from) && !ev.Start.After(to) {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 // Statuses returns the count of answers by status code for a store path
@@ -263,4 +325,39 @@ func storeOfPath(p string) string {
 		return ""
 	}
 	return strings.Join(seg[:8], "/")
+}
+
+// eventLog writes one JSON object a line to a file, safe for concurrent
+// use; a nil *eventLog writes nothing. It never receives a token value:
+// callers log fingerprints only.
+type eventLog struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func openEventLog(path string) (*eventLog, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	return &eventLog{f: f}, nil
+}
+
+func (l *eventLog) write(fields map[string]any) {
+	if l == nil {
+		return
+	}
+	line, err := json.Marshal(fields)
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, _ = l.f.Write(append(line, '\n'))
+}
+
+func (l *eventLog) close() {
+	if l != nil {
+		_ = l.f.Close()
+	}
 }

@@ -3,13 +3,17 @@
 // faults, and ends with a report (see testbed/soak). Exit status 0 only if
 // the run passed; 1 if it ran and failed; 2 if it could not run.
 //
-//	soak [--duration 10m] [--seed N] [--bin DIR] [--dir DIR]
+//	soak [--duration 10m] [--seed N] [--bin DIR] [--dir DIR] [--logs DIR]
 //
-// The environment's SOAK_DURATION and SOAK_SEED are the defaults of
-// --duration and --seed (`make soak` passes them on); without a seed one is
-// drawn at random, and printed so the same timeline can be run again.
-// --bin names a directory with prebuilt "broker" and "agent" binaries;
-// --dir keeps the run's files (logs) there.
+// The environment's SOAK_DURATION, SOAK_SEED and SOAK_LOGS are the
+// defaults of --duration, --seed and --logs (`make soak` passes them on);
+// without a seed one is drawn at random, and printed so the same timeline
+// can be run again. --bin names a directory with prebuilt "broker" and
+// "agent" binaries; --dir keeps the stack's files (keys, storage) there.
+// --logs names where the logs are kept: a directory soak-SEED-TIME in it
+// receives every log and the report whatever the verdict; without it they
+// go to a temporary directory that is kept only when the run fails. The
+// last line printed names the directory when it was kept.
 package main
 
 import (
@@ -41,6 +45,7 @@ type options struct {
 	duration time.Duration
 	seed     uint64
 	bin, dir string
+	logs     string
 }
 
 func parseArgs(args []string, getenv func(string) string, stderr io.Writer) (options, error) {
@@ -54,7 +59,8 @@ func parseArgs(args []string, getenv func(string) string, stderr io.Writer) (opt
 	dur := fs.String("duration", durDefault, "length of the run (with load and faults), a Go duration")
 	seed := fs.String("seed", seedDefault, "seed of the fault timeline (default: random, printed)")
 	fs.StringVar(&o.bin, "bin", "", "directory with prebuilt broker and agent binaries (default: go build)")
-	fs.StringVar(&o.dir, "dir", "", "keep the run's files (logs) in this directory (default: a temporary one, kept only on failure)")
+	fs.StringVar(&o.dir, "dir", "", "keep the stack's files (keys, storage, logs) in this directory (default: a temporary one, removed)")
+	fs.StringVar(&o.logs, "logs", getenv("SOAK_LOGS"), "keep the logs and the report in a new directory in this one (default: a temporary one, kept only on failure)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -92,7 +98,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return 2
 	}
 	fmt.Fprintf(stderr, "soak: seed=%d duration=%s (run it again with SOAK_SEED=%d SOAK_DURATION=%s make soak)\n", o.seed, o.duration, o.seed, o.duration)
-	cfg := soak.Config{Duration: o.duration, Seed: o.seed, Dir: o.dir, Log: stderr}
+	cfg := soak.Config{Duration: o.duration, Seed: o.seed, Dir: o.dir, LogDir: o.logs, Log: stderr}
 	if o.bin != "" {
 		cfg.Bin = stack.BinariesIn(o.bin)
 	}
@@ -101,30 +107,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stderr, err)
 		return 2
 	}
-	fmt.Fprintln(stdout, "Fault timeline:")
-	for _, l := range res.Timeline {
-		fmt.Fprintln(stdout, "  "+l)
-	}
+	fmt.Fprint(stdout, res.Text())
 	problems := res.Problems()
-	if len(res.FailedCalls) > 0 {
-		fmt.Fprintln(stdout, "Failed calls:")
-		for _, l := range res.FailedCalls {
-			fmt.Fprintln(stdout, "  "+l)
-		}
-	}
-	if len(problems) > 0 {
-		fmt.Fprintln(stdout, "FAILED:")
-		for _, p := range problems {
-			fmt.Fprintln(stdout, "  "+p)
-		}
-		if res.Dir != "" {
-			fmt.Fprintln(stdout, "  logs kept in "+res.Dir)
-		}
-	} else {
-		fmt.Fprintf(stdout, "PASSED: no avoidable failure, %d rotations (at least %d), every fault kind (%d of the broker kills and token endpoint faults met no token request), longest gap within %s\n",
-			res.Rotations, res.RequiredRotations, res.Missed, soak.GapBound)
-	}
-	fmt.Fprint(stdout, res.Report())
 	if len(problems) > 0 {
 		return 1
 	}

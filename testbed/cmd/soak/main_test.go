@@ -21,6 +21,14 @@ func TestParseArgs(t *testing.T) {
 	if err != nil || o.duration != 4*time.Minute || o.seed != 7 {
 		t.Fatalf("flags over the environment: %+v, %v", o, err)
 	}
+	o, err = parseArgs(nil, env(map[string]string{"SOAK_LOGS": "/var/tmp/soak"}), io.Discard)
+	if err != nil || o.logs != "/var/tmp/soak" {
+		t.Fatalf("SOAK_LOGS: %+v, %v", o, err)
+	}
+	o, err = parseArgs([]string{"--logs", "/tmp/x"}, env(map[string]string{"SOAK_LOGS": "/var/tmp/soak"}), io.Discard)
+	if err != nil || o.logs != "/tmp/x" {
+		t.Fatalf("--logs over SOAK_LOGS: %+v, %v", o, err)
+	}
 	for _, bad := range [][]string{
 		{"--duration", "soon"}, {"--duration", "1m"}, {"--seed", "-1"}, {"--seed", "x"}, {"--bin", t.TempDir()}, {"extra"},
 	} {
