@@ -86,7 +86,7 @@ func TestMonitoringCheckCatchesMistakes(t *testing.T) {
 		}, "jsonPayload.event_type"},
 		{"filter compares with a value the broker never writes", func(m *module) {
 			lm := byResource(m, "mint_failures")
-			lm.Filter = strings.Replace(lm.Filter, `"token mint failed"`, `"mint failed"`, 1)
+			lm.Filter = strings.Replace(lm.Filter, `"mint_failed"`, `"mint_failure"`, 1)
 		}, "counts 0 lines"},
 		{"filter at the wrong severity", func(m *module) {
 			lm := byResource(m, "auth_failures")

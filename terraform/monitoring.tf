@@ -48,7 +48,7 @@ resource "google_logging_metric" "auth_failures" {
   project     = var.project
   name        = "${var.service_name}/auth_failures"
   description = "Requests the broker refused at agent authentication, by reason."
-  filter      = "${local.broker_logs} AND severity=WARNING AND jsonPayload.message=\"agent authentication failed\""
+  filter      = "${local.broker_logs} AND severity=WARNING AND jsonPayload.event=\"auth_failed\""
 
   label_extractors = {
     reason = "EXTRACT(jsonPayload.reason)"
@@ -74,7 +74,7 @@ resource "google_logging_metric" "mint_failures" {
   project     = var.project
   name        = "${var.service_name}/mint_failures"
   description = "Google tokens the broker could not obtain, by account and error code."
-  filter      = "${local.broker_logs} AND severity=ERROR AND jsonPayload.message=\"token mint failed\""
+  filter      = "${local.broker_logs} AND severity=ERROR AND jsonPayload.event=\"mint_failed\""
 
   label_extractors = {
     account = "EXTRACT(jsonPayload.account)"

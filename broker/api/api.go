@@ -162,12 +162,20 @@ func (s *Server) authenticated(w http.ResponseWriter, r *http.Request, sealed bo
 	h(w, r, p, v)
 }
 
+// The "event" field of the two failure lines the fleet's log-based metrics
+// count (terraform/monitoring.tf): a stable key, so rewording a message
+// cannot silently zero a metric.
+const (
+	EventAuthFailed = "auth_failed"
+	EventMintFailed = "mint_failed"
+)
+
 // authFailed answers every authentication failure the same way; the reason
 // goes to the server log only, with the client address it was judged by.
 // A source_not_allowed line also carries the right end of X-Forwarded-For
 // when the broker reads it, so a wrong BROKER_TRUSTED_PROXY_HOPS shows.
 func (s *Server) authFailed(w http.ResponseWriter, r *http.Request, err error) {
-	attrs := []any{"client", s.client(r), "path", r.URL.Path}
+	attrs := []any{"event", EventAuthFailed, "client", s.client(r), "path", r.URL.Path}
 	var ae *agentauth.Error
 	if errors.As(err, &ae) {
 		attrs = append(attrs, "reason", ae.Reason, "claimed_agent", ae.AgentID) // agentauth keeps it short and printable
@@ -245,7 +253,7 @@ func (s *Server) tokens(w http.ResponseWriter, r *http.Request, p *policy.Policy
 		res, err := s.Tokens.Token(r.Context(), a)
 		if err != nil {
 			code, msg, detail := mintFailure(err)
-			s.Log.Error("token mint failed", "agent", agent, "account", name, "code", code, "error", detail)
+			s.Log.Error("token mint failed", "event", EventMintFailed, "agent", agent, "account", name, "code", code, "error", detail)
 			resp.Errors = append(resp.Errors, wire.StoreError{Store: name, Code: code, Message: msg})
 			continue
 		}

@@ -171,7 +171,7 @@ func run(ctx context.Context, stopSignals func(), args []string, stdout, stderr 
 		return fmt.Sprintf("%d instances, study %s", len(ids), siteStudy), err
 	})
 	r.do("STOW site -> cloud ("+store.Name+")", func() (string, error) {
-		if err := stack.Stow(ctx, s.Site, store.Name, []string{siteStudy}); err != nil {
+		if err := stack.StowWait(ctx, s.Site, store.Name, []string{siteStudy}); err != nil {
 			return "", err
 		}
 		_, n, err := stack.FindStudy(ctx, s.CloudOrthanc, info.StudyUID)
@@ -198,7 +198,7 @@ func run(ctx context.Context, stopSignals func(), args []string, stdout, stderr 
 		return "", err
 	})
 	r.do("retrieve it from the cloud (WADO-RS)", func() (string, error) {
-		if err := stack.Retrieve(ctx, s.Site, store.Name, info.StudyUID); err != nil {
+		if err := stack.RetrieveWait(ctx, s.Site, store.Name, info.StudyUID); err != nil {
 			return "", err
 		}
 		_, n, err := stack.FindStudy(ctx, s.Site, info.StudyUID)
