@@ -109,7 +109,7 @@ type inner struct {
 
 type outer struct {
 	inner
-	B    int   // wins over inner.B
+	B    int    // wins over inner.B
 	Next *outer `json:",omitempty"`
 }
 
