@@ -136,16 +136,35 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 			add("agent %q: %v", id, e)
 		}
 		ag.ranges = ranges
-		seen := make(map[string]bool, len(ag.Accounts))
-		for _, acct := range ag.Accounts {
-			if seen[acct] {
-				add("agent %q: Accounts: %q listed twice", id, acct)
-			}
-			seen[acct] = true
+		for _, acct := range listedTwice(ag.Accounts) {
+			add("agent %q: Accounts: %q listed twice", id, acct)
 		}
 		f.agents[id] = ag
 	}
 	return f, errors.Join(errs...)
+}
+
+// listedTwice returns each entry of list that repeats an earlier one, in
+// list order. An agent lists a few accounts: a scan of the list, not a map
+// per agent, unless it is long.
+func listedTwice(list []string) []string {
+	var dups []string
+	if len(list) <= 16 {
+		for i, s := range list {
+			if slices.Contains(list[:i], s) {
+				dups = append(dups, s)
+			}
+		}
+		return dups
+	}
+	seen := make(map[string]bool, len(list))
+	for _, s := range list {
+		if seen[s] {
+			dups = append(dups, s)
+		}
+		seen[s] = true
+	}
+	return dups
 }
 
 // inOrder yields m's entries in key order, so problems are reported in a

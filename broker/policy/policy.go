@@ -381,10 +381,9 @@ func (a *Account) validate() []error {
 
 	// The fingerprint changes whenever anything that shapes the token does,
 	// so a token cached for an old definition is never handed out.
-	h := sha256.New()
 	def, _ := json.Marshal(a)
-	h.Write(def)
-	a.fingerprint = hex.EncodeToString(h.Sum(nil)[:8])
+	sum := sha256.Sum256(def)
+	a.fingerprint = hex.EncodeToString(sum[:8])
 	a.cacheKey = a.name + "\x00" + a.fingerprint
 	return errs
 }
