@@ -52,7 +52,7 @@ func Unmarshal(data []byte, v any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	w := walker{dec: dec}
+	w := walker{dec: dec, data: data}
 	if err := w.value(info(rv.Type().Elem()), 0); err != nil {
 		return err
 	}
@@ -77,6 +77,7 @@ func Unmarshal(data []byte, v any) error {
 // part of the walk's cost.
 type walker struct {
 	dec  *json.Decoder
+	data []byte // what dec reads, for peek
 	path []segment
 }
 
@@ -113,17 +114,42 @@ var (
 func (w *walker) token() (json.Token, error) {
 	t, err := w.dec.Token()
 	if err != nil {
-		if err == io.EOF {
-			return nil, w.fail("unexpected end of JSON")
-		}
-		var syn *json.SyntaxError
-		if errors.As(err, &syn) {
-			return nil, w.fail(fmt.Sprintf("invalid JSON at byte %d", syn.Offset))
-		}
-		return nil, w.fail("invalid JSON: " + logtext.Clip(strings.TrimPrefix(err.Error(), "json: ")))
+		return nil, w.decodeError(err)
 	}
 	return t, nil
 }
+
+func (w *walker) decodeError(err error) error {
+	if err == io.EOF {
+		return w.fail("unexpected end of JSON")
+	}
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		return w.fail(fmt.Sprintf("invalid JSON at byte %d", syn.Offset))
+	}
+	return w.fail("invalid JSON: " + logtext.Clip(strings.TrimPrefix(err.Error(), "json: ")))
+}
+
+// peek returns the first byte of the next value in the input: past
+// whitespace and the ':' or ',' before it (0 at the end). It only chooses
+// how the decoder reads on; the decoder still checks every byte, so a
+// wrong separator is refused there, as before.
+func (w *walker) peek() byte {
+	for _, c := range w.data[w.dec.InputOffset():] {
+		switch c {
+		case ' ', '\t', '\n', '\r', ':', ',':
+			continue
+		}
+		return c
+	}
+	return 0
+}
+
+// skip reads a value and throws it away: the decoder checks its syntax
+// but, unlike Token, builds no Go value for it.
+type skip struct{}
+
+func (*skip) UnmarshalJSON([]byte) error { return nil }
 
 // typeInfo is what the walker needs to know of a Go type, worked out once
 // per type (reflection per value was a good part of the walk's cost).
@@ -200,6 +226,14 @@ func buildInfo(t reflect.Type, building map[reflect.Type]*typeInfo) *typeInfo {
 func (w *walker) value(ti *typeInfo, depth int) error {
 	if depth > MaxDepth {
 		return w.fail(fmt.Sprintf("nested deeper than %d levels", MaxDepth))
+	}
+	if c := w.peek(); c != '{' && c != '[' {
+		// A scalar (or bad input, which Decode refuses): its type is
+		// checked by the second pass.
+		if err := w.dec.Decode(new(skip)); err != nil {
+			return w.decodeError(err)
+		}
+		return nil
 	}
 	tok, err := w.token()
 	if err != nil {
