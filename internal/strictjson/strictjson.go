@@ -52,7 +52,8 @@ func Unmarshal(data []byte, v any) error {
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	w := walker{dec: dec, data: data}
+	var pathBuf [8]segment // deep enough for the broker's documents
+	w := walker{dec: dec, data: data, path: pathBuf[:0]}
 	if err := w.value(info(rv.Type().Elem()), 0); err != nil {
 		return err
 	}
@@ -271,11 +272,13 @@ func (w *walker) object(ti *typeInfo, depth int) error {
 		elem = ti.elem
 	}
 	var (
-		seenFields []bool          // structs: by field index
-		seenList   []string        // other objects, while small
+		seenBits   uint64 // structs of up to 64 fields: by field index
+		seenFields []bool // larger structs
+		small      [smallObject]string
+		seenList   = small[:0]     // other objects, while small
 		seenMap    map[string]bool // other objects, past smallObject keys
 	)
-	if isStruct {
+	if isStruct && ti.nField > 64 {
 		seenFields = make([]bool, ti.nField)
 	}
 	for w.dec.More() {
@@ -294,10 +297,17 @@ func (w *walker) object(ti *typeInfo, depth int) error {
 				}
 				return w.fail("unknown field")
 			}
-			if seenFields[f.index] {
-				return w.fail("duplicate key")
+			if seenFields != nil {
+				if seenFields[f.index] {
+					return w.fail("duplicate key")
+				}
+				seenFields[f.index] = true
+			} else {
+				if seenBits&(1<<f.index) != 0 {
+					return w.fail("duplicate key")
+				}
+				seenBits |= 1 << f.index
 			}
-			seenFields[f.index] = true
 			next = f.typ
 		} else {
 			switch {

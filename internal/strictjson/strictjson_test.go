@@ -2,6 +2,8 @@ package strictjson
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -161,4 +163,29 @@ func FuzzUnmarshal(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A struct of more than 64 fields keeps its seen keys apart from the
+// bitmask that smaller ones use.
+func TestUnmarshalWideStruct(t *testing.T) {
+	var fs []reflect.StructField
+	for i := range 70 {
+		fs = append(fs, reflect.StructField{Name: fmt.Sprintf("F%d", i), Type: reflect.TypeFor[int]()})
+	}
+	typ := reflect.StructOf(fs)
+	for in, want := range map[string]string{
+		`{"F1":1,"F69":2,"F64":3}`: "",
+		`{"F69":1,"F1":1,"F69":2}`: `F69: duplicate key`,
+		`{"F3":1,"F3":2}`:          `F3: duplicate key`,
+		`{"F68":1,"f68":2}`:        `f68: key matches field "F68" only case-insensitively`,
+		`{"F1":1,"F70":2,"F64":3}`: `F70: unknown field`,
+	} {
+		err := Unmarshal([]byte(in), reflect.New(typ).Interface())
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("Unmarshal(%s) = %v", in, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("Unmarshal(%s) = %v, want %q", in, err, want)
+		}
+	}
 }
