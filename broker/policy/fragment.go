@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"iter"
 	"maps"
 	"net/url"
 	"slices"
@@ -60,8 +61,8 @@ func fragmentWhere(name string) string {
 // too; a policy built from a fragment that had an error must never be
 // put in force.
 func ParseFragment(name string, data []byte) (*Fragment, error) {
-	where := fragmentWhere(name)
 	if len(data) > MaxDocumentSize {
+		where := fragmentWhere(name)
 		what := "document"
 		if name != "" {
 			what = "fragment"
@@ -70,12 +71,18 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 	}
 	var p Policy
 	if err := strictjson.Unmarshal(data, &p); err != nil {
-		return nil, errors.New(where + describeJSONError(err))
+		return nil, errors.New(fragmentWhere(name) + describeJSONError(err))
 	}
 	f := &Fragment{name: name, audience: p.Audience, baseURL: p.BaseUrl,
 		accounts: make(map[string]*Account, len(p.Accounts)), agents: make(map[string]*Agent, len(p.Agents))}
 	var errs []error
-	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(where+format, a...)) }
+	where := "" // worked out at the first problem: most fragments have none
+	add := func(format string, a ...any) {
+		if where == "" {
+			where = fragmentWhere(name)
+		}
+		errs = append(errs, fmt.Errorf(where+format, a...))
+	}
 
 	if p.Audience != "" {
 		if _, err := checkURL(p.Audience); err != nil {
@@ -92,8 +99,7 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 			f.base = u
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(p.Accounts)) {
-		a := p.Accounts[name]
+	for name, a := range inOrder(p.Accounts) {
 		if !wire.ValidStoreName(name) {
 			add("account %q: name must be 1-63 letters, digits, '.', '_' or '-' (it becomes an Orthanc server name)", name)
 			continue
@@ -108,8 +114,7 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 		}
 		f.accounts[name] = a
 	}
-	for _, id := range slices.Sorted(maps.Keys(p.Agents)) {
-		ag := p.Agents[id]
+	for id, ag := range inOrder(p.Agents) {
 		if !wire.ValidAgentID(id) {
 			add("agent %q: id must be 1-128 letters, digits, '.', '_', '@' or '-'", id)
 			continue
@@ -131,16 +136,56 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 			add("agent %q: %v", id, e)
 		}
 		ag.ranges = ranges
-		seen := make(map[string]bool, len(ag.Accounts))
-		for _, acct := range ag.Accounts {
-			if seen[acct] {
-				add("agent %q: Accounts: %q listed twice", id, acct)
-			}
-			seen[acct] = true
+		for _, acct := range listedTwice(ag.Accounts) {
+			add("agent %q: Accounts: %q listed twice", id, acct)
 		}
 		f.agents[id] = ag
 	}
 	return f, errors.Join(errs...)
+}
+
+// listedTwice returns each entry of list that repeats an earlier one, in
+// list order. An agent lists a few accounts: a scan of the list, not a map
+// per agent, unless it is long.
+func listedTwice(list []string) []string {
+	var dups []string
+	if len(list) <= 16 {
+		for i, s := range list {
+			if slices.Contains(list[:i], s) {
+				dups = append(dups, s)
+			}
+		}
+		return dups
+	}
+	seen := make(map[string]bool, len(list))
+	for _, s := range list {
+		if seen[s] {
+			dups = append(dups, s)
+		}
+		seen[s] = true
+	}
+	return dups
+}
+
+// inOrder yields m's entries in key order, so problems are reported in a
+// stable order. A fragment usually holds one entry, which needs no sorted
+// copy of the keys.
+func inOrder[V any](m map[string]V) iter.Seq2[string, V] {
+	return func(yield func(string, V) bool) {
+		if len(m) <= 1 {
+			for k, v := range m {
+				if !yield(k, v) {
+					return
+				}
+			}
+			return
+		}
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if !yield(k, m[k]) {
+				return
+			}
+		}
+	}
 }
 
 // Merge builds the policy from fragments and checks what needs all of
@@ -333,7 +378,8 @@ func (f *Fragment) resolve(base string) map[string]*Account {
 	out := make(map[string]*Account, len(f.accounts))
 	for name, a := range f.accounts {
 		cp := *a
-		cp.dicomWebURL = base + a.StorePath() + "/dicomWeb/"
+		// One concatenation, one string: StorePath, inlined.
+		cp.dicomWebURL = base + "projects/" + a.Project + "/locations/" + a.Location + "/datasets/" + a.Dataset + "/dicomStores/" + a.DicomStore + "/dicomWeb/"
 		out[name] = &cp
 	}
 	f.resolvedBase, f.resolved = base, out

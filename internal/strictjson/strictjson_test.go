@@ -2,6 +2,8 @@ package strictjson
 
 import (
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -51,6 +53,11 @@ func TestUnmarshal(t *testing.T) {
 		{"truncated", `{"Audience":`, `unexpected end of JSON`},
 		{"syntax", `{"Audience" "a"}`, `invalid JSON`},
 		{"wrong type", `{"Agents":{"a":{"Accounts":"x"}}}`, `Accounts: wrong type`},
+		{"path through an array", `{"extra":[1,{"a":1,"a":2}]}`, `extra[1].a: duplicate key`},
+		{"error inside an array of a struct", `{"Agents":{"a":{"Accounts":["x",{"b":1,"b":2}]}}}`, `Agents.a.Accounts[1].b: duplicate key`},
+		{"duplicate in a large map", `{"labels":{"k0":"","k1":"","k2":"","k3":"","k4":"","k5":"","k6":"","k7":"","k8":"","k9":"","k3":""}}`, `labels.k3: duplicate key`},
+		{"large map of unique keys", `{"labels":{"k0":"","k1":"","k2":"","k3":"","k4":"","k5":"","k6":"","k7":"","k8":"","k9":""}}`, ""},
+		{"empty key then a nested one", `{"extra":{"":{"x":1,"x":2}}}`, `extra..x: duplicate key`},
 		{"too deep", `{"extra":` + strings.Repeat("[", MaxDepth+2) + strings.Repeat("]", MaxDepth+2) + `}`, `nested deeper than`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -97,6 +104,52 @@ func TestLongKeyIsCut(t *testing.T) {
 	}
 }
 
+type inner struct {
+	A string
+	B string
+}
+
+type outer struct {
+	inner
+	B    int    // wins over inner.B
+	Next *outer `json:",omitempty"`
+}
+
+// Embedded structs are flattened, an outer field winning, and a type that
+// refers to itself is walked to any depth.
+func TestUnmarshalEmbeddedAndRecursive(t *testing.T) {
+	var o outer
+	if err := Unmarshal([]byte(`{"A":"a","B":1,"Next":{"Next":{"A":"c"}}}`), &o); err != nil {
+		t.Fatal(err)
+	}
+	if o.A != "a" || o.B != 1 || o.Next.Next.A != "c" {
+		t.Fatalf("decoded %+v", o)
+	}
+	for in, want := range map[string]string{
+		`{"Next":{"Next":{"a":"x"}}}`:  `Next.Next.a: key matches field "A" only case-insensitively`,
+		`{"Next":{"B":1,"B":2}}`:       `Next.B: duplicate key`,
+		`{"B":"x"}`:                    `B: wrong type`,
+		`{"Next":{"Next":{"C":true}}}`: `Next.Next.C: unknown field`,
+	} {
+		if err := Unmarshal([]byte(in), &outer{}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Unmarshal(%s) = %v, want %q", in, err, want)
+		}
+	}
+}
+
+// BenchmarkUnmarshal is one agent fragment of the broker's policy, the
+// document read 10,000 times at a fleet's first load.
+func BenchmarkUnmarshal(b *testing.B) {
+	data := []byte(`{"Agents":{"site00042":{"PublicKey":"ed25519:OoGOlJ1ym4Cza9M8ZQsiuKmKRj5ifOENGsI2Ke0GnVQ=","Accounts":["site00042-store0","site00042-store1","site00042-store2"]}}}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		var d doc
+		if err := Unmarshal(data, &d); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func FuzzUnmarshal(f *testing.F) {
 	for _, s := range []string{`{}`, `{"Audience":"a","Agents":{"x":{"PublicKey":"k","Accounts":["a"]}}}`, `{"a":1,"a":2}`, `[]`, `{"extra":[[[{}]]]}`} {
 		f.Add([]byte(s))
@@ -110,4 +163,29 @@ func FuzzUnmarshal(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A struct of more than 64 fields keeps its seen keys apart from the
+// bitmask that smaller ones use.
+func TestUnmarshalWideStruct(t *testing.T) {
+	var fs []reflect.StructField
+	for i := range 70 {
+		fs = append(fs, reflect.StructField{Name: fmt.Sprintf("F%d", i), Type: reflect.TypeFor[int]()})
+	}
+	typ := reflect.StructOf(fs)
+	for in, want := range map[string]string{
+		`{"F1":1,"F69":2,"F64":3}`: "",
+		`{"F69":1,"F1":1,"F69":2}`: `F69: duplicate key`,
+		`{"F3":1,"F3":2}`:          `F3: duplicate key`,
+		`{"F68":1,"f68":2}`:        `f68: key matches field "F68" only case-insensitively`,
+		`{"F1":1,"F70":2,"F64":3}`: `F70: unknown field`,
+	} {
+		err := Unmarshal([]byte(in), reflect.New(typ).Interface())
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("Unmarshal(%s) = %v", in, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Errorf("Unmarshal(%s) = %v, want %q", in, err, want)
+		}
+	}
 }
