@@ -60,7 +60,8 @@ const storesPerAgent = 3
 
 type options struct {
 	bins       []string
-	policyMode string // "dir" or "file"
+	policyMode string // "dir", "gs" or "file"
+	layout     string // "agent" or "site" (fragment forms)
 	core       int
 	trickle    time.Duration
 	rate       int
@@ -74,7 +75,9 @@ func main() {
 	out := flag.String("out", "", "BENCHMARKS.md to update (empty: print only)")
 	bins := flag.String("broker-bin", "", "built cmd/broker binary; several, comma-separated, measure only the herd, each binary on the same fleet (A/B)")
 	sizeList := flag.String("sizes", "10,1000,10000", "fleet sizes (agents)")
-	mode := flag.String("policy", "dir", `policy form: "dir" (a BROKER_CONFIG directory of fragments: base.json, one per agent, one per account) or "file" (the same policy as one document)`)
+	mode := flag.String("policy", "dir", `policy form: "dir" (a BROKER_CONFIG directory of fragments), "gs" (the same fragments as objects under a gs:// prefix, served by the fake Cloud Storage in this process, not the broker's) or "file" (the same policy as one document)`)
+	layout := flag.String("layout", "agent", `fragments (dir, gs): "agent" (base.json, one per agent, one per account) or "site" (base.json and one per site holding its agent and its accounts, as the runbook recommends for pipelines)`)
+	section := flag.String("section", "fleet", "the BENCHMARKS.md section (<!-- bench:NAME:start -->) -out writes")
 	core := flag.Int("core", 1, "CPU the broker is pinned to (taskset -c)")
 	trickle := flag.Duration("trickle", 20*time.Second, "length of the steady-rate run during re-reads")
 	rate := flag.Int("rate", 100, "steady request rate (requests/s) during re-reads")
@@ -87,14 +90,17 @@ func main() {
 	if *bins == "" {
 		log.Fatal("-broker-bin is required: go build -o bin/broker ./cmd/broker")
 	}
-	if *mode != "dir" && *mode != "file" {
-		log.Fatalf("-policy: %q is neither dir nor file", *mode)
+	if *mode != "dir" && *mode != "file" && *mode != "gs" {
+		log.Fatalf("-policy: %q is not dir, gs or file", *mode)
+	}
+	if *layout != "agent" && *layout != "site" {
+		log.Fatalf("-layout: %q is neither agent nor site", *layout)
 	}
 	if _, err := exec.LookPath("taskset"); err != nil {
 		log.Fatal("taskset not found (util-linux): the broker must be pinned to one core")
 	}
 	pinAway(*core)
-	o := options{bins: strings.Split(*bins, ","), policyMode: *mode, core: *core, trickle: *trickle, rate: *rate, reloads: *reloads, herdWindow: time.Second, inFlight: *inFlight, memLimit: *memLimit}
+	o := options{bins: strings.Split(*bins, ","), policyMode: *mode, layout: *layout, core: *core, trickle: *trickle, rate: *rate, reloads: *reloads, herdWindow: time.Second, inFlight: *inFlight, memLimit: *memLimit}
 	var sizes []int
 	for _, f := range strings.Split(*sizeList, ",") {
 		n, err := strconv.Atoi(f)
@@ -123,7 +129,7 @@ func main() {
 	}
 	fmt.Print(text)
 	if *out != "" {
-		if err := report.WriteSection(*out, "fleet", text); err != nil {
+		if err := report.WriteSection(*out, *section, text); err != nil {
 			log.Fatal(err)
 		}
 	}
@@ -174,11 +180,16 @@ type fleet struct {
 	files   int
 	size    int64
 	agentFn func(i int) string // the file that holds agent i (dir mode)
+	layout  string
+	accts   map[string]any                 // by account name
+	put     func(name string, data []byte) // writes a fragment (gs mode)
+	fragOf  func(i int) string             // the object that holds agent i (gs mode)
+	env     []string                       // for the broker
 }
 
 func measureSize(cloud *fakegcp.Cloud, n int, o options) (sizeResult, error) {
-	log.Printf("%d agents: writing keys and policy (%s)", n, o.policyMode)
-	f, err := writeFleet(cloud, n, o.policyMode)
+	log.Printf("%d agents: writing keys and policy (%s, %s layout)", n, o.policyMode, o.layout)
+	f, err := writeFleet(cloud, n, o.policyMode, o.layout)
 	if err != nil {
 		return sizeResult{}, err
 	}
@@ -206,13 +217,14 @@ func measureSize(cloud *fakegcp.Cloud, n int, o options) (sizeResult, error) {
 // writeFleet writes n agents with 3 accounts each: one key file per
 // account (a few RSA keys reused under distinct key ids and emails, so the
 // fake counts each account's grants apart), and the policy as a directory
-// of fragments or as one file.
-func writeFleet(cloud *fakegcp.Cloud, n int, mode string) (*fleet, error) {
+// of fragments (a directory or a gs:// prefix; laid out by agent and
+// account, or by site) or as one file.
+func writeFleet(cloud *fakegcp.Cloud, n int, mode, layout string) (*fleet, error) {
 	dir, err := os.MkdirTemp("", "bench-fleet-")
 	if err != nil {
 		return nil, err
 	}
-	f := &fleet{n: n, dir: dir}
+	f := &fleet{n: n, dir: dir, layout: layout}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
@@ -238,10 +250,21 @@ func writeFleet(cloud *fakegcp.Cloud, n int, mode string) (*fleet, error) {
 	base := map[string]any{"Audience": f.aud, "BaseUrl": cloud.DICOMweb.URL() + "/v1/"}
 	accounts := map[string]any{}
 	agents := map[string]any{}
+	bucket, prefix := "fleet-policy", fmt.Sprintf("policy-%s-%d/", layout, n)
+	if mode == "gs" {
+		cloud.Storage.CreateBucket(bucket)
+		f.put = func(name string, data []byte) { cloud.Storage.Put(bucket, prefix+name, data) }
+		f.env = []string{"BROKER_STORAGE_ENDPOINT=" + cloud.Storage.URL()}
+	}
+	fragments := mode == "dir" || mode == "gs"
 	write := func(name string, doc any) error {
 		data, _ := json.Marshal(doc)
 		f.size += int64(len(data))
 		f.files++
+		if f.put != nil {
+			f.put(name, data)
+			return nil
+		}
 		return os.WriteFile(filepath.Join(polDir, name), data, 0o600)
 	}
 	for i := range n {
@@ -266,7 +289,7 @@ func writeFleet(cloud *fakegcp.Cloud, n int, mode string) (*fleet, error) {
 			}
 			acct := map[string]any{"Project": "fleet", "Location": "europe-west4", "Dataset": fmt.Sprintf("site%d", i), "DicomStore": fmt.Sprintf("store%d", j), "ServiceAccountSecret": keyPath}
 			accounts[name] = acct
-			if mode == "dir" {
+			if fragments && layout == "agent" {
 				if err := write("account-"+name+".json", map[string]any{"Accounts": map[string]any{name: acct}}); err != nil {
 					return nil, err
 				}
@@ -274,19 +297,25 @@ func writeFleet(cloud *fakegcp.Cloud, n int, mode string) (*fleet, error) {
 		}
 		agent := map[string]any{"PublicKey": agentkey.FormatPublicKey(pub), "Accounts": names}
 		agents[agentID(i)] = agent
-		if mode == "dir" {
-			if err := write("agent-"+agentID(i)+".json", map[string]any{"Agents": map[string]any{agentID(i): agent}}); err != nil {
+		f.accts = accounts
+		if fragments {
+			if err := write(f.fragName(i), f.fragDoc(i, agent)); err != nil {
 				return nil, err
 			}
 		}
 	}
 	f.base, f.agents = base, agents
-	if mode == "dir" {
+	if fragments {
 		if err := write("base.json", base); err != nil {
 			return nil, err
 		}
 		f.cfg = polDir + "/"
-		f.agentFn = func(i int) string { return filepath.Join(polDir, "agent-"+agentID(i)+".json") }
+		f.agentFn = func(i int) string { return filepath.Join(polDir, f.fragName(i)) }
+		if mode == "gs" {
+			f.cfg = "gs://" + bucket + "/" + prefix
+			f.agentFn = nil
+			f.fragOf = f.fragName
+		}
 		return f, nil
 	}
 	doc := map[string]any{"Audience": base["Audience"], "BaseUrl": base["BaseUrl"], "Accounts": accounts, "Agents": agents}
@@ -323,6 +352,28 @@ func pinAway(brokerCore int) {
 
 func agentID(i int) string { return fmt.Sprintf("site%d", i) }
 
+// fragName is the fragment that holds agent i.
+func (f *fleet) fragName(i int) string {
+	if f.layout == "site" {
+		return "site-" + agentID(i) + ".json"
+	}
+	return "agent-" + agentID(i) + ".json"
+}
+
+// fragDoc is that fragment: the agent, and with the site layout its accounts.
+func (f *fleet) fragDoc(i int, agent any) map[string]any {
+	doc := map[string]any{"Agents": map[string]any{agentID(i): agent}}
+	if f.layout == "site" {
+		accts := map[string]any{}
+		for j := range storesPerAgent {
+			name := fmt.Sprintf("site%d-store%d", i, j)
+			accts[name] = f.accts[name]
+		}
+		doc["Accounts"] = accts
+	}
+	return doc
+}
+
 // changeAgent rewrites agent i's entry with one of its stores granted or
 // not (toggled by on): a real change of one agent, written where the
 // policy lives (its fragment, or the whole file).
@@ -336,8 +387,13 @@ func (f *fleet) changeAgent(i int, on bool) error {
 	}
 	a := f.agents[agentID(i)].(map[string]any)
 	a["Accounts"] = names
+	if f.fragOf != nil {
+		data, _ := json.Marshal(f.fragDoc(i, a))
+		f.put(f.fragOf(i), data)
+		return nil
+	}
 	if f.agentFn != nil {
-		data, _ := json.Marshal(map[string]any{"Agents": map[string]any{agentID(i): a}})
+		data, _ := json.Marshal(f.fragDoc(i, a))
 		return writeAtomic(f.dir, f.agentFn(i), data)
 	}
 	data, err := os.ReadFile(f.cfg)
@@ -377,6 +433,7 @@ func startBroker(f *fleet, bin string, o options, refresh string) (*broker, erro
 	cmd := exec.Command("taskset", "-c", strconv.Itoa(o.core), bin)
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=1", "PORT="+strconv.Itoa(f.port), "BROKER_LISTEN_HOST=127.0.0.1",
 		"BROKER_CONFIG="+f.cfg, "BROKER_RATE_LIMIT=0", "BROKER_REFRESH="+refresh, "HOME="+f.dir)
+	cmd.Env = append(cmd.Env, f.env...)
 	if o.memLimit != "" {
 		cmd.Env = append(cmd.Env, "GOMEMLIMIT="+o.memLimit)
 	}
@@ -760,7 +817,11 @@ func render(rs []sizeResult, o options) string {
 		fmt.Fprintf(&b, "The broker runs with `GOMEMLIMIT=%s`. ", o.memLimit)
 	}
 	fmt.Fprintf(&b, "The `cmd/broker` binary in its own process pinned to one core (`taskset -c %d`, `GOMAXPROCS=1`: one Cloud Run vCPU), the load generator and the Google fakes (`testbed/fakegcp`, whose token endpoint checks every JWT-bearer signature) on the other core. ", o.core)
-	fmt.Fprintf(&b, "Each agent has %d own stores, each store its own service-account key file; the policy is %s. ", storesPerAgent, map[string]string{"dir": "a directory of fragments (one per agent, one per account, `base.json` with Audience/BaseUrl)", "file": "one file"}[o.policyMode])
+	form := map[string]string{"dir": "a directory of fragments", "gs": "fragments under a gs:// prefix of the fake Cloud Storage (fake-gcs-server, in the load generator's process: its CPU is not the broker's)", "file": "one file"}[o.policyMode]
+	if o.policyMode != "file" {
+		form += map[string]string{"agent": " (one per agent, one per account, `base.json` with Audience/BaseUrl)", "site": " (one per site holding its agent and its accounts, `base.json` with Audience/BaseUrl)"}[o.layout]
+	}
+	fmt.Fprintf(&b, "Each agent has %d own stores, each store its own service-account key file; the policy is %s. ", storesPerAgent, form)
 	inFlight := fmt.Sprintf("at most %d in flight (Cloud Run's concurrency in the Terraform module; the others wait their turn and the wait counts)", o.inFlight)
 	if o.inFlight <= 0 {
 		inFlight = "all of them in flight at once (no concurrency cap in front of the broker)"

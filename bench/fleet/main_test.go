@@ -1,12 +1,16 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
 
+	"cloud.google.com/go/storage"
+
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policysrc"
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/testbed/fakegcp"
 )
 
@@ -19,28 +23,32 @@ func TestWriteFleetPolicyIsValid(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cloud.Close()
-	for _, mode := range []string{"dir", "file"} {
-		t.Run(mode, func(t *testing.T) {
-			f, err := writeFleet(cloud, 4, mode)
+	for _, c := range []struct{ mode, layout string }{{"dir", "agent"}, {"dir", "site"}, {"file", "agent"}, {"gs", "agent"}, {"gs", "site"}} {
+		mode := c.mode
+		t.Run(mode+"/"+c.layout, func(t *testing.T) {
+			f, err := writeFleet(cloud, 4, mode, c.layout)
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer os.RemoveAll(f.dir)
-			p := parseFleet(t, f)
+			p := parseFleet(t, cloud, f)
 			if len(p.Agents) != 4 || len(p.Accounts) != 4*storesPerAgent || len(f.keyIDs) != 4*storesPerAgent {
 				t.Fatalf("%d agents, %d accounts, %d keys", len(p.Agents), len(p.Accounts), len(f.keyIDs))
 			}
 			if got := len(p.Grants(agentID(3))); got != storesPerAgent {
 				t.Fatalf("agent 3 has %d stores", got)
 			}
-			wantFiles := map[string]int{"dir": 1 + 4 + 4*storesPerAgent, "file": 1}[mode]
+			wantFiles := map[string]int{"dir": 1 + 4 + 4*storesPerAgent, "gs": 1 + 4 + 4*storesPerAgent, "file": 1}[mode]
+			if c.layout == "site" {
+				wantFiles = 1 + 4
+			}
 			if f.files != wantFiles {
 				t.Fatalf("%d policy files, want %d", f.files, wantFiles)
 			}
 			if err := f.changeAgent(3, false); err != nil {
 				t.Fatal(err)
 			}
-			p = parseFleet(t, f)
+			p = parseFleet(t, cloud, f)
 			if got := len(p.Grants(agentID(3))); got != storesPerAgent-1 {
 				t.Fatalf("changed agent has %d stores, want %d", got, storesPerAgent-1)
 			}
@@ -53,9 +61,23 @@ func TestWriteFleetPolicyIsValid(t *testing.T) {
 
 // parseFleet reads the policy as the broker would: one document, or the
 // fragments merged (each name once, as the directory form requires).
-func parseFleet(t *testing.T, f *fleet) *policy.Policy {
+func parseFleet(t *testing.T, cloud *fakegcp.Cloud, f *fleet) *policy.Policy {
 	t.Helper()
 	var data []byte
+	if f.fragOf != nil { // gs: the broker's own reader, against the fake
+		bucket, prefix, err := policysrc.ParseGS(f.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		store := &policysrc.GCS{Bucket: bucket, Prefix: prefix, Client: func(ctx context.Context) (*storage.Client, error) {
+			return policysrc.NewStorageClient(ctx, cloud.Storage.URL())
+		}}
+		p, err := policysrc.NewFragmentLoader(store).Load(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 	if f.agentFn == nil {
 		var err error
 		if data, err = os.ReadFile(f.cfg); err != nil {

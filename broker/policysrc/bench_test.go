@@ -3,6 +3,7 @@
 package policysrc
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -84,7 +85,8 @@ func cpuTime() time.Duration {
 	return time.Duration(r.Utime.Nano() + r.Stime.Nano())
 }
 
-// store builds the fleet as kind ("mem" or "dir") and returns the store
+// store builds the fleet as kind ("mem"; "dir", listed in full on every
+// reload; "watched", a WatchedDir) and returns the store
 // and a function that rewrites agent i's fragment as a new version.
 func store(b *testing.B, kind string, f *fleet) (Store, func(i, v int)) {
 	switch kind {
@@ -98,7 +100,7 @@ func store(b *testing.B, kind string, f *fleet) (Store, func(i, v int)) {
 			m.files[name] = agentJSON(i, f.keys[i], []string{fmt.Sprintf("site%05d-store%d", i, v%3)})
 			m.vers[name] = Version{Generation: int64(v + 2)}
 		}
-	case "dir":
+	case "dir", "watched":
 		dir := b.TempDir()
 		for k, v := range f.files {
 			if err := os.WriteFile(filepath.Join(dir, k), v, 0o600); err != nil {
@@ -106,13 +108,38 @@ func store(b *testing.B, kind string, f *fleet) (Store, func(i, v int)) {
 			}
 		}
 		at := time.Now()
-		return Dir(dir), func(i, v int) {
+		var s Store = Dir(dir)
+		var wd *WatchedDir
+		if kind == "watched" {
+			wd = NewWatchedDir(dir, nil)
+			b.Cleanup(func() { wd.Close() })
+			s = wd
+		}
+		return s, func(i, v int) {
 			p := filepath.Join(dir, fmt.Sprintf("agent-site%05d.json", i))
-			if err := os.WriteFile(p, agentJSON(i, f.keys[i], []string{fmt.Sprintf("site%05d-store%d", i, v%3)}), 0o600); err != nil {
+			var before int64
+			if wd != nil {
+				before = wd.slot.ev.seen.Load()
+			}
+			// One write in place (padded with spaces to at least the old
+			// length) and a new modification time: exactly two events.
+			fh, err := os.OpenFile(p, os.O_WRONLY, 0)
+			if err != nil {
 				b.Fatal(err)
 			}
+			data := agentJSON(i, f.keys[i], []string{fmt.Sprintf("site%05d-store%d", i, v%3)})
+			if fi, err := fh.Stat(); err == nil && int64(len(data)) < fi.Size() {
+				data = append(data, bytes.Repeat([]byte(" "), int(fi.Size())-len(data))...)
+			}
+			if _, err := fh.WriteAt(data, 0); err != nil {
+				b.Fatal(err)
+			}
+			fh.Close()
 			at = at.Add(time.Second)
 			os.Chtimes(p, at, at)
+			for wd != nil && wd.slot.ev.seen.Load() < before+2 {
+				time.Sleep(50 * time.Microsecond) // the events reach the watcher asynchronously
+			}
 		}
 	}
 	b.Fatalf("unknown store %q", kind)
@@ -218,7 +245,7 @@ var storeFleet = map[Store]*fleet{}
 func fleetKeysOf(b *testing.B, s Store) []string { return storeFleet[s].keys }
 
 func benchStores(b *testing.B, run func(b *testing.B, s Store, change func(i, v int))) {
-	for _, kind := range []string{"mem", "dir"} {
+	for _, kind := range []string{"mem", "dir", "watched"} {
 		for _, n := range fleetSizes {
 			b.Run(fmt.Sprintf("%s/agents=%d", kind, n), func(b *testing.B) {
 				f := makeFleet(b, n)

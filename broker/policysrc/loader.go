@@ -36,6 +36,10 @@ func (l *FragmentLoader) unchanged(objs []Object) bool {
 	return true
 }
 
+// notifier is a Store that knows, without listing, that its listing has
+// not changed since the last List (WatchedDir).
+type notifier interface{ Unchanged() bool }
+
 // parsed is one fragment as last read: refused ones are kept too, so an
 // unchanged bad fragment is not read again.
 type parsed struct {
@@ -60,6 +64,9 @@ func NewFragmentLoader(store Store) *FragmentLoader {
 func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if n, ok := l.store.(notifier); ok && l.loaded && n.Unchanged() {
+		return nil, l.lastErr
+	}
 	objs, err := l.store.List(ctx)
 	if err != nil {
 		return nil, err

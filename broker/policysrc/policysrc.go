@@ -11,13 +11,17 @@
 // or object generation) and only new or changed ones are read and parsed;
 // the parsed fragments are kept, so an unchanged fleet costs one listing
 // and no parsing, and a changed one a listing, the changed fragments and a
-// merge (broker/policy checks fragments and merges them).
+// merge (broker/policy checks fragments and merges them). On Linux a
+// directory is watched with inotify (WatchedDir): between full listings a
+// reload states only the entries reported changed, so an unchanged
+// directory costs no system call at all.
 package policysrc
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"regexp"
 	"strings"
@@ -36,6 +40,8 @@ type Options struct {
 	// Storage returns the Cloud Storage client for gs:// sources; it is
 	// called on each listing and read, so it may create the client lazily.
 	Storage func(ctx context.Context) (*storage.Client, error)
+	// Log receives a directory watcher's failures (nil: slog's default).
+	Log *slog.Logger
 }
 
 // Kind is the form of a BROKER_CONFIG value.
@@ -100,7 +106,7 @@ func Open(ref string, o Options) (policy.Loader, error) {
 		}
 		return NewFragmentLoader(&GCS{Client: o.Storage, Bucket: bucket, Prefix: prefix}).Load, nil
 	case Directory:
-		return NewFragmentLoader(Dir(ref)).Load, nil
+		return NewFragmentLoader(openDir(ref, o.Log)).Load, nil
 	}
 	if o.Fetch == nil {
 		return nil, errors.New("BROKER_CONFIG: no document reader")

@@ -260,6 +260,8 @@ func TestReloadRefusedKeepsLastGood(t *testing.T) {
 	touch(t, filepath.Join(dir, "site2.json"), agentFrag(t, "site2", "s"), time.Now())
 	touch(t, filepath.Join(dir, "inline.json"), `{"Accounts":{"u":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"u",
 		"AuthorizedUserClientId":"id","AuthorizedUserRefreshToken":"rt-secret-value"}}}`, time.Now())
+	// On Linux the directory is watched: the change reaches the watcher asynchronously.
+	eventually(t, func() bool { return w.Current() == good && w.Reload(ctx) != nil })
 	for range 2 { // refused again while unchanged, without re-reading
 		if err := w.Reload(ctx); err == nil {
 			t.Fatal("Reload accepted a bad fragment")
@@ -279,11 +281,19 @@ func TestReloadRefusedKeepsLastGood(t *testing.T) {
 		t.Errorf("log holds a value from the fragment:\n%s", out)
 	}
 	os.Remove(filepath.Join(dir, "inline.json"))
-	if err := w.Reload(ctx); err != nil {
-		t.Fatal(err)
-	}
+	eventually(t, func() bool { return w.Reload(ctx) == nil })
 	if _, ok := w.Current().AgentKeys("site2"); !ok {
 		t.Fatal("site2 not in force once the bad fragment is gone")
+	}
+}
+
+// eventually waits until cond holds (for inotify's events to arrive).
+func eventually(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
 	}
 }
 

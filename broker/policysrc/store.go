@@ -120,6 +120,10 @@ type GCS struct {
 	Client func(ctx context.Context) (*storage.Client, error)
 	Bucket string
 	Prefix string // "" or ending in "/"
+	// PageSize asks for that many objects per listing page (0: the
+	// client's default). The JSON API returns at most 1,000 per page
+	// whatever is asked, so it only matters against other servers.
+	PageSize int
 }
 
 func (g *GCS) String() string { return "gs://" + g.Bucket + "/" + g.Prefix }
@@ -135,6 +139,9 @@ func (g *GCS) List(ctx context.Context) ([]Object, error) {
 		return nil, err
 	}
 	it := c.Bucket(g.Bucket).Objects(ctx, q)
+	if g.PageSize > 0 {
+		it.PageInfo().MaxSize = g.PageSize
+	}
 	var out []Object
 	for {
 		a, err := it.Next()
