@@ -192,11 +192,12 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 	b.closers = append(b.closers, sm, iam, gcs)
 
 	secrets := &secretref.Resolver{SM: sm, TTL: c.Refresh, Now: c.Now, Log: c.Log}
-	load, err := policysrc.Open(c.PolicyRef, policysrc.Options{Fetch: secrets.Fetch, Storage: gcs.get})
+	load, src, err := policysrc.Open(c.PolicyRef, policysrc.Options{Fetch: secrets.Fetch, Storage: gcs.get, Log: c.Log})
 	if err != nil {
 		b.Close()
 		return nil, err
 	}
+	b.closers = append(b.closers, src)
 	watcher, err := policy.NewLoaderWatcher(ctx, load, c.Log)
 	if err != nil {
 		b.Close()
@@ -390,10 +391,11 @@ func CheckPolicy(ctx context.Context, c Config, ref string) (*policy.Policy, err
 	defer sm.Close()
 	defer gcs.Close()
 	secrets := &secretref.Resolver{SM: sm}
-	load, err := policysrc.Open(ref, policysrc.Options{Fetch: secrets.Fetch, Storage: gcs.get})
+	load, src, err := policysrc.Open(ref, policysrc.Options{Fetch: secrets.Fetch, Storage: gcs.get, Log: c.Log})
 	if err != nil {
 		return nil, err
 	}
+	defer src.Close()
 	return load(ctx)
 }
 

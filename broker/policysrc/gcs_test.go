@@ -53,7 +53,7 @@ func TestGCSReloadByGeneration(t *testing.T) {
 	put(t, c, "policy-bucket", "policy-old/base.json", `{"Audience":"https://old.example/"}`) // beside the prefix
 	put(t, c, "policy-bucket", "other/x.json", "{")
 
-	load, err := Open("gs://policy-bucket/policy/", Options{Storage: func(context.Context) (*storage.Client, error) { return c, nil }})
+	load, _, err := Open("gs://policy-bucket/policy/", Options{Storage: func(context.Context) (*storage.Client, error) { return c, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,14 +125,14 @@ func TestGCSErrors(t *testing.T) {
 	ctx := context.Background()
 	c, _ := fakeBucket(t, "policy-bucket")
 	client := func(context.Context) (*storage.Client, error) { return c, nil }
-	load, err := Open("gs://no-such-bucket/policy/", Options{Storage: client})
+	load, _, err := Open("gs://no-such-bucket/policy/", Options{Storage: client})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := load(ctx); err == nil || !strings.Contains(err.Error(), "cannot list gs://no-such-bucket/policy/") {
 		t.Errorf("missing bucket: %v", err)
 	}
-	load, _ = Open("gs://policy-bucket/policy/", Options{Storage: client})
+	load, _, _ = Open("gs://policy-bucket/policy/", Options{Storage: client})
 	if _, err := load(ctx); err == nil || !strings.Contains(err.Error(), "no fragments in gs://policy-bucket/policy/") {
 		t.Errorf("empty prefix: %v", err)
 	}
@@ -140,7 +140,7 @@ func TestGCSErrors(t *testing.T) {
 	if _, err := load(ctx); err == nil || !strings.Contains(err.Error(), `fragment "gs://policy-bucket/policy/big.json": cannot read: fragment is 1048584 bytes, limit 1048576`) {
 		t.Errorf("oversize object: %v", err)
 	}
-	if _, err := Open("gs://policy-bucket/policy", Options{Storage: client}); err == nil {
+	if _, _, err := Open("gs://policy-bucket/policy", Options{Storage: client}); err == nil {
 		t.Error("a prefix without a trailing slash was accepted")
 	}
 }

@@ -21,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"regexp"
@@ -92,24 +93,31 @@ func KindOf(ref string) Kind {
 }
 
 // Open returns the loader for ref (any BROKER_CONFIG form), for
-// policy.NewLoaderWatcher. For fragment sources the loader is a
-// *FragmentLoader's Load.
-func Open(ref string, o Options) (policy.Loader, error) {
+// policy.NewLoaderWatcher, and what to close when done with it: a watched
+// directory holds an inotify instance (a few per user, 128 by default), so
+// every broker and check-policy run gives its own back. For fragment
+// sources the loader is a *FragmentLoader's Load.
+func Open(ref string, o Options) (policy.Loader, io.Closer, error) {
 	switch KindOf(ref) {
 	case Bucket:
 		bucket, prefix, err := ParseGS(ref)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if o.Storage == nil {
-			return nil, errors.New("BROKER_CONFIG: gs:// needs a Cloud Storage client")
+			return nil, nil, errors.New("BROKER_CONFIG: gs:// needs a Cloud Storage client")
 		}
-		return NewFragmentLoader(&GCS{Client: o.Storage, Bucket: bucket, Prefix: prefix}).Load, nil
+		return NewFragmentLoader(&GCS{Client: o.Storage, Bucket: bucket, Prefix: prefix}).Load, noClose{}, nil
 	case Directory:
-		return NewFragmentLoader(openDir(ref, o.Log)).Load, nil
+		d := openDir(ref, o.Log)
+		var c io.Closer = noClose{}
+		if dc, ok := d.(io.Closer); ok {
+			c = dc
+		}
+		return NewFragmentLoader(d).Load, c, nil
 	}
 	if o.Fetch == nil {
-		return nil, errors.New("BROKER_CONFIG: no document reader")
+		return nil, nil, errors.New("BROKER_CONFIG: no document reader")
 	}
 	return func(ctx context.Context) (*policy.Policy, error) {
 		data, err := o.Fetch(ctx, ref)
@@ -117,8 +125,13 @@ func Open(ref string, o Options) (policy.Loader, error) {
 			return nil, errors.Join(errors.New("policy: cannot read document"), err)
 		}
 		return policy.Parse(data)
-	}, nil
+	}, noClose{}, nil
 }
+
+// noClose is the closer of sources that hold nothing open.
+type noClose struct{}
+
+func (noClose) Close() error { return nil }
 
 // NewStorageClient creates the Cloud Storage client for gs:// sources:
 // Application Default Credentials (the broker's service account on Cloud

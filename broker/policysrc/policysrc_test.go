@@ -247,28 +247,35 @@ func TestReloadRefusedKeepsLastGood(t *testing.T) {
 	ctx := context.Background()
 	dir := writeDir(t, map[string]string{"base.json": baseFrag, "a.json": accountFrag("s"), "site1.json": agentFrag(t, "site1", "s")})
 	var logs bytes.Buffer
-	load, err := Open(dir, Options{})
+	load, src, err := Open(dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { src.Close() })
 	w, err := policy.NewLoaderWatcher(ctx, load, slog.New(slog.NewJSONHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	good := w.Current()
-	// A valid new agent next to a bad inline account: nothing of it may apply.
-	touch(t, filepath.Join(dir, "site2.json"), agentFrag(t, "site2", "s"), time.Now())
+	// A bad inline account first, then a valid new agent beside it: nothing
+	// of that version may apply. One file at a time, because on Linux the
+	// directory is watched and each change reaches the watcher on its own
+	// (a reload between the two would rightly take a good site2 alone).
 	touch(t, filepath.Join(dir, "inline.json"), `{"Accounts":{"u":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"u",
 		"AuthorizedUserClientId":"id","AuthorizedUserRefreshToken":"rt-secret-value"}}}`, time.Now())
-	// On Linux the directory is watched: the change reaches the watcher asynchronously.
-	eventually(t, func() bool { return w.Current() == good && w.Reload(ctx) != nil })
-	for range 2 { // refused again while unchanged, without re-reading
+	eventually(t, func() bool { return w.Reload(ctx) != nil })
+	if w.Current() != good {
+		t.Fatal("the policy in force changed")
+	}
+	touch(t, filepath.Join(dir, "site2.json"), agentFrag(t, "site2", "s"), time.Now())
+	for range 3 { // refused again, site2 or not, and the policy in force stays
 		if err := w.Reload(ctx); err == nil {
 			t.Fatal("Reload accepted a bad fragment")
 		}
 		if w.Current() != good {
 			t.Fatal("the policy in force changed")
 		}
+		time.Sleep(5 * time.Millisecond) // let site2's events arrive
 	}
 	if _, ok := w.Current().AgentKeys("site2"); ok {
 		t.Fatal("site2 from the refused version is in force")
@@ -299,7 +306,8 @@ func eventually(t *testing.T, cond func() bool) {
 
 func TestBadFragmentStopsStart(t *testing.T) {
 	dir := writeDir(t, map[string]string{"base.json": baseFrag, "a.json": `{"Accounts":{"s":{"Project":"p","Location":"l","Dataset":"d","DicomStore":"s","TokenLifetime":"5m","ServiceAccountSecret":"/k"}}}`})
-	load, _ := Open(dir, Options{})
+	load, src, _ := Open(dir, Options{})
+	t.Cleanup(func() { src.Close() })
 	_, err := policy.NewLoaderWatcher(context.Background(), load, slog.New(slog.DiscardHandler))
 	want := fmt.Sprintf(`fragment %q: account "s": TokenLifetime:`, filepath.Join(dir, "a.json"))
 	if err == nil || !strings.Contains(err.Error(), want) {
@@ -317,7 +325,7 @@ func TestDocumentFormsReadEveryTime(t *testing.T) {
 	}
 	for _, ref := range []string{"sm://projects/p/secrets/policy/versions/latest", file} {
 		var fetched []string
-		load, err := Open(ref, Options{Fetch: func(_ context.Context, r string) ([]byte, error) {
+		load, _, err := Open(ref, Options{Fetch: func(_ context.Context, r string) ([]byte, error) {
 			fetched = append(fetched, r)
 			if r != ref {
 				return nil, errors.New("wrong ref")
