@@ -238,14 +238,53 @@ func (m *Merger) Merge(frags []*Fragment) (*Policy, error) {
 			}
 		}
 	}
+	return m.apply(added, removed, func() []*Fragment { return frags })
+}
+
+// Update is Merge for the last good merge's fragments with changed put in
+// (new fragments, or new versions by name) and the fragments named in gone
+// taken out, without a pass over the fragments that did not change. It
+// needs a last good merge (Merge first).
+func (m *Merger) Update(changed []*Fragment, gone []string) (*Policy, error) {
+	if m.last == nil {
+		return nil, errors.New("policy: Merger.Update before a first Merge")
+	}
+	var added, removed []*Fragment
+	for _, f := range changed {
+		if old := m.frags[f.name]; old != f {
+			added = append(added, f)
+			if old != nil {
+				removed = append(removed, old)
+			}
+		}
+	}
+	for _, name := range gone {
+		if old := m.frags[name]; old != nil {
+			removed = append(removed, old)
+		}
+	}
+	return m.apply(added, removed, func() []*Fragment {
+		set := maps.Clone(m.frags)
+		for _, name := range gone {
+			delete(set, name)
+		}
+		for _, f := range changed {
+			set[f.name] = f
+		}
+		return slices.Collect(maps.Values(set))
+	})
+}
+
+// apply patches the last merge with what was added and removed, or, when
+// a fragment that sets Audience or BaseUrl (rare) comes or goes, merges
+// all of them again.
+func (m *Merger) apply(added, removed []*Fragment, all func() []*Fragment) (*Policy, error) {
 	if len(added) == 0 && len(removed) == 0 {
 		return m.last, nil
 	}
-	// Audience and BaseUrl are rare in fragments: when a fragment that
-	// sets one comes or goes, merge everything again.
 	for _, f := range slices.Concat(added, removed) {
 		if f.audience != "" || f.baseURL != "" {
-			return m.full(frags)
+			return m.full(all())
 		}
 	}
 	return m.patch(added, removed)
@@ -290,7 +329,7 @@ func (m *Merger) full(frags []*Fragment) (*Policy, error) {
 		errs = p.add(f, errs)
 		byName[f.name] = f
 	}
-	return m.finish(p, byName, errs)
+	return m.finish(p, byName, maps.All(p.Agents), errs)
 }
 
 // patch builds the policy from the last one: removed fragments' entries
@@ -299,11 +338,13 @@ func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
 	p := &Policy{Audience: m.last.Audience, BaseUrl: m.last.BaseUrl, baseURL: m.last.baseURL,
 		Accounts: maps.Clone(m.last.Accounts), Agents: maps.Clone(m.last.Agents)}
 	byName := maps.Clone(m.frags)
+	var goneAccounts []string
 	for _, f := range removed {
 		delete(byName, f.name)
 		for name := range f.accounts {
 			if a := p.Accounts[name]; a != nil && a.from == f.name {
 				delete(p.Accounts, name)
+				goneAccounts = append(goneAccounts, name)
 			}
 		}
 		for id := range f.agents {
@@ -318,7 +359,24 @@ func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
 		errs = p.add(f, errs)
 		byName[f.name] = f
 	}
-	return m.finish(p, byName, errs)
+	// The last merge was good: every agent's accounts were defined. Unless
+	// an account is gone for good, only the added agents need checking.
+	check := func(yield func(string, *Agent) bool) {
+		for _, f := range added {
+			for id, ag := range f.agents {
+				if p.Agents[id] == ag && !yield(id, ag) {
+					return
+				}
+			}
+		}
+	}
+	for _, name := range goneAccounts {
+		if p.Accounts[name] == nil {
+			check = maps.All(p.Agents)
+			break
+		}
+	}
+	return m.finish(p, byName, check, errs)
 }
 
 // add puts f's entries into p, refusing names p already has.
@@ -340,16 +398,17 @@ func (p *Policy) add(f *Fragment, errs []error) []error {
 	return errs
 }
 
-// finish checks what needs the whole policy and, when all is well, makes
-// p the Merger's last good merge.
-func (m *Merger) finish(p *Policy, byName map[string]*Fragment, errs []error) (*Policy, error) {
+// finish checks what needs the whole policy, the agents' accounts for the
+// agents in check, and, when all is well, makes p the Merger's last good
+// merge.
+func (m *Merger) finish(p *Policy, byName map[string]*Fragment, check iter.Seq2[string, *Agent], errs []error) (*Policy, error) {
 	if p.Audience == "" {
 		errs = append(errs, errors.New("policy: Audience: required (the broker's URL, as agents send it)"))
 	}
 	if len(p.Accounts) == 0 {
 		errs = append(errs, errors.New("policy: Accounts: at least one account is required"))
 	}
-	for id, ag := range p.Agents {
+	for id, ag := range check {
 		for _, acct := range ag.Accounts {
 			if p.Accounts[acct] == nil {
 				errs = append(errs, fmt.Errorf("%sagent %q: Accounts: unknown account %q", fragmentWhere(ag.from), id, acct))

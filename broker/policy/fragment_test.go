@@ -47,6 +47,8 @@ func TestMergerMatchesFullMerge(t *testing.T) {
 	g2 := frag(t, "g2", agentDoc(t, "site2", "s3"))
 	g2dup := frag(t, "g3", agentDoc(t, "site2", "s1"))
 	aud2 := frag(t, "zz", `{"Audience":"https://c.example/"}`)
+	g4 := frag(t, "g4", agentDoc(t, "site4", "s3", "nope"))
+	a3 := frag(t, "a3", accountDoc("s2"))
 
 	steps := []struct {
 		name  string
@@ -60,18 +62,43 @@ func TestMergerMatchesFullMerge(t *testing.T) {
 		{"account defined twice", []*Fragment{base, a1, a2dup, g1, g2}, `account "s1" is defined in fragments "a1" and "a2"`},
 		{"agent defined twice", []*Fragment{base, a1, a2, g1, g2, g2dup}, `agent "site2" is defined in fragments "g2" and "g3"`},
 		{"Audience twice", []*Fragment{base, a1, a2, g1, g2, aud2}, `Audience is set in fragments "base" and "zz"`},
+		{"agent added with an unknown account", []*Fragment{base, a1, a2, g1, g2, g4}, `fragment "g4": agent "site4": Accounts: unknown account "nope"`},
+		{"account moved to another fragment", []*Fragment{base, a1b, a2, a3, g1, g2}, ""},
+		{"moved back", []*Fragment{base, a1, a2, g1, g2}, ""},
 		{"agent gone", []*Fragment{base, a1, a2, g1}, ""},
 		{"BaseUrl set", []*Fragment{base2, a1, a2, g1}, ""},
 		{"Audience gone", []*Fragment{a1, a2, g1}, "Audience: required"},
 		{"back", []*Fragment{base, a1, a2, g1, g2}, ""},
 	}
-	var m Merger
+	var m, u Merger // u is given only what changed (Update)
 	var good *Policy
-	for _, s := range steps {
+	for i, s := range steps {
 		got, err := m.Merge(s.frags)
 		want, wantErr := Merge(s.frags)
 		if fmt.Sprint(err) != fmt.Sprint(wantErr) {
 			t.Fatalf("%s: incremental error %v, full %v", s.name, err, wantErr)
+		}
+		var upd *Policy
+		var updErr error
+		if i == 0 {
+			upd, updErr = u.Merge(s.frags)
+		} else {
+			var changed []*Fragment
+			gone := slices.Collect(maps.Keys(u.frags))
+			for _, f := range s.frags {
+				if u.frags[f.name] != f {
+					changed = append(changed, f)
+				}
+				gone = slices.DeleteFunc(gone, func(n string) bool { return n == f.name })
+			}
+			upd, updErr = u.Update(changed, gone)
+		}
+		if fmt.Sprint(updErr) != fmt.Sprint(wantErr) {
+			t.Fatalf("%s: Update error %v, full %v", s.name, updErr, wantErr)
+		}
+		if updErr == nil && (!slices.Equal(slices.Sorted(maps.Keys(upd.Accounts)), slices.Sorted(maps.Keys(want.Accounts))) ||
+			!slices.Equal(slices.Sorted(maps.Keys(upd.Agents)), slices.Sorted(maps.Keys(want.Agents))) || upd.Audience != want.Audience) {
+			t.Fatalf("%s: Update %+v, full %+v", s.name, upd, want)
 		}
 		if s.err != "" {
 			if err == nil || !strings.Contains(err.Error(), s.err) {
