@@ -171,6 +171,8 @@ type Broker struct {
 	// the policy the caches were last made to follow.
 	retainFor  *policy.Policy
 	keys, refs map[string]bool
+	sweptAt    time.Time        // when keys and refs were last built
+	now        func() time.Time // Config.Now
 }
 
 // New loads the policy (an invalid one is an error naming the account,
@@ -185,7 +187,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 	if c.Refresh <= 0 {
 		c.Refresh = DefaultRefresh
 	}
-	b := &Broker{done: make(chan struct{})}
+	b := &Broker{done: make(chan struct{}), now: c.Now}
 	sm := newLazySecretManager(c.SecretManagerEndpoint)
 	iam := newLazyIAM(c.IAMCredentialsEndpoint)
 	gcs := newLazyStorage(c.StorageEndpoint)
@@ -235,7 +237,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 			case <-runCtx.Done():
 				return
 			case <-t.C:
-				_ = b.refresh(runCtx) // logged by the watcher; the last good policy stays
+				_ = b.refresh(runCtx, false) // logged by the watcher; the last good policy stays
 			}
 		}
 	}()
@@ -251,19 +253,30 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) { b.handler.S
 // the policy and drop cached tokens and secrets it no longer uses (tests,
 // and SIGHUP-style operations). A refused document is the error; the last
 // good policy stays in force.
-func (b *Broker) Reload(ctx context.Context) error { return b.refresh(ctx) }
+func (b *Broker) Reload(ctx context.Context) error { return b.refresh(ctx, true) }
+
+// sweepEvery bounds how often the refresh ticker rebuilds the sets of
+// cache keys and secret references a changed policy uses: at 30,000
+// accounts that costs more than merging one changed fragment, and a
+// pipeline may change fragments every refresh. Until the next rebuild a
+// token or secret of an account just removed stays in memory (it is never
+// served: requests are checked against the policy in force), and only
+// expired tokens are dropped.
+const sweepEvery = time.Minute
 
 // refresh re-reads the policy and makes both caches follow the policy in
 // force: tokens of removed or redefined accounts, expired tokens and secrets
 // no account names any more are forgotten, so memory follows the policy and
-// a re-added account starts from a fresh read. It runs after a refused
-// document too (the policy in force is then the last good one), which still
-// drops expired tokens.
-func (b *Broker) refresh(ctx context.Context) error {
+// a re-added account starts from a fresh read. Unless force is set (Reload)
+// the sets that decide this are rebuilt at most every sweepEvery. It runs
+// after a refused document too (the policy in force is then the last good
+// one), which still drops expired tokens.
+func (b *Broker) refresh(ctx context.Context, force bool) error {
 	b.refreshMu.Lock()
 	defer b.refreshMu.Unlock()
 	err := b.watcher.Reload(ctx)
-	if p := b.watcher.Current(); p != b.retainFor {
+	p := b.watcher.Current()
+	if p != b.retainFor && (force || b.now().Sub(b.sweptAt) >= sweepEvery) {
 		// Once per policy, not per refresh: at 30,000 accounts these
 		// sets cost more than an unchanged re-read.
 		b.keys = make(map[string]bool, len(p.Accounts))
@@ -274,7 +287,13 @@ func (b *Broker) refresh(ctx context.Context) error {
 				b.refs[ref] = true
 			}
 		}
-		b.retainFor = p
+		b.retainFor, b.sweptAt = p, b.now()
+	}
+	if p != b.retainFor {
+		// The sets are an older policy's: new accounts' tokens are not
+		// in them. Drop only what has expired.
+		b.tokens.Retain(nil)
+		return err
 	}
 	b.tokens.Retain(b.keys)
 	b.secrets.Retain(b.refs)

@@ -40,6 +40,13 @@ func (l *FragmentLoader) unchanged(objs []Object) bool {
 // not changed since the last List (WatchedDir).
 type notifier interface{ Unchanged() bool }
 
+// deltaLister is a Store that can say what changed since its last listing
+// without listing the rest (WatchedDir): the new and changed entries and
+// the names of those gone. ok false: a full listing is due (List).
+type deltaLister interface {
+	Delta(ctx context.Context) (changed []Object, gone []string, ok bool, err error)
+}
+
 // parsed is one fragment as last read: refused ones are kept too, so an
 // unchanged bad fragment is not read again.
 type parsed struct {
@@ -66,6 +73,17 @@ func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 	defer l.mu.Unlock()
 	if n, ok := l.store.(notifier); ok && l.loaded && n.Unchanged() {
 		return nil, l.lastErr
+	}
+	// After a good load, the merger holds exactly the listed fragments, so
+	// what changed is all it needs; after a refusal, list and merge all.
+	if d, ok := l.store.(deltaLister); ok && l.loaded && l.lastErr == nil {
+		changed, gone, ok, err := d.Delta(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return l.loadDelta(ctx, changed, gone)
+		}
 	}
 	objs, err := l.store.List(ctx)
 	if err != nil {
@@ -143,4 +161,63 @@ func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 		return nil, err
 	}
 	return pol, nil
+}
+
+// loadDelta is Load after a good load when the store said what changed:
+// only the changed fragments are read, parsed and merged in.
+func (l *FragmentLoader) loadDelta(ctx context.Context, changed []Object, gone []string) (*policy.Policy, error) {
+	var (
+		errs                []error
+		frags               []*policy.Fragment
+		unreadable, refused bool
+	)
+	for _, o := range changed {
+		if p, ok := l.parsed[o.Name]; ok && p.version == o.Version {
+			continue
+		}
+		data, err := l.store.Read(ctx, o)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", o.Name, err))
+			unreadable = true
+			continue
+		}
+		f, err := policy.ParseFragment(o.Name, data)
+		l.parsed[o.Name] = parsed{version: o.Version, frag: f, err: err}
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if f == nil {
+			refused = true
+			continue
+		}
+		frags = append(frags, f)
+	}
+	var removed []string
+	for _, name := range gone {
+		if _, ok := l.parsed[name]; ok {
+			delete(l.parsed, name)
+			removed = append(removed, name)
+		}
+	}
+	switch {
+	case unreadable:
+		// Not remembered: the next load lists and tries again.
+		l.loaded = false
+		return nil, errors.Join(errs...)
+	case len(frags) == 0 && len(removed) == 0 && !refused:
+		return nil, nil // touched, not changed
+	case len(l.parsed) == 0:
+		err := fmt.Errorf("policy: no fragments in %s (want files or objects whose names end in .json)", l.store)
+		l.lastErr = err
+		return nil, err
+	}
+	if !refused {
+		pol, err := l.merger.Update(frags, removed)
+		errs = append(errs, err)
+		if err = errors.Join(errs...); err == nil {
+			return pol, nil
+		}
+	}
+	l.lastErr = errors.Join(errs...)
+	return nil, l.lastErr
 }

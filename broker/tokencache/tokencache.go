@@ -197,15 +197,19 @@ func (c *Cache) usable(e entry) bool {
 }
 
 // Retain forgets every key not in keep (accounts removed or redefined) and
-// every expired token, so memory follows the policy.
+// every expired token, so memory follows the policy. A nil keep keeps
+// every key: only expired tokens go.
 func (c *Cache) Retain(keep map[string]bool) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for k, e := range c.entries {
-		if !keep[k] || !e.tok.Expiry.After(now) {
+		if (keep != nil && !keep[k]) || !e.tok.Expiry.After(now) {
 			delete(c.entries, k)
 		}
+	}
+	if keep == nil {
+		return
 	}
 	for k := range c.failed {
 		if !keep[k] {

@@ -227,7 +227,21 @@ func TestKeyChangeMintsAgainAndRetainPrunes(t *testing.T) {
 		t.Fatal("a retained token was dropped")
 	}
 
-	// Expired tokens go even when their key is kept.
+	// A nil set keeps every key.
+	c.Retain(nil)
+	if n := c.len(); n != 2 {
+		t.Fatalf("entries after Retain(nil) = %d, want 2", n)
+	}
+
+	// Expired tokens go even when their key is kept, or with a nil set.
+	clk.Advance(time.Hour)
+	get("d@v1")
+	clk.Advance(time.Hour)
+	c.Retain(nil)
+	if n := c.len(); n != 0 {
+		t.Fatalf("entries after expiry with Retain(nil) = %d, want 0", n)
+	}
+	get("a@v2")
 	clk.Advance(time.Hour)
 	c.Retain(map[string]bool{"a@v2": true, "b@v1": true})
 	if n := c.len(); n != 0 {
@@ -240,7 +254,7 @@ func TestKeyChangeMintsAgainAndRetainPrunes(t *testing.T) {
 	if _, err := c.Token(context.Background(), "c@v1", m.source("c")); err == nil {
 		t.Fatal("want error")
 	}
-	c.Retain(nil)
+	c.Retain(map[string]bool{})
 	m.fail.Store(false)
 	if _, err := c.Token(context.Background(), "c@v1", m.source("c")); err != nil {
 		t.Fatalf("failure outlived Retain: %v", err)
