@@ -72,6 +72,7 @@ func TestMergerMatchesFullMerge(t *testing.T) {
 	}
 	var m, u Merger // u is given only what changed (Update)
 	var good *Policy
+	var goodFrags map[string]*Fragment
 	for i, s := range steps {
 		got, err := m.Merge(s.frags)
 		want, wantErr := Merge(s.frags)
@@ -104,7 +105,7 @@ func TestMergerMatchesFullMerge(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), s.err) {
 				t.Fatalf("%s: err = %v, want %q", s.name, err, s.err)
 			}
-			if m.last != good {
+			if m.last != good || !maps.Equal(m.frags, goodFrags) || !maps.Equal(u.frags, goodFrags) {
 				t.Fatalf("%s: a refused merge moved the Merger", s.name)
 			}
 			continue
@@ -112,7 +113,7 @@ func TestMergerMatchesFullMerge(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", s.name, err)
 		}
-		good = got
+		good, goodFrags = got, maps.Clone(m.frags)
 		if got.Audience != want.Audience || got.BaseUrl != want.BaseUrl ||
 			!slices.Equal(slices.Sorted(maps.Keys(got.Accounts)), slices.Sorted(maps.Keys(want.Accounts))) ||
 			!slices.Equal(slices.Sorted(maps.Keys(got.Agents)), slices.Sorted(maps.Keys(want.Agents))) {
