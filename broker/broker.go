@@ -242,7 +242,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 		}
 	}()
 	p := watcher.Current()
-	c.Log.Info("broker ready", "accounts", len(p.Accounts), "agents", len(p.Agents), "refresh", c.Refresh.String())
+	c.Log.Info("broker ready", "accounts", p.NumAccounts(), "agents", p.NumAgents(), "refresh", c.Refresh.String())
 	return b, nil
 }
 
@@ -279,9 +279,9 @@ func (b *Broker) refresh(ctx context.Context, force bool) error {
 	if p != b.retainFor && (force || b.now().Sub(b.sweptAt) >= sweepEvery) {
 		// Once per policy, not per refresh: at 30,000 accounts these
 		// sets cost more than an unchanged re-read.
-		b.keys = make(map[string]bool, len(p.Accounts))
-		b.refs = make(map[string]bool, len(p.Accounts))
-		for _, a := range p.Accounts {
+		b.keys = make(map[string]bool, p.NumAccounts())
+		b.refs = make(map[string]bool, p.NumAccounts())
+		for _, a := range p.Accounts() {
 			b.keys[a.CacheKey()] = true
 			if ref := a.SecretRef(); ref != "" {
 				b.refs[ref] = true

@@ -43,7 +43,7 @@ func TestTickerSweepsAtMostEveryMinute(t *testing.T) {
 	}
 	t.Cleanup(func() { b.Close() })
 	ctx := context.Background()
-	key := func(store string) string { return b.watcher.Current().Accounts[store].CacheKey() }
+	key := func(store string) string { return b.watcher.Current().Account(store).CacheKey() }
 	put := func(store string) {
 		if _, err := b.tokens.Token(ctx, key(store), tokencache.SourceFunc(func(context.Context) (*oauth2.Token, error) {
 			return &oauth2.Token{AccessToken: "x", Expiry: now.Add(time.Hour)}, nil

@@ -69,7 +69,7 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 		}
 		return nil, fmt.Errorf("%s%s is %d bytes, limit %d", where, what, len(data), MaxDocumentSize)
 	}
-	var p Policy
+	var p document
 	if err := strictjson.Unmarshal(data, &p); err != nil {
 		return nil, errors.New(fragmentWhere(name) + describeJSONError(err))
 	}
@@ -314,7 +314,8 @@ func (m *Merger) full(frags []*Fragment) (*Policy, error) {
 			}
 		}
 	}
-	p := &Policy{BaseUrl: DefaultBaseURL, Accounts: make(map[string]*Account, nAccounts), Agents: make(map[string]*Agent, nAgents)}
+	p := &Policy{BaseUrl: DefaultBaseURL, accounts: newTable[*Account](nAccounts), agents: newTable[*Agent](nAgents)}
+	accounts, agents := p.accounts.fresh(), p.agents.fresh()
 	if audFrom != nil {
 		p.Audience = audFrom.audience
 	}
@@ -326,17 +327,18 @@ func (m *Merger) full(frags []*Fragment) (*Policy, error) {
 	}
 	byName := make(map[string]*Fragment, len(frags))
 	for _, f := range frags {
-		errs = p.add(f, errs)
+		errs = p.add(f, accounts, agents, errs)
 		byName[f.name] = f
 	}
-	return m.finish(p, byName, maps.All(p.Agents), errs)
+	return m.finish(p, byName, p.Agents(), errs)
 }
 
 // patch builds the policy from the last one: removed fragments' entries
 // out, added ones' in.
 func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
+	accounts, agents := m.last.accounts.edit(), m.last.agents.edit()
 	p := &Policy{Audience: m.last.Audience, BaseUrl: m.last.BaseUrl, baseURL: m.last.baseURL,
-		Accounts: maps.Clone(m.last.Accounts), Agents: maps.Clone(m.last.Agents)}
+		accounts: accounts.t, agents: agents.t}
 	// m.frags is patched in place (a copy of 40,000 entries was a third
 	// of a one-fragment change) and put back if the merge is refused.
 	byName := m.frags
@@ -354,21 +356,21 @@ func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
 	for _, f := range removed {
 		set(f.name, nil)
 		for name := range f.accounts {
-			if a := p.Accounts[name]; a != nil && a.from == f.name {
-				delete(p.Accounts, name)
+			if a := p.Account(name); a != nil && a.from == f.name {
+				accounts.delete(name)
 				goneAccounts = append(goneAccounts, name)
 			}
 		}
 		for id := range f.agents {
-			if ag := p.Agents[id]; ag != nil && ag.from == f.name {
-				delete(p.Agents, id)
+			if ag := p.Agent(id); ag != nil && ag.from == f.name {
+				agents.delete(id)
 			}
 		}
 	}
 	slices.SortFunc(added, func(a, b *Fragment) int { return cmp.Compare(a.name, b.name) })
 	var errs []error
 	for _, f := range added {
-		errs = p.add(f, errs)
+		errs = p.add(f, accounts, agents, errs)
 		set(f.name, f)
 	}
 	// The last merge was good: every agent's accounts were defined. Unless
@@ -376,15 +378,15 @@ func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
 	check := func(yield func(string, *Agent) bool) {
 		for _, f := range added {
 			for id, ag := range f.agents {
-				if p.Agents[id] == ag && !yield(id, ag) {
+				if p.Agent(id) == ag && !yield(id, ag) {
 					return
 				}
 			}
 		}
 	}
 	for _, name := range goneAccounts {
-		if p.Accounts[name] == nil {
-			check = maps.All(p.Agents)
+		if p.Account(name) == nil {
+			check = p.Agents()
 			break
 		}
 	}
@@ -401,21 +403,22 @@ func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
 	return pol, err
 }
 
-// add puts f's entries into p, refusing names p already has.
-func (p *Policy) add(f *Fragment, errs []error) []error {
+// add puts f's entries into p (through the tables' edits), refusing names
+// p already has.
+func (p *Policy) add(f *Fragment, accounts *tableEdit[*Account], agents *tableEdit[*Agent], errs []error) []error {
 	for name, a := range f.resolve(p.baseURL.String()) {
-		if prev, dup := p.Accounts[name]; dup {
+		if prev := p.Account(name); prev != nil {
 			errs = append(errs, fmt.Errorf("policy: account %q is defined in fragments %q and %q: define it in one", name, prev.from, f.name))
 			continue
 		}
-		p.Accounts[name] = a
+		accounts.set(name, a)
 	}
 	for id, ag := range f.agents {
-		if prev, dup := p.Agents[id]; dup {
+		if prev := p.Agent(id); prev != nil {
 			errs = append(errs, fmt.Errorf("policy: agent %q is defined in fragments %q and %q: define it in one", id, prev.from, f.name))
 			continue
 		}
-		p.Agents[id] = ag
+		agents.set(id, ag)
 	}
 	return errs
 }
@@ -427,12 +430,12 @@ func (m *Merger) finish(p *Policy, byName map[string]*Fragment, check iter.Seq2[
 	if p.Audience == "" {
 		errs = append(errs, errors.New("policy: Audience: required (the broker's URL, as agents send it)"))
 	}
-	if len(p.Accounts) == 0 {
+	if p.NumAccounts() == 0 {
 		errs = append(errs, errors.New("policy: Accounts: at least one account is required"))
 	}
 	for id, ag := range check {
 		for _, acct := range ag.Accounts {
-			if p.Accounts[acct] == nil {
+			if p.Account(acct) == nil {
 				errs = append(errs, fmt.Errorf("%sagent %q: Accounts: unknown account %q", fragmentWhere(ag.from), id, acct))
 			}
 		}

@@ -97,8 +97,8 @@ func TestMergerMatchesFullMerge(t *testing.T) {
 		if fmt.Sprint(updErr) != fmt.Sprint(wantErr) {
 			t.Fatalf("%s: Update error %v, full %v", s.name, updErr, wantErr)
 		}
-		if updErr == nil && (!slices.Equal(slices.Sorted(maps.Keys(upd.Accounts)), slices.Sorted(maps.Keys(want.Accounts))) ||
-			!slices.Equal(slices.Sorted(maps.Keys(upd.Agents)), slices.Sorted(maps.Keys(want.Agents))) || upd.Audience != want.Audience) {
+		if updErr == nil && (!slices.Equal(slices.Sorted(maps.Keys(maps.Collect(upd.Accounts()))), slices.Sorted(maps.Keys(maps.Collect(want.Accounts())))) ||
+			!slices.Equal(slices.Sorted(maps.Keys(maps.Collect(upd.Agents()))), slices.Sorted(maps.Keys(maps.Collect(want.Agents())))) || upd.Audience != want.Audience) {
 			t.Fatalf("%s: Update %+v, full %+v", s.name, upd, want)
 		}
 		if s.err != "" {
@@ -115,12 +115,12 @@ func TestMergerMatchesFullMerge(t *testing.T) {
 		}
 		good, goodFrags = got, maps.Clone(m.frags)
 		if got.Audience != want.Audience || got.BaseUrl != want.BaseUrl ||
-			!slices.Equal(slices.Sorted(maps.Keys(got.Accounts)), slices.Sorted(maps.Keys(want.Accounts))) ||
-			!slices.Equal(slices.Sorted(maps.Keys(got.Agents)), slices.Sorted(maps.Keys(want.Agents))) {
+			!slices.Equal(slices.Sorted(maps.Keys(maps.Collect(got.Accounts()))), slices.Sorted(maps.Keys(maps.Collect(want.Accounts())))) ||
+			!slices.Equal(slices.Sorted(maps.Keys(maps.Collect(got.Agents()))), slices.Sorted(maps.Keys(maps.Collect(want.Agents())))) {
 			t.Fatalf("%s: incremental %+v, full %+v", s.name, got, want)
 		}
-		for name, a := range got.Accounts {
-			if a.DICOMwebURL() != want.Accounts[name].DICOMwebURL() || a.CacheKey() != want.Accounts[name].CacheKey() {
+		for name, a := range got.Accounts() {
+			if a.DICOMwebURL() != want.Account(name).DICOMwebURL() || a.CacheKey() != want.Account(name).CacheKey() {
 				t.Fatalf("%s: account %s differs", s.name, name)
 			}
 		}
@@ -137,11 +137,11 @@ func TestMergeLeavesPolicyInForceAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := p1.Accounts["s"].DICOMwebURL()
+	before := p1.Account("s").DICOMwebURL()
 	if _, err := Merge([]*Fragment{frag(t, "base", `{"Audience":"https://b.example/","BaseUrl":"http://127.0.0.1:9/v1/"}`), a}); err != nil {
 		t.Fatal(err)
 	}
-	if p1.Accounts["s"].DICOMwebURL() != before {
+	if p1.Account("s").DICOMwebURL() != before {
 		t.Fatal("the earlier policy's account changed")
 	}
 }

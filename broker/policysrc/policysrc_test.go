@@ -79,8 +79,8 @@ func TestFragmentMergeRules(t *testing.T) {
 			files: map[string]string{"base.json": baseFrag, "acct-a.json": accountFrag("a1", "a2"), "acct-b.json": accountFrag("b1"),
 				"agent-a.json": agentFrag(t, "site-a", "a1", "b1")},
 			check: func(t *testing.T, p *policy.Policy) {
-				if len(p.Accounts) != 3 || len(p.Agents) != 1 {
-					t.Fatalf("accounts %d agents %d", len(p.Accounts), len(p.Agents))
+				if p.NumAccounts() != 3 || p.NumAgents() != 1 {
+					t.Fatalf("accounts %d agents %d", p.NumAccounts(), p.NumAgents())
 				}
 				a, ok := p.Allowed("site-a", "b1")
 				if !ok || a.DICOMwebURL() != "https://healthcare.googleapis.com/v1/projects/p/locations/l/datasets/d/dicomStores/b1/dicomWeb/" {
@@ -101,8 +101,8 @@ func TestFragmentMergeRules(t *testing.T) {
 			files: map[string]string{"base.json": baseFrag, "a.json": accountFrag("s"), "README.txt": "not json {",
 				"a.json.bak": "{", "sub/agent.json": "{broken", "dir.json/": ""},
 			check: func(t *testing.T, p *policy.Policy) {
-				if len(p.Accounts) != 1 {
-					t.Fatalf("accounts %d", len(p.Accounts))
+				if p.NumAccounts() != 1 {
+					t.Fatalf("accounts %d", p.NumAccounts())
 				}
 			}},
 		{name: "account in two fragments",
@@ -234,7 +234,7 @@ func TestDirReloadByChange(t *testing.T) {
 		switch {
 		case s.agents < 0 && p != nil:
 			t.Errorf("%s: a new policy was built", s.name)
-		case s.agents >= 0 && (p == nil || len(p.Agents) != s.agents):
+		case s.agents >= 0 && (p == nil || p.NumAgents() != s.agents):
 			t.Errorf("%s: policy %v, want %d agents", s.name, p, s.agents)
 		}
 	}
@@ -391,7 +391,7 @@ func TestDirFollowsLinks(t *testing.T) {
 	}
 	l := NewFragmentLoader(Dir(dir))
 	p, err := l.Load(context.Background())
-	if err != nil || len(p.Accounts) != 1 {
+	if err != nil || p.NumAccounts() != 1 {
 		t.Fatalf("load: %v %v", p, err)
 	}
 	// The kubelet's update: a new ..data link renamed over the old one.
@@ -402,7 +402,7 @@ func TestDirFollowsLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err = l.Load(context.Background())
-	if err != nil || p == nil || len(p.Accounts) != 2 {
+	if err != nil || p == nil || p.NumAccounts() != 2 {
 		t.Fatalf("after the swap: %v %v", p, err)
 	}
 }

@@ -162,7 +162,7 @@ func TestWatchedDirStatsOnlyReported(t *testing.T) {
 		switch {
 		case s.agents < 0 && p != nil:
 			t.Errorf("%s: a new policy was built", s.name)
-		case s.agents >= 0 && (p == nil || len(p.Agents) != s.agents):
+		case s.agents >= 0 && (p == nil || p.NumAgents() != s.agents):
 			t.Errorf("%s: policy %v, want %d agents", s.name, p, s.agents)
 		}
 	}
@@ -186,7 +186,7 @@ func TestWatchedDirConfigMapSwap(t *testing.T) {
 	wd := NewWatchedDir(dir, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { wd.Close() })
 	l := NewFragmentLoader(wd)
-	if p, err := l.Load(ctx); err != nil || len(p.Accounts) != 1 {
+	if p, err := l.Load(ctx); err != nil || p.NumAccounts() != 1 {
 		t.Fatalf("load: %v %v", p, err)
 	}
 	wd.stats.Store(0)
@@ -201,7 +201,7 @@ func TestWatchedDirConfigMapSwap(t *testing.T) {
 	}
 	waitSeen(t, wd, 3) // created, moved from, moved to
 	p, err := l.Load(ctx)
-	if err != nil || p == nil || len(p.Accounts) != 2 {
+	if err != nil || p == nil || p.NumAccounts() != 2 {
 		t.Fatalf("after the swap: %v %v", p, err)
 	}
 	if got := wd.stats.Load(); got != 2 {
@@ -222,14 +222,14 @@ func TestWatchedDirOutsideLink(t *testing.T) {
 	wd := NewWatchedDir(dir, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { wd.Close() })
 	l := NewFragmentLoader(wd)
-	if p, err := l.Load(ctx); err != nil || len(p.Accounts) != 1 {
+	if p, err := l.Load(ctx); err != nil || p.NumAccounts() != 1 {
 		t.Fatalf("load: %v %v", p, err)
 	}
 	if err := os.WriteFile(filepath.Join(elsewhere, "a.json"), []byte(accountFrag("s", "t")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p, err := l.Load(ctx)
-	if err != nil || p == nil || len(p.Accounts) != 2 {
+	if err != nil || p == nil || p.NumAccounts() != 2 {
 		t.Fatalf("after the target changed: %v %v", p, err)
 	}
 }
@@ -260,7 +260,7 @@ func TestWatchedDirNoWatcher(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "a.json"), []byte(accountFrag("s", "t")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := l.Load(ctx); err != nil || p == nil || len(p.Accounts) != 2 {
+	if p, err := l.Load(ctx); err != nil || p == nil || p.NumAccounts() != 2 {
 		t.Fatalf("a change without a watcher: %v %v", p, err)
 	}
 }
@@ -330,7 +330,7 @@ func TestLoaderUsesDelta(t *testing.T) {
 			t.Fatalf("%s: err = %v, want %q", s.name, err, s.err)
 		case s.err == "" && err != nil:
 			t.Fatalf("%s: %v", s.name, err)
-		case s.err == "" && (p == nil || len(p.Agents) != s.agents):
+		case s.err == "" && (p == nil || p.NumAgents() != s.agents):
 			t.Fatalf("%s: policy %v, want %d agents", s.name, p, s.agents)
 		}
 		if got := src.lists.Load(); got != s.lists {
