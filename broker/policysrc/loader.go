@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"sync"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
@@ -96,25 +95,8 @@ func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 		return nil, fmt.Errorf("policy: no fragments in %s (want files or objects whose names end in .json)", l.store)
 	}
 
-	// Read what is new or changed; l.parsed is then patched in place (a
-	// new 40,000-entry map per reload would cost more than the rest).
-	var errs []error
-	updates := map[string]parsed{}
-	unreadable, missing := false, false
-	for _, o := range objs {
-		if p, ok := l.parsed[o.Name]; ok && p.version == o.Version {
-			continue
-		}
-		data, err := l.store.Read(ctx, o)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", o.Name, err))
-			unreadable = true
-			continue
-		}
-		f, err := policy.ParseFragment(o.Name, data)
-		updates[o.Name] = parsed{version: o.Version, frag: f, err: err}
-	}
-	maps.Copy(l.parsed, updates)
+	_, errs, unreadable := l.readChanged(ctx, objs)
+	missing := false
 	if len(l.parsed) != len(objs) { // some are gone (or unreadable)
 		listed := make(map[string]bool, len(objs))
 		for _, o := range objs {
@@ -166,31 +148,18 @@ func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 // loadDelta is Load after a good load when the store said what changed:
 // only the changed fragments are read, parsed and merged in.
 func (l *FragmentLoader) loadDelta(ctx context.Context, changed []Object, gone []string) (*policy.Policy, error) {
-	var (
-		errs                []error
-		frags               []*policy.Fragment
-		unreadable, refused bool
-	)
-	for _, o := range changed {
-		if p, ok := l.parsed[o.Name]; ok && p.version == o.Version {
-			continue
+	fresh, errs, unreadable := l.readChanged(ctx, changed)
+	var frags []*policy.Fragment
+	refused := false
+	for _, p := range fresh {
+		if p.err != nil {
+			errs = append(errs, p.err)
 		}
-		data, err := l.store.Read(ctx, o)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", o.Name, err))
-			unreadable = true
-			continue
-		}
-		f, err := policy.ParseFragment(o.Name, data)
-		l.parsed[o.Name] = parsed{version: o.Version, frag: f, err: err}
-		if err != nil {
-			errs = append(errs, err)
-		}
-		if f == nil {
+		if p.frag == nil {
 			refused = true
 			continue
 		}
-		frags = append(frags, f)
+		frags = append(frags, p.frag)
 	}
 	var removed []string
 	for _, name := range gone {
@@ -220,4 +189,27 @@ func (l *FragmentLoader) loadDelta(ctx context.Context, changed []Object, gone [
 	}
 	l.lastErr = errors.Join(errs...)
 	return nil, l.lastErr
+}
+
+// readChanged reads and parses the listed fragments that are new or at a
+// new version, records them in l.parsed (patched in place: a new
+// 40,000-entry map per reload would cost more than the rest) and returns
+// them. One that cannot be read is reported, not recorded.
+func (l *FragmentLoader) readChanged(ctx context.Context, objs []Object) (fresh []parsed, errs []error, unreadable bool) {
+	for _, o := range objs {
+		if p, ok := l.parsed[o.Name]; ok && p.version == o.Version {
+			continue
+		}
+		data, err := l.store.Read(ctx, o)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", o.Name, err))
+			unreadable = true
+			continue
+		}
+		f, err := policy.ParseFragment(o.Name, data)
+		p := parsed{version: o.Version, frag: f, err: err}
+		l.parsed[o.Name] = p
+		fresh = append(fresh, p)
+	}
+	return fresh, errs, unreadable
 }
