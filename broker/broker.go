@@ -169,10 +169,8 @@ type Broker struct {
 	refreshMu sync.Mutex // one refresh at a time, so caches follow the latest policy
 	// Under refreshMu: the cache keys and secret references of retainFor,
 	// the policy the caches were last made to follow.
-	retainFor  *policy.Policy
-	keys, refs map[string]bool
-	sweptAt    time.Time        // when keys and refs were last built
-	now        func() time.Time // Config.Now
+	retainFor *policy.Policy
+	refs      map[string]int // secret reference → accounts of retainFor using it
 }
 
 // New loads the policy (an invalid one is an error naming the account,
@@ -187,7 +185,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 	if c.Refresh <= 0 {
 		c.Refresh = DefaultRefresh
 	}
-	b := &Broker{done: make(chan struct{}), now: c.Now}
+	b := &Broker{done: make(chan struct{}), refs: map[string]int{}}
 	sm := newLazySecretManager(c.SecretManagerEndpoint)
 	iam := newLazyIAM(c.IAMCredentialsEndpoint)
 	gcs := newLazyStorage(c.StorageEndpoint)
@@ -207,6 +205,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 	}
 	b.watcher, b.secrets = watcher, secrets
 	b.tokens = tokencache.New(c.MinRemaining, c.Now)
+	b.follow(watcher.Current())
 	minter := &mint.Minter{
 		Secrets:                secrets,
 		IAM:                    iam,
@@ -237,7 +236,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 			case <-runCtx.Done():
 				return
 			case <-t.C:
-				_ = b.refresh(runCtx, false) // logged by the watcher; the last good policy stays
+				_ = b.refresh(runCtx) // logged by the watcher; the last good policy stays
 			}
 		}
 	}()
@@ -253,51 +252,51 @@ func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) { b.handler.S
 // the policy and drop cached tokens and secrets it no longer uses (tests,
 // and SIGHUP-style operations). A refused document is the error; the last
 // good policy stays in force.
-func (b *Broker) Reload(ctx context.Context) error { return b.refresh(ctx, true) }
-
-// sweepEvery bounds how often the refresh ticker rebuilds the sets of
-// cache keys and secret references a changed policy uses: at 30,000
-// accounts that costs more than merging one changed fragment, and a
-// pipeline may change fragments every refresh. Until the next rebuild a
-// token or secret of an account just removed stays in memory (it is never
-// served: requests are checked against the policy in force), and only
-// expired tokens are dropped.
-const sweepEvery = time.Minute
+func (b *Broker) Reload(ctx context.Context) error { return b.refresh(ctx) }
 
 // refresh re-reads the policy and makes both caches follow the policy in
 // force: tokens of removed or redefined accounts, expired tokens and secrets
 // no account names any more are forgotten, so memory follows the policy and
-// a re-added account starts from a fresh read. Unless force is set (Reload)
-// the sets that decide this are rebuilt at most every sweepEvery. It runs
-// after a refused document too (the policy in force is then the last good
-// one), which still drops expired tokens.
-func (b *Broker) refresh(ctx context.Context, force bool) error {
+// a re-added account starts from a fresh read. It runs after a refused
+// document too (the policy in force is then the last good one), which still
+// drops expired tokens.
+//
+// Only what changed is looked at (policy.AccountChanges: after an
+// incremental reload, the few shards it wrote), so a one-fragment change
+// in a 30,000-account policy costs no pass over the fleet. A request that
+// was already using the old policy may still cache a token or secret of
+// an account just removed: the token goes when it expires; such a secret
+// stays until the account's reference is used and dropped again.
+func (b *Broker) refresh(ctx context.Context) error {
 	b.refreshMu.Lock()
 	defer b.refreshMu.Unlock()
 	err := b.watcher.Reload(ctx)
-	p := b.watcher.Current()
-	if p != b.retainFor && (force || b.now().Sub(b.sweptAt) >= sweepEvery) {
-		// Once per policy, not per refresh: at 30,000 accounts these
-		// sets cost more than an unchanged re-read.
-		b.keys = make(map[string]bool, p.NumAccounts())
-		b.refs = make(map[string]bool, p.NumAccounts())
-		for _, a := range p.Accounts() {
-			b.keys[a.CacheKey()] = true
+	b.follow(b.watcher.Current())
+	b.tokens.Retain(nil) // expired tokens
+	return err
+}
+
+// follow makes the caches follow p (under refreshMu, or before the broker
+// serves).
+func (b *Broker) follow(p *policy.Policy) {
+	if p != b.retainFor {
+		gone, added := p.AccountChanges(b.retainFor)
+		for _, a := range added {
 			if ref := a.SecretRef(); ref != "" {
-				b.refs[ref] = true
+				b.refs[ref]++
 			}
 		}
-		b.retainFor, b.sweptAt = p, b.now()
+		for _, a := range gone {
+			b.tokens.Forget(a.CacheKey())
+			if ref := a.SecretRef(); ref != "" {
+				if b.refs[ref]--; b.refs[ref] <= 0 {
+					delete(b.refs, ref)
+					b.secrets.Invalidate(ref)
+				}
+			}
+		}
+		b.retainFor = p
 	}
-	if p != b.retainFor {
-		// The sets are an older policy's: new accounts' tokens are not
-		// in them. Drop only what has expired.
-		b.tokens.Retain(nil)
-		return err
-	}
-	b.tokens.Retain(b.keys)
-	b.secrets.Retain(b.refs)
-	return err
 }
 
 // accountTokens is api.Tokens: the token cache keyed by each account's

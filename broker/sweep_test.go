@@ -15,26 +15,31 @@ import (
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/tokencache"
 )
 
-// TestTickerSweepsAtMostEveryMinute: the ticker's refresh rebuilds the
-// sets of cache keys and secret references a changed policy uses at most
-// every sweepEvery; in between, a new account's token is kept (only
-// expired ones go) and a removed account's token waits for the next
-// rebuild. Reload always rebuilds.
-func TestTickerSweepsAtMostEveryMinute(t *testing.T) {
+// TestRefreshFollowsWhatChanged: the ticker's refresh drops at once the
+// token of every account removed or redefined and the secret no remaining
+// account uses, and keeps everything else (a secret still shared by an
+// account that stays, the tokens of unchanged and new accounts).
+func TestRefreshFollowsWhatChanged(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.json")
-	write := func(stores ...string) {
+	secret := func(name string) string { return filepath.Join(dir, name+".json") }
+	write := func(accounts map[string]string) { // store → secret file
 		accts := map[string]any{}
-		for _, s := range stores {
-			accts[s] = map[string]any{"Project": "p", "Location": "l", "Dataset": "d", "DicomStore": s,
-				"ServiceAccountSecret": filepath.Join(dir, s+".json")}
+		for store, sec := range accounts {
+			accts[store] = map[string]any{"Project": "p", "Location": "l", "Dataset": "d", "DicomStore": store,
+				"ServiceAccountSecret": secret(sec)}
 		}
 		b, _ := json.Marshal(map[string]any{"Audience": "https://b.example/", "Accounts": accts})
 		if err := os.WriteFile(path, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("a")
+	for _, name := range []string{"sa", "shared"} {
+		if err := os.WriteFile(secret(name), []byte(`{}`), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(map[string]string{"a": "sa", "c": "shared", "d": "shared", "e": "shared"})
 	now := time.Date(2026, 12, 7, 9, 0, 0, 0, time.UTC)
 	b, err := New(context.Background(), Config{PolicyRef: path, Refresh: time.Hour, Now: func() time.Time { return now },
 		Log: slog.New(slog.DiscardHandler)})
@@ -57,43 +62,46 @@ func TestTickerSweepsAtMostEveryMinute(t *testing.T) {
 		}))
 		return err == nil && r.Cached
 	}
+	secretCached := func(name string) bool { _, err := b.secrets.Get(ctx, secret(name)); return err == nil }
 
-	if err := b.refresh(ctx, false); err != nil { // the first sweep
-		t.Fatal(err)
+	for _, s := range []string{"a", "c", "d", "e"} {
+		put(s)
 	}
-	put("a")
-	keyA := key("a")
+	before := map[string]string{"a": key("a"), "c": key("c"), "d": key("d"), "e": key("e")}
+	for _, name := range []string{"sa", "shared"} {
+		if !secretCached(name) {
+			t.Fatalf("secret %s not read", name)
+		}
+		os.Remove(secret(name)) // from now on only the cache has them
+	}
 
-	now = now.Add(10 * time.Second)
-	write("b") // a removed, b added
-	if err := b.refresh(ctx, false); err != nil {
+	// a removed (its secret with it), d removed (its secret still c's),
+	// e redefined, b added.
+	write(map[string]string{"b": "shared", "c": "shared", "e": "e2"})
+	if err := b.refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
 	put("b")
-	now = now.Add(10 * time.Second)
-	if err := b.refresh(ctx, false); err != nil {
-		t.Fatal(err)
+	for store, want := range map[string]bool{"a": false, "c": true, "d": false, "e": false} {
+		if got := cached(before[store]); got != want {
+			t.Errorf("token of %s cached: %v, want %v", store, got, want)
+		}
 	}
 	if !cached(key("b")) {
-		t.Fatal("a new account's token was dropped before the sweep")
+		t.Error("the new account's token was dropped")
 	}
-	if !cached(keyA) {
-		t.Fatal("the sweep ran within a minute of the last one")
+	if secretCached("sa") {
+		t.Error("the secret only the removed account used is still cached")
 	}
-
-	now = now.Add(sweepEvery)
-	if err := b.refresh(ctx, false); err != nil {
-		t.Fatal(err)
-	}
-	if cached(keyA) || !cached(key("b")) {
-		t.Fatalf("after a minute: removed account cached %v, kept account cached %v", cached(keyA), cached(key("b")))
+	if !secretCached("shared") {
+		t.Error("a secret still used by c and b was dropped")
 	}
 
-	write("b", "c")
-	if err := b.Reload(ctx); err != nil {
+	// Nothing changed: nothing dropped.
+	if err := b.refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if b.retainFor != b.watcher.Current() {
-		t.Fatal("Reload did not rebuild the sets at once")
+	if !cached(key("b")) || !cached(key("c")) {
+		t.Error("an unchanged refresh dropped tokens")
 	}
 }

@@ -79,6 +79,21 @@ func (p *Policy) NumAgents() int { return p.agents.len() }
 // Accounts yields every account by name, in no order.
 func (p *Policy) Accounts() iter.Seq2[string, *Account] { return p.accounts.all() }
 
+// AccountChanges compares p with old, an earlier policy: gone holds the
+// accounts of old that p does not have as they were (removed or redefined),
+// added those of p that old did not have (new or redefined). After an
+// incremental reload it costs the shards the reload wrote, not the fleet.
+// A nil old has no accounts.
+func (p *Policy) AccountChanges(old *Policy) (gone, added []*Account) {
+	if old == nil {
+		for _, a := range p.Accounts() {
+			added = append(added, a)
+		}
+		return nil, added
+	}
+	return p.accounts.changes(old.accounts, func(a, b *Account) bool { return a.cacheKey == b.cacheKey })
+}
+
 // Agents yields every agent by id, in no order.
 func (p *Policy) Agents() iter.Seq2[string, *Agent] { return p.agents.all() }
 

@@ -19,9 +19,13 @@ var seed = maphash.MakeSeed()
 // (a copy of which held requests off the one vCPU for milliseconds). A
 // table is read-only once its policy is built.
 type table[V any] struct {
-	shards [tableShards]map[string]V
+	shards [tableShards]*shard[V] // a shard is shared until written
 	n      int
 }
+
+// shard is one part of a table; tables share a shard by pointer, which is
+// also how two tables tell the shards they share (changes).
+type shard[V any] struct{ m map[string]V }
 
 func shardOf(k string) int { return int(maphash.String(seed, k) % tableShards) }
 
@@ -29,13 +33,13 @@ func shardOf(k string) int { return int(maphash.String(seed, k) % tableShards) }
 func newTable[V any](n int) *table[V] {
 	t := &table[V]{}
 	for i := range t.shards {
-		t.shards[i] = make(map[string]V, n/tableShards+1)
+		t.shards[i] = &shard[V]{m: make(map[string]V, n/tableShards+1)}
 	}
 	return t
 }
 
 func (t *table[V]) get(k string) (V, bool) {
-	v, ok := t.shards[shardOf(k)][k]
+	v, ok := t.shards[shardOf(k)].m[k]
 	return v, ok
 }
 
@@ -44,8 +48,8 @@ func (t *table[V]) len() int { return t.n }
 // all yields every entry, in no order.
 func (t *table[V]) all() iter.Seq2[string, V] {
 	return func(yield func(string, V) bool) {
-		for _, m := range t.shards {
-			for k, v := range m {
+		for _, sh := range t.shards {
+			for k, v := range sh.m {
 				if !yield(k, v) {
 					return
 				}
@@ -73,10 +77,10 @@ func (t *table[V]) fresh() *tableEdit[V] { return &tableEdit[V]{t: t, owned: ^ui
 func (e *tableEdit[V]) shard(k string) map[string]V {
 	i := shardOf(k)
 	if e.owned&(1<<i) == 0 {
-		e.t.shards[i] = maps.Clone(e.t.shards[i])
+		e.t.shards[i] = &shard[V]{m: maps.Clone(e.t.shards[i].m)}
 		e.owned |= 1 << i
 	}
-	return e.t.shards[i]
+	return e.t.shards[i].m
 }
 
 func (e *tableEdit[V]) set(k string, v V) {
@@ -93,4 +97,28 @@ func (e *tableEdit[V]) delete(k string) {
 	}
 	delete(e.shard(k), k)
 	e.t.n--
+}
+
+// changes yields, shard by shard where t and old do not share one, the
+// entries of old that t has not (or holds another value for: compared
+// with same), then those of t that old has not. Shared shards cost
+// nothing, so after a patch this is the size of what changed.
+func (t *table[V]) changes(old *table[V], same func(a, b V) bool) (gone, added []V) {
+	for i, sh := range t.shards {
+		was := old.shards[i]
+		if sh == was {
+			continue
+		}
+		for k, v := range was.m {
+			if now, ok := sh.m[k]; !ok || !same(now, v) {
+				gone = append(gone, v)
+			}
+		}
+		for k, v := range sh.m {
+			if prev, ok := was.m[k]; !ok || !same(prev, v) {
+				added = append(added, v)
+			}
+		}
+	}
+	return gone, added
 }

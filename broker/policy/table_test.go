@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"maps"
+	"slices"
 	"testing"
 )
 
@@ -41,11 +42,17 @@ func TestTableEditLeavesTheOldTableAlone(t *testing.T) {
 	}
 	shared := 0
 	for i := range e.t.shards {
-		if fmt.Sprintf("%p", e.t.shards[i]) == fmt.Sprintf("%p", old.shards[i]) {
+		if e.t.shards[i] == old.shards[i] {
 			shared++
 		}
 	}
 	if shared < tableShards-3 {
 		t.Fatalf("%d of %d shards shared after writing 3 keys", shared, tableShards)
+	}
+	gone, added := e.t.changes(old, func(a, b int) bool { return a == b })
+	slices.Sort(gone)
+	slices.Sort(added)
+	if !slices.Equal(gone, []int{1, 2}) || !slices.Equal(added, []int{-1, -1}) {
+		t.Fatalf("changes: gone %v, added %v; want [1 2] and [-1 -1] (k1 redefined, k2 removed, new added)", gone, added)
 	}
 }

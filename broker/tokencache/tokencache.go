@@ -196,6 +196,14 @@ func (c *Cache) usable(e entry) bool {
 	return e.tok.Expiry.Sub(c.now()) >= need
 }
 
+// Forget drops key's token and any failure remembered for it.
+func (c *Cache) Forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, key)
+	delete(c.failed, key)
+}
+
 // Retain forgets every key not in keep (accounts removed or redefined) and
 // every expired token, so memory follows the policy. A nil keep keeps
 // every key: only expired tokens go.
