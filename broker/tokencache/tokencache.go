@@ -67,9 +67,13 @@ type Cache struct {
 	mu      sync.Mutex
 	entries map[string]entry // by key
 	failed  map[string]failure
-	sf      singleflight.Group
-	slots   *semaphore.Weighted // mints running at once
-	queued  atomic.Int64        // callers waiting for a slot (tests)
+	// firstExpiry is no later than the earliest expiry in entries (zero:
+	// unknown), so a refresh with nothing expired skips the pass over
+	// 30,000 tokens that would hold mu meanwhile.
+	firstExpiry time.Time
+	sf          singleflight.Group
+	slots       *semaphore.Weighted // mints running at once
+	queued      atomic.Int64        // callers waiting for a slot (tests)
 }
 
 type failure struct {
@@ -132,6 +136,9 @@ func (c *Cache) Token(ctx context.Context, key string, src Source) (Result, erro
 		}
 		c.mu.Lock()
 		c.entries[key] = entry{tok: tok, minted: minted}
+		if !c.firstExpiry.IsZero() && tok.Expiry.Before(c.firstExpiry) {
+			c.firstExpiry = tok.Expiry
+		}
 		delete(c.failed, key)
 		c.mu.Unlock()
 		return Result{Token: tok}, nil
@@ -211,11 +218,18 @@ func (c *Cache) Retain(keep map[string]bool) {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if keep == nil && !c.firstExpiry.IsZero() && now.Before(c.firstExpiry) {
+		return // nothing has expired yet
+	}
+	var first time.Time
 	for k, e := range c.entries {
 		if (keep != nil && !keep[k]) || !e.tok.Expiry.After(now) {
 			delete(c.entries, k)
+		} else if first.IsZero() || e.tok.Expiry.Before(first) {
+			first = e.tok.Expiry
 		}
 	}
+	c.firstExpiry = first
 	if keep == nil {
 		return
 	}

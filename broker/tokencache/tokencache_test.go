@@ -367,3 +367,38 @@ func TestQueuedMintOutlivesItsCaller(t *testing.T) {
 		t.Fatalf("retry: %+v, %v, %d mints; want the cached token of 2 mints", res, err, m.calls.Load())
 	}
 }
+
+// TestRetainSkipsUntilSomethingExpires: with nothing expired a refresh
+// does not walk the cache, yet a token minted later with an earlier
+// expiry still goes when it expires.
+func TestRetainSkipsUntilSomethingExpires(t *testing.T) {
+	clk := clocktest.New(epoch)
+	c := New(0, clk.Now)
+	put := func(key string, life time.Duration) {
+		t.Helper()
+		exp := clk.Now().Add(life)
+		if _, err := c.Token(context.Background(), key, SourceFunc(func(context.Context) (*oauth2.Token, error) {
+			return &oauth2.Token{AccessToken: "x", Expiry: exp}, nil
+		})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("long", 2*time.Hour)
+	c.Retain(nil) // learns the earliest expiry
+	put("short", 30*time.Minute)
+	for _, step := range []struct {
+		advance time.Duration
+		want    int
+	}{
+		{10 * time.Minute, 2},
+		{30 * time.Minute, 1}, // short expired
+		{30 * time.Minute, 1},
+		{time.Hour, 0},
+	} {
+		clk.Advance(step.advance)
+		c.Retain(nil)
+		if n := c.len(); n != step.want {
+			t.Fatalf("after %s more: %d tokens, want %d", step.advance, n, step.want)
+		}
+	}
+}
