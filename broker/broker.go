@@ -167,8 +167,8 @@ type Broker struct {
 	closers []io.Closer
 
 	refreshMu sync.Mutex // one refresh at a time, so caches follow the latest policy
-	// Under refreshMu: the cache keys and secret references of retainFor,
-	// the policy the caches were last made to follow.
+	// Under refreshMu: retainFor, the policy the caches were last made to
+	// follow, and how many of its accounts use each secret reference.
 	retainFor *policy.Policy
 	refs      map[string]int // secret reference → accounts of retainFor using it
 }
@@ -272,7 +272,7 @@ func (b *Broker) refresh(ctx context.Context) error {
 	defer b.refreshMu.Unlock()
 	err := b.watcher.Reload(ctx)
 	b.follow(b.watcher.Current())
-	b.tokens.Retain(nil) // expired tokens
+	b.tokens.DropExpired()
 	return err
 }
 

@@ -5,8 +5,8 @@
 // Like golang.org/x/oauth2's ReuseTokenSource it wraps a token source, but
 // for many accounts at once: each call names the account by a key that
 // changes whenever the account's definition does, and passes the Source that
-// mints for it. The cache knows nothing of the policy; Retain makes it follow
-// whichever keys the caller still uses.
+// mints for it. The cache knows nothing of the policy: the caller Forgets
+// the keys it no longer uses, and DropExpired frees what has run out.
 package tokencache
 
 import (
@@ -211,31 +211,22 @@ func (c *Cache) Forget(key string) {
 	delete(c.failed, key)
 }
 
-// Retain forgets every key not in keep (accounts removed or redefined) and
-// every expired token, so memory follows the policy. A nil keep keeps
-// every key: only expired tokens go.
-func (c *Cache) Retain(keep map[string]bool) {
+// DropExpired frees every expired token. With nothing expired it returns
+// without a pass over the cache (which would hold its lock meanwhile).
+func (c *Cache) DropExpired() {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if keep == nil && !c.firstExpiry.IsZero() && now.Before(c.firstExpiry) {
-		return // nothing has expired yet
+	if !c.firstExpiry.IsZero() && now.Before(c.firstExpiry) {
+		return
 	}
 	var first time.Time
 	for k, e := range c.entries {
-		if (keep != nil && !keep[k]) || !e.tok.Expiry.After(now) {
+		if !e.tok.Expiry.After(now) {
 			delete(c.entries, k)
 		} else if first.IsZero() || e.tok.Expiry.Before(first) {
 			first = e.tok.Expiry
 		}
 	}
 	c.firstExpiry = first
-	if keep == nil {
-		return
-	}
-	for k := range c.failed {
-		if !keep[k] {
-			delete(c.failed, k)
-		}
-	}
 }

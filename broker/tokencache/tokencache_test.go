@@ -202,7 +202,7 @@ func TestSourceGetsADetachedBoundedContext(t *testing.T) {
 	}
 }
 
-func TestKeyChangeMintsAgainAndRetainPrunes(t *testing.T) {
+func TestKeyChangeMintsAgainForgetAndExpiry(t *testing.T) {
 	clk := clocktest.New(epoch)
 	m := &minter{clk: clk, lifetime: time.Hour}
 	c := New(0, clk.Now)
@@ -219,45 +219,35 @@ func TestKeyChangeMintsAgainAndRetainPrunes(t *testing.T) {
 		t.Fatalf("a token for the old definition was reused: %+v", r)
 	}
 	get("b@v1")
-	c.Retain(map[string]bool{"a@v2": true, "b@v1": true})
+	c.Forget("a@v1")
 	if n := c.len(); n != 2 {
-		t.Fatalf("entries after retain = %d, want 2", n)
+		t.Fatalf("entries after Forget = %d, want 2", n)
 	}
 	if r := get("a@v2"); !r.Cached {
-		t.Fatal("a retained token was dropped")
+		t.Fatal("a token not forgotten was dropped")
 	}
-
-	// A nil set keeps every key.
-	c.Retain(nil)
+	c.DropExpired()
 	if n := c.len(); n != 2 {
-		t.Fatalf("entries after Retain(nil) = %d, want 2", n)
+		t.Fatalf("entries after DropExpired with nothing expired = %d, want 2", n)
 	}
 
-	// Expired tokens go even when their key is kept, or with a nil set.
+	// Expired tokens go.
 	clk.Advance(time.Hour)
-	get("d@v1")
-	clk.Advance(time.Hour)
-	c.Retain(nil)
-	if n := c.len(); n != 0 {
-		t.Fatalf("entries after expiry with Retain(nil) = %d, want 0", n)
-	}
-	get("a@v2")
-	clk.Advance(time.Hour)
-	c.Retain(map[string]bool{"a@v2": true, "b@v1": true})
+	c.DropExpired()
 	if n := c.len(); n != 0 {
 		t.Fatalf("entries after expiry = %d, want 0", n)
 	}
 
-	// A failure record of a dropped key goes too: a re-added account mints
-	// at once instead of recalling the old failure.
+	// A failure record of a forgotten key goes too: a re-added account
+	// mints at once instead of recalling the old failure.
 	m.fail.Store(true)
 	if _, err := c.Token(context.Background(), "c@v1", m.source("c")); err == nil {
 		t.Fatal("want error")
 	}
-	c.Retain(map[string]bool{})
+	c.Forget("c@v1")
 	m.fail.Store(false)
 	if _, err := c.Token(context.Background(), "c@v1", m.source("c")); err != nil {
-		t.Fatalf("failure outlived Retain: %v", err)
+		t.Fatalf("failure outlived Forget: %v", err)
 	}
 }
 
@@ -368,10 +358,10 @@ func TestQueuedMintOutlivesItsCaller(t *testing.T) {
 	}
 }
 
-// TestRetainSkipsUntilSomethingExpires: with nothing expired a refresh
-// does not walk the cache, yet a token minted later with an earlier
-// expiry still goes when it expires.
-func TestRetainSkipsUntilSomethingExpires(t *testing.T) {
+// TestDropExpiredSkipsUntilSomethingExpires: with nothing expired a
+// refresh does not walk the cache, yet a token minted later with an
+// earlier expiry still goes when it expires.
+func TestDropExpiredSkipsUntilSomethingExpires(t *testing.T) {
 	clk := clocktest.New(epoch)
 	c := New(0, clk.Now)
 	put := func(key string, life time.Duration) {
@@ -384,7 +374,7 @@ func TestRetainSkipsUntilSomethingExpires(t *testing.T) {
 		}
 	}
 	put("long", 2*time.Hour)
-	c.Retain(nil) // learns the earliest expiry
+	c.DropExpired() // learns the earliest expiry
 	put("short", 30*time.Minute)
 	for _, step := range []struct {
 		advance time.Duration
@@ -396,7 +386,7 @@ func TestRetainSkipsUntilSomethingExpires(t *testing.T) {
 		{time.Hour, 0},
 	} {
 		clk.Advance(step.advance)
-		c.Retain(nil)
+		c.DropExpired()
 		if n := c.len(); n != step.want {
 			t.Fatalf("after %s more: %d tokens, want %d", step.advance, n, step.want)
 		}
