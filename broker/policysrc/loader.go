@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
 )
@@ -191,25 +192,56 @@ func (l *FragmentLoader) loadDelta(ctx context.Context, changed []Object, gone [
 	return nil, l.lastErr
 }
 
+// Readers is how many fragments a load reads and parses at once. A Cloud
+// Storage prefix laid out as the Terraform module does holds 40,001
+// objects at 10,000 sites: one GET after another, at tens of
+// milliseconds each, would keep a new instance from serving for many
+// minutes.
+const Readers = 32
+
 // readChanged reads and parses the listed fragments that are new or at a
-// new version, records them in l.parsed (patched in place: a new
-// 40,000-entry map per reload would cost more than the rest) and returns
-// them. One that cannot be read is reported, not recorded.
+// new version (Readers at a time), records them in l.parsed (patched in
+// place: a new 40,000-entry map per reload would cost more than the rest)
+// and returns them in listing order. One that cannot be read is reported,
+// not recorded.
 func (l *FragmentLoader) readChanged(ctx context.Context, objs []Object) (fresh []parsed, errs []error, unreadable bool) {
+	var todo []Object
 	for _, o := range objs {
-		if p, ok := l.parsed[o.Name]; ok && p.version == o.Version {
-			continue
+		if p, ok := l.parsed[o.Name]; !ok || p.version != o.Version {
+			todo = append(todo, o)
 		}
-		data, err := l.store.Read(ctx, o)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", o.Name, err))
+	}
+	type result struct {
+		p       parsed
+		readErr error
+	}
+	results := make([]result, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(Readers, len(todo)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
+				o := todo[i]
+				data, err := l.store.Read(ctx, o)
+				if err != nil {
+					results[i].readErr = err
+					continue
+				}
+				f, err := policy.ParseFragment(o.Name, data)
+				results[i].p = parsed{version: o.Version, frag: f, err: err}
+			}
+		})
+	}
+	wg.Wait()
+	for i, r := range results {
+		name := todo[i].Name
+		if r.readErr != nil {
+			errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", name, r.readErr))
 			unreadable = true
 			continue
 		}
-		f, err := policy.ParseFragment(o.Name, data)
-		p := parsed{version: o.Version, frag: f, err: err}
-		l.parsed[o.Name] = p
-		fresh = append(fresh, p)
+		l.parsed[name] = r.p
+		fresh = append(fresh, r.p)
 	}
 	return fresh, errs, unreadable
 }

@@ -406,3 +406,52 @@ func TestDirFollowsLinks(t *testing.T) {
 		t.Fatalf("after the swap: %v %v", p, err)
 	}
 }
+
+// slowReads is a store whose reads take a while, as Cloud Storage GETs
+// do; it records how many run at once, and fails the names in bad.
+type slowReads struct {
+	*mem
+	bad          map[string]bool
+	now, maxSeen atomic.Int64
+}
+
+func (s *slowReads) Read(ctx context.Context, o Object) ([]byte, error) {
+	n := s.now.Add(1)
+	defer s.now.Add(-1)
+	for m := s.maxSeen.Load(); n > m && !s.maxSeen.CompareAndSwap(m, n); m = s.maxSeen.Load() {
+	}
+	time.Sleep(2 * time.Millisecond)
+	if s.bad[o.Name] {
+		return nil, errors.New("unavailable")
+	}
+	return s.mem.Read(ctx, o)
+}
+
+// TestLoadReadsInParallel: a first load reads Readers fragments at once,
+// and a read that fails is reported by name and refuses the load, while
+// every fragment that was read is kept.
+func TestLoadReadsInParallel(t *testing.T) {
+	files := map[string][]byte{"base.json": []byte(baseFrag)}
+	for i := range 200 {
+		site := fmt.Sprintf("site%d", i)
+		files[site+"-a.json"] = []byte(accountFrag(site))
+		files[site+".json"] = []byte(agentFrag(t, site, site))
+	}
+	s := &slowReads{mem: &mem{files: files, vers: map[string]Version{}}, bad: map[string]bool{"site7.json": true}}
+	l := NewFragmentLoader(s)
+	_, err := l.Load(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `fragment "site7.json": cannot read: unavailable`) {
+		t.Fatalf("err = %v", err)
+	}
+	if got := s.maxSeen.Load(); got < 2 || got > Readers {
+		t.Fatalf("%d reads at once, want 2..%d", got, Readers)
+	}
+	if len(l.parsed) != len(files)-1 {
+		t.Fatalf("%d fragments kept, want %d", len(l.parsed), len(files)-1)
+	}
+	delete(s.bad, "site7.json")
+	p, err := l.Load(context.Background())
+	if err != nil || p.NumAgents() != 200 || p.NumAccounts() != 200 {
+		t.Fatalf("second load: %v, %v", p, err)
+	}
+}
