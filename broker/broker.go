@@ -167,10 +167,10 @@ type Broker struct {
 	closers []io.Closer
 
 	refreshMu sync.Mutex // one refresh at a time, so caches follow the latest policy
-	// Under refreshMu: the cache keys and secret references of retainFor,
-	// the policy the caches were last made to follow.
-	retainFor  *policy.Policy
-	keys, refs map[string]bool
+	// Under refreshMu: retainFor, the policy the caches were last made to
+	// follow, and how many of its accounts use each secret reference.
+	retainFor *policy.Policy
+	refs      map[string]int // secret reference → accounts of retainFor using it
 }
 
 // New loads the policy (an invalid one is an error naming the account,
@@ -185,7 +185,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 	if c.Refresh <= 0 {
 		c.Refresh = DefaultRefresh
 	}
-	b := &Broker{done: make(chan struct{})}
+	b := &Broker{done: make(chan struct{}), refs: map[string]int{}}
 	sm := newLazySecretManager(c.SecretManagerEndpoint)
 	iam := newLazyIAM(c.IAMCredentialsEndpoint)
 	gcs := newLazyStorage(c.StorageEndpoint)
@@ -205,6 +205,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 	}
 	b.watcher, b.secrets = watcher, secrets
 	b.tokens = tokencache.New(c.MinRemaining, c.Now)
+	b.follow(watcher.Current())
 	minter := &mint.Minter{
 		Secrets:                secrets,
 		IAM:                    iam,
@@ -240,7 +241,7 @@ func New(ctx context.Context, c Config) (*Broker, error) {
 		}
 	}()
 	p := watcher.Current()
-	c.Log.Info("broker ready", "accounts", len(p.Accounts), "agents", len(p.Agents), "refresh", c.Refresh.String())
+	c.Log.Info("broker ready", "accounts", p.NumAccounts(), "agents", p.NumAgents(), "refresh", c.Refresh.String())
 	return b, nil
 }
 
@@ -259,26 +260,43 @@ func (b *Broker) Reload(ctx context.Context) error { return b.refresh(ctx) }
 // a re-added account starts from a fresh read. It runs after a refused
 // document too (the policy in force is then the last good one), which still
 // drops expired tokens.
+//
+// Only what changed is looked at (policy.AccountChanges: after an
+// incremental reload, the few shards it wrote), so a one-fragment change
+// in a 30,000-account policy costs no pass over the fleet. A request that
+// was already using the old policy may still cache a token or secret of
+// an account just removed: the token goes when it expires; such a secret
+// stays until the account's reference is used and dropped again.
 func (b *Broker) refresh(ctx context.Context) error {
 	b.refreshMu.Lock()
 	defer b.refreshMu.Unlock()
 	err := b.watcher.Reload(ctx)
-	if p := b.watcher.Current(); p != b.retainFor {
-		// Once per policy, not per refresh: at 30,000 accounts these
-		// sets cost more than an unchanged re-read.
-		b.keys = make(map[string]bool, len(p.Accounts))
-		b.refs = make(map[string]bool, len(p.Accounts))
-		for _, a := range p.Accounts {
-			b.keys[a.CacheKey()] = true
+	b.follow(b.watcher.Current())
+	b.tokens.DropExpired()
+	return err
+}
+
+// follow makes the caches follow p (under refreshMu, or before the broker
+// serves).
+func (b *Broker) follow(p *policy.Policy) {
+	if p != b.retainFor {
+		gone, added := p.AccountChanges(b.retainFor)
+		for _, a := range added {
 			if ref := a.SecretRef(); ref != "" {
-				b.refs[ref] = true
+				b.refs[ref]++
+			}
+		}
+		for _, a := range gone {
+			b.tokens.Forget(a.CacheKey())
+			if ref := a.SecretRef(); ref != "" {
+				if b.refs[ref]--; b.refs[ref] <= 0 {
+					delete(b.refs, ref)
+					b.secrets.Invalidate(ref)
+				}
 			}
 		}
 		b.retainFor = p
 	}
-	b.tokens.Retain(b.keys)
-	b.secrets.Retain(b.refs)
-	return err
 }
 
 // accountTokens is api.Tokens: the token cache keyed by each account's

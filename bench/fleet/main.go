@@ -664,7 +664,10 @@ func reloads(cloud *fakegcp.Cloud, f *fleet, bin string, o options, r *sizeResul
 	addr := strings.TrimPrefix(f.aud, "http://")
 	// The trickle's agents fetch once first, so the steady rate is served
 	// from the token cache, as a fleet in its stride is.
-	trickleAgents := max(1, min(f.n-1, 100))
+	// At most 20 requests per agent: at 10,000 agents each agent's share of
+	// the replay cache is 52 assertions (524,288 ÷ 10,000), and a longer
+	// trickle from 100 agents is refused as a flood (replay_cache_full).
+	trickleAgents := max(1, min(f.n-1, max(100, int(o.trickle.Seconds())*o.rate/20)))
 	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		req, _ := f.sign(0, storesOf(0))
 		_, conn, _, err := send(addr, nil, nil, req)
@@ -829,7 +832,7 @@ func render(rs []sizeResult, o options) string {
 	fmt.Fprintf(&b, "*Herd*: a new instance, every agent asks for its %d tokens within one second, each on its own connection, %s; ", storesPerAgent, inFlight)
 	fmt.Fprintf(&b, "*CPU per mint* is the broker's user+system time (`/proc`) over the herd divided by the upstream mints counted at the fake, so it includes verifying the agents' assertions and sealing the tokens. ")
 	fmt.Fprintf(&b, "*Re-read CPU* is the broker's CPU over %s with `BROKER_REFRESH=1s` per second, idle but for the re-reads; *changed* rewrites one agent's entry before every re-read. ", o.reloads)
-	fmt.Fprintf(&b, "*p99 in/out of re-reads*: a steady %d requests/s (cached tokens, %d agents) during %s of changed re-reads; a request is *in* when it overlaps the changed re-read's CPU time before a `policy loaded` line.\n\n", o.rate, 100, o.trickle)
+	fmt.Fprintf(&b, "*p99 in/out of re-reads*: a steady %d requests/s (cached tokens, %d agents) during %s of changed re-reads; a request is *in* when it overlaps the changed re-read's CPU time before a `policy loaded` line.\n\n", o.rate, max(100, int(o.trickle.Seconds())*o.rate/20), o.trickle)
 	if len(o.bins) > 1 {
 		fmt.Fprintf(&b, "| agents | binary | herd: slowest agent | p50 | errors | mints per account | broker CPU | CPU per mint | RSS after |\n|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range rs {

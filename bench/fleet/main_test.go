@@ -32,8 +32,8 @@ func TestWriteFleetPolicyIsValid(t *testing.T) {
 			}
 			defer os.RemoveAll(f.dir)
 			p := parseFleet(t, cloud, f)
-			if len(p.Agents) != 4 || len(p.Accounts) != 4*storesPerAgent || len(f.keyIDs) != 4*storesPerAgent {
-				t.Fatalf("%d agents, %d accounts, %d keys", len(p.Agents), len(p.Accounts), len(f.keyIDs))
+			if p.NumAgents() != 4 || p.NumAccounts() != 4*storesPerAgent || len(f.keyIDs) != 4*storesPerAgent {
+				t.Fatalf("%d agents, %d accounts, %d keys", p.NumAgents(), p.NumAccounts(), len(f.keyIDs))
 			}
 			if got := len(p.Grants(agentID(3))); got != storesPerAgent {
 				t.Fatalf("agent 3 has %d stores", got)

@@ -115,7 +115,7 @@ func (d directory) AgentKeys(id string) ([]crypto.PublicKey, bool) {
 }
 
 // AgentCount sizes the replay cache: one share per agent in the policy.
-func (d directory) AgentCount() int { return len(d.p.Agents) }
+func (d directory) AgentCount() int { return d.p.NumAgents() }
 
 // authenticated runs h for a verified, rate-limited agent. Every
 // authentication failure gets the same answer, so nobody can learn which

@@ -34,7 +34,7 @@ func BenchmarkMintServiceAccountKey(b *testing.B) {
 		b.Fatal(err)
 	}
 	m := &Minter{Secrets: memSecrets{ref: key}}
-	a := p.Accounts["sa"]
+	a := p.Account("sa")
 	ctx := context.Background()
 	if _, err := m.Mint(ctx, a); err != nil { // warm: connection, caches
 		b.Fatal(err)

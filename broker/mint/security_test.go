@@ -166,7 +166,7 @@ func TestTokenURIIsCheckedBeforeAnyRequest(t *testing.T) {
 				rec := &recorder{}
 				m := &Minter{HTTPClient: &http.Client{Transport: rec}}
 				k.setup(m, tt.uri)
-				tok, err := m.Mint(context.Background(), p.Accounts[k.account])
+				tok, err := m.Mint(context.Background(), p.Account(k.account))
 				got := rec.requests()
 				if tt.host != "" {
 					if err != nil || tok.AccessToken != "ya29.minted" {
@@ -221,7 +221,7 @@ func TestCredentialDocumentIsTheOneChecked(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			rec := &recorder{}
 			m := &Minter{HTTPClient: &http.Client{Transport: rec}, Secrets: memSecrets{tt.ref: []byte(tt.doc)}}
-			_, err := m.Mint(context.Background(), p.Accounts["user"])
+			_, err := m.Mint(context.Background(), p.Account("user"))
 			got := rec.requests()
 			if tt.host == "" {
 				if err == nil || len(got) != 0 || !strings.Contains(err.Error(), "token_uri") {
@@ -322,7 +322,7 @@ func TestAgentErrorsNameNoSecretProjectEmailOrPath(t *testing.T) {
 				ref = saRef
 			}
 			p := accounts(t, ref, userRef)
-			_, err := tt.minter().Mint(context.Background(), p.Accounts[tt.account])
+			_, err := tt.minter().Mint(context.Background(), p.Account(tt.account))
 			var me *Error
 			if !errors.As(err, &me) {
 				t.Fatalf("err = %v (%T), want *Error", err, err)

@@ -69,7 +69,7 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 		}
 		return nil, fmt.Errorf("%s%s is %d bytes, limit %d", where, what, len(data), MaxDocumentSize)
 	}
-	var p Policy
+	var p document
 	if err := strictjson.Unmarshal(data, &p); err != nil {
 		return nil, errors.New(fragmentWhere(name) + describeJSONError(err))
 	}
@@ -238,14 +238,53 @@ func (m *Merger) Merge(frags []*Fragment) (*Policy, error) {
 			}
 		}
 	}
+	return m.apply(added, removed, func() []*Fragment { return frags })
+}
+
+// Update is Merge for the last good merge's fragments with changed put in
+// (new fragments, or new versions by name) and the fragments named in gone
+// taken out, without a pass over the fragments that did not change. It
+// needs a last good merge (Merge first).
+func (m *Merger) Update(changed []*Fragment, gone []string) (*Policy, error) {
+	if m.last == nil {
+		return nil, errors.New("policy: Merger.Update before a first Merge")
+	}
+	var added, removed []*Fragment
+	for _, f := range changed {
+		if old := m.frags[f.name]; old != f {
+			added = append(added, f)
+			if old != nil {
+				removed = append(removed, old)
+			}
+		}
+	}
+	for _, name := range gone {
+		if old := m.frags[name]; old != nil {
+			removed = append(removed, old)
+		}
+	}
+	return m.apply(added, removed, func() []*Fragment {
+		set := maps.Clone(m.frags)
+		for _, name := range gone {
+			delete(set, name)
+		}
+		for _, f := range changed {
+			set[f.name] = f
+		}
+		return slices.Collect(maps.Values(set))
+	})
+}
+
+// apply patches the last merge with what was added and removed, or, when
+// a fragment that sets Audience or BaseUrl (rare) comes or goes, merges
+// all of them again.
+func (m *Merger) apply(added, removed []*Fragment, all func() []*Fragment) (*Policy, error) {
 	if len(added) == 0 && len(removed) == 0 {
 		return m.last, nil
 	}
-	// Audience and BaseUrl are rare in fragments: when a fragment that
-	// sets one comes or goes, merge everything again.
 	for _, f := range slices.Concat(added, removed) {
 		if f.audience != "" || f.baseURL != "" {
-			return m.full(frags)
+			return m.full(all())
 		}
 	}
 	return m.patch(added, removed)
@@ -275,7 +314,8 @@ func (m *Merger) full(frags []*Fragment) (*Policy, error) {
 			}
 		}
 	}
-	p := &Policy{BaseUrl: DefaultBaseURL, Accounts: make(map[string]*Account, nAccounts), Agents: make(map[string]*Agent, nAgents)}
+	p := &Policy{BaseUrl: DefaultBaseURL, accounts: newTable[*Account](nAccounts), agents: newTable[*Agent](nAgents)}
+	accounts, agents := p.accounts.fresh(), p.agents.fresh()
 	if audFrom != nil {
 		p.Audience = audFrom.audience
 	}
@@ -287,71 +327,115 @@ func (m *Merger) full(frags []*Fragment) (*Policy, error) {
 	}
 	byName := make(map[string]*Fragment, len(frags))
 	for _, f := range frags {
-		errs = p.add(f, errs)
+		errs = p.add(f, accounts, agents, errs)
 		byName[f.name] = f
 	}
-	return m.finish(p, byName, errs)
+	return m.finish(p, byName, p.Agents(), errs)
 }
 
 // patch builds the policy from the last one: removed fragments' entries
 // out, added ones' in.
 func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
+	accounts, agents := m.last.accounts.edit(), m.last.agents.edit()
 	p := &Policy{Audience: m.last.Audience, BaseUrl: m.last.BaseUrl, baseURL: m.last.baseURL,
-		Accounts: maps.Clone(m.last.Accounts), Agents: maps.Clone(m.last.Agents)}
-	byName := maps.Clone(m.frags)
+		accounts: accounts.t, agents: agents.t}
+	// m.frags is patched in place (a copy of 40,000 entries was a third
+	// of a one-fragment change) and put back if the merge is refused.
+	byName := m.frags
+	var undo []*Fragment // the entries replaced or removed, in order
+	var undoNames []string
+	set := func(name string, f *Fragment) {
+		undo, undoNames = append(undo, byName[name]), append(undoNames, name)
+		if f == nil {
+			delete(byName, name)
+		} else {
+			byName[name] = f
+		}
+	}
+	var goneAccounts []string
 	for _, f := range removed {
-		delete(byName, f.name)
+		set(f.name, nil)
 		for name := range f.accounts {
-			if a := p.Accounts[name]; a != nil && a.from == f.name {
-				delete(p.Accounts, name)
+			if a := p.Account(name); a != nil && a.from == f.name {
+				accounts.delete(name)
+				goneAccounts = append(goneAccounts, name)
 			}
 		}
 		for id := range f.agents {
-			if ag := p.Agents[id]; ag != nil && ag.from == f.name {
-				delete(p.Agents, id)
+			if ag := p.Agent(id); ag != nil && ag.from == f.name {
+				agents.delete(id)
 			}
 		}
 	}
 	slices.SortFunc(added, func(a, b *Fragment) int { return cmp.Compare(a.name, b.name) })
 	var errs []error
 	for _, f := range added {
-		errs = p.add(f, errs)
-		byName[f.name] = f
+		errs = p.add(f, accounts, agents, errs)
+		set(f.name, f)
 	}
-	return m.finish(p, byName, errs)
+	// The last merge was good: every agent's accounts were defined. Unless
+	// an account is gone for good, only the added agents need checking.
+	check := func(yield func(string, *Agent) bool) {
+		for _, f := range added {
+			for id, ag := range f.agents {
+				if p.Agent(id) == ag && !yield(id, ag) {
+					return
+				}
+			}
+		}
+	}
+	for _, name := range goneAccounts {
+		if p.Account(name) == nil {
+			check = p.Agents()
+			break
+		}
+	}
+	pol, err := m.finish(p, byName, check, errs)
+	if err != nil {
+		for i := len(undo) - 1; i >= 0; i-- {
+			if undo[i] == nil {
+				delete(byName, undoNames[i])
+			} else {
+				byName[undoNames[i]] = undo[i]
+			}
+		}
+	}
+	return pol, err
 }
 
-// add puts f's entries into p, refusing names p already has.
-func (p *Policy) add(f *Fragment, errs []error) []error {
+// add puts f's entries into p (through the tables' edits), refusing names
+// p already has.
+func (p *Policy) add(f *Fragment, accounts *tableEdit[*Account], agents *tableEdit[*Agent], errs []error) []error {
 	for name, a := range f.resolve(p.baseURL.String()) {
-		if prev, dup := p.Accounts[name]; dup {
+		if prev := p.Account(name); prev != nil {
 			errs = append(errs, fmt.Errorf("policy: account %q is defined in fragments %q and %q: define it in one", name, prev.from, f.name))
 			continue
 		}
-		p.Accounts[name] = a
+		accounts.set(name, a)
 	}
 	for id, ag := range f.agents {
-		if prev, dup := p.Agents[id]; dup {
+		if prev := p.Agent(id); prev != nil {
 			errs = append(errs, fmt.Errorf("policy: agent %q is defined in fragments %q and %q: define it in one", id, prev.from, f.name))
 			continue
 		}
-		p.Agents[id] = ag
+		agents.set(id, ag)
 	}
 	return errs
 }
 
-// finish checks what needs the whole policy and, when all is well, makes
-// p the Merger's last good merge.
-func (m *Merger) finish(p *Policy, byName map[string]*Fragment, errs []error) (*Policy, error) {
+// finish checks what needs the whole policy, the agents' accounts for the
+// agents in check, and, when all is well, makes p the Merger's last good
+// merge.
+func (m *Merger) finish(p *Policy, byName map[string]*Fragment, check iter.Seq2[string, *Agent], errs []error) (*Policy, error) {
 	if p.Audience == "" {
 		errs = append(errs, errors.New("policy: Audience: required (the broker's URL, as agents send it)"))
 	}
-	if len(p.Accounts) == 0 {
+	if p.NumAccounts() == 0 {
 		errs = append(errs, errors.New("policy: Accounts: at least one account is required"))
 	}
-	for id, ag := range p.Agents {
+	for id, ag := range check {
 		for _, acct := range ag.Accounts {
-			if p.Accounts[acct] == nil {
+			if p.Account(acct) == nil {
 				errs = append(errs, fmt.Errorf("%sagent %q: Accounts: unknown account %q", fragmentWhere(ag.from), id, acct))
 			}
 		}

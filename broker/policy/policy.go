@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -38,15 +39,63 @@ const DefaultScope = "https://www.googleapis.com/auth/cloud-healthcare"
 // policy read from a directory or a Cloud Storage prefix.
 const MaxDocumentSize = 1 << 20
 
-// Policy is the whole document. Field names follow the old Orthanc GCP plugin.
+// Policy is the policy in force: a document, or the merge of fragments.
 type Policy struct {
+	Audience string
+	BaseUrl  string //nolint:revive // name fixed by the document format
+
+	accounts *table[*Account]
+	agents   *table[*Agent]
+	baseURL  *url.URL
+}
+
+// document is what a policy document or fragment decodes into. Field names
+// follow the old Orthanc GCP plugin.
+type document struct {
 	Audience string
 	BaseUrl  string //nolint:revive // name fixed by the document format
 	Accounts map[string]*Account
 	Agents   map[string]*Agent
-
-	baseURL *url.URL
 }
+
+// Account returns the account named name, nil if there is none.
+func (p *Policy) Account(name string) *Account {
+	a, _ := p.accounts.get(name)
+	return a
+}
+
+// Agent returns the agent id, nil if there is none.
+func (p *Policy) Agent(id string) *Agent {
+	ag, _ := p.agents.get(id)
+	return ag
+}
+
+// NumAccounts is how many accounts the policy has.
+func (p *Policy) NumAccounts() int { return p.accounts.len() }
+
+// NumAgents is how many agents the policy has.
+func (p *Policy) NumAgents() int { return p.agents.len() }
+
+// Accounts yields every account by name, in no order.
+func (p *Policy) Accounts() iter.Seq2[string, *Account] { return p.accounts.all() }
+
+// AccountChanges compares p with old, an earlier policy: gone holds the
+// accounts of old that p does not have as they were (removed or redefined),
+// added those of p that old did not have (new or redefined). After an
+// incremental reload it costs the shards the reload wrote, not the fleet.
+// A nil old has no accounts.
+func (p *Policy) AccountChanges(old *Policy) (gone, added []*Account) {
+	if old == nil {
+		for _, a := range p.Accounts() {
+			added = append(added, a)
+		}
+		return nil, added
+	}
+	return p.accounts.changes(old.accounts, func(a, b *Account) bool { return a.cacheKey == b.cacheKey })
+}
+
+// Agents yields every agent by id, in no order.
+func (p *Policy) Agents() iter.Seq2[string, *Agent] { return p.agents.all() }
 
 // Account is one DICOM store and the credential the broker uses for it.
 type Account struct {
@@ -488,7 +537,7 @@ func (p *Policy) AudienceURL() string { return assertion.NormalizeAudience(p.Aud
 // ed25519.PublicKey or a P-256 *ecdsa.PublicKey); false for an unknown or
 // disabled one.
 func (p *Policy) AgentKeys(id string) ([]crypto.PublicKey, bool) {
-	ag := p.Agents[id]
+	ag := p.Agent(id)
 	if ag == nil || ag.Disabled || len(ag.keys) == 0 {
 		return nil, false
 	}
@@ -503,7 +552,7 @@ func (p *Policy) AgentKeys(id string) ([]crypto.PublicKey, bool) {
 // that could not be found: it is allowed only where any address is.
 // Unknown agents are refused.
 func (p *Policy) SourceAllowed(id string, addr netip.Addr) bool {
-	ag := p.Agents[id]
+	ag := p.Agent(id)
 	switch {
 	case ag == nil:
 		return false
@@ -524,13 +573,13 @@ func (p *Policy) SourceAllowed(id string, addr netip.Addr) bool {
 // Grants returns the accounts agent id may use, in name order. A disabled or
 // unknown agent has none.
 func (p *Policy) Grants(id string) []*Account {
-	ag := p.Agents[id]
+	ag := p.Agent(id)
 	if ag == nil || ag.Disabled {
 		return nil
 	}
 	out := make([]*Account, 0, len(ag.Accounts))
 	for _, n := range ag.Accounts {
-		out = append(out, p.Accounts[n])
+		out = append(out, p.Account(n))
 	}
 	slices.SortFunc(out, func(a, b *Account) int { return strings.Compare(a.name, b.name) })
 	return out
@@ -538,9 +587,9 @@ func (p *Policy) Grants(id string) []*Account {
 
 // Allowed returns the account if agent id may use it.
 func (p *Policy) Allowed(id, account string) (*Account, bool) {
-	ag := p.Agents[id]
+	ag := p.Agent(id)
 	if ag == nil || ag.Disabled || !slices.Contains(ag.Accounts, account) {
 		return nil, false
 	}
-	return p.Accounts[account], true
+	return p.Account(account), true
 }

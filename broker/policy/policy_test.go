@@ -82,7 +82,7 @@ func TestParseValid(t *testing.T) {
 	if got := p.AudienceURL(); got != "https://broker.example.run.app" {
 		t.Errorf("AudienceURL = %q", got)
 	}
-	sa := p.Accounts["sa"]
+	sa := p.Account("sa")
 	if sa.Kind() != ServiceAccountKey || sa.Name() != "sa" {
 		t.Errorf("sa kind/name = %v/%q", sa.Kind(), sa.Name())
 	}
@@ -92,10 +92,10 @@ func TestParseValid(t *testing.T) {
 	if got := sa.ScopeList(); len(got) != 1 || got[0] != DefaultScope {
 		t.Errorf("ScopeList = %v", got)
 	}
-	if k := p.Accounts["keyless"]; k.Kind() != Impersonation || k.Lifetime().Minutes() != 15 {
+	if k := p.Account("keyless"); k.Kind() != Impersonation || k.Lifetime().Minutes() != 15 {
 		t.Errorf("keyless = %v %v", k.Kind(), k.Lifetime())
 	}
-	if p.Accounts["inline"].Kind() != AuthorizedUser || p.Accounts["user"].Kind() != AuthorizedUser {
+	if p.Account("inline").Kind() != AuthorizedUser || p.Account("user").Kind() != AuthorizedUser {
 		t.Error("authorized user kinds wrong")
 	}
 	if _, ok := p.AgentKeys("clinic-a"); !ok {
@@ -127,8 +127,8 @@ func TestParseDefaultsBaseURL(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !strings.HasPrefix(p.Accounts["sa"].DICOMwebURL(), DefaultBaseURL+"projects/") {
-		t.Errorf("DICOMwebURL = %q", p.Accounts["sa"].DICOMwebURL())
+	if !strings.HasPrefix(p.Account("sa").DICOMwebURL(), DefaultBaseURL+"projects/") {
+		t.Errorf("DICOMwebURL = %q", p.Account("sa").DICOMwebURL())
 	}
 }
 
@@ -218,7 +218,7 @@ func TestLoopbackHTTPAllowed(t *testing.T) {
 			t.Errorf("%s, %s: loopback http refused: %v", tt.audience, tt.base, err)
 			continue
 		}
-		if got := p.Accounts["sa"].DICOMwebURL(); !strings.HasPrefix(got, strings.TrimSuffix(tt.base, "/")+"/projects/") {
+		if got := p.Account("sa").DICOMwebURL(); !strings.HasPrefix(got, strings.TrimSuffix(tt.base, "/")+"/projects/") {
 			t.Errorf("%s: DICOMwebURL = %q", tt.base, got)
 		}
 	}
@@ -227,13 +227,13 @@ func TestLoopbackHTTPAllowed(t *testing.T) {
 func TestFingerprintFollowsDefinition(t *testing.T) {
 	a, _ := Parse(doc(t, nil))
 	b, _ := Parse(doc(t, func(m map[string]any) { acct(m, "sa")["DicomStore"] = "other" }))
-	if a.Accounts["sa"].Fingerprint() == b.Accounts["sa"].Fingerprint() {
+	if a.Account("sa").Fingerprint() == b.Account("sa").Fingerprint() {
 		t.Error("changing the store must change the fingerprint")
 	}
-	if a.Accounts["keyless"].Fingerprint() != b.Accounts["keyless"].Fingerprint() {
+	if a.Account("keyless").Fingerprint() != b.Account("keyless").Fingerprint() {
 		t.Error("an unchanged account keeps its fingerprint")
 	}
-	if a.Accounts["sa"].CacheKey() == b.Accounts["sa"].CacheKey() || a.Accounts["keyless"].CacheKey() != b.Accounts["keyless"].CacheKey() {
+	if a.Account("sa").CacheKey() == b.Account("sa").CacheKey() || a.Account("keyless").CacheKey() != b.Account("keyless").CacheKey() {
 		t.Error("the cache key must follow the definition")
 	}
 	// Same definition under two names: the fingerprints match, the cache
@@ -242,7 +242,7 @@ func TestFingerprintFollowsDefinition(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Accounts["sa"].Fingerprint() != c.Accounts["sa2"].Fingerprint() || c.Accounts["sa"].CacheKey() == c.Accounts["sa2"].CacheKey() {
+	if c.Account("sa").Fingerprint() != c.Account("sa2").Fingerprint() || c.Account("sa").CacheKey() == c.Account("sa2").CacheKey() {
 		t.Error("accounts with one definition must have distinct cache keys")
 	}
 }
@@ -273,7 +273,7 @@ func TestWatcherKeepsLastGood(t *testing.T) {
 	if err := w.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := w.Current().Agents["clinic-b"]; ok {
+	if w.Current().Agent("clinic-b") != nil {
 		t.Fatal("good new document not applied")
 	}
 }
@@ -299,7 +299,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		// Whatever parses must be internally consistent.
-		for id, ag := range p.Agents {
+		for id, ag := range p.Agents() {
 			if _, ok := p.AgentKeys(id); ok == (ag.Disabled || len(ag.keys) == 0) {
 				t.Fatalf("agent %q key state inconsistent", id)
 			}

@@ -70,6 +70,6 @@ func (w *Watcher) Reload(ctx context.Context) error {
 		return nil
 	}
 	w.cur.Store(p)
-	w.log.Info("policy loaded", "accounts", len(p.Accounts), "agents", len(p.Agents))
+	w.log.Info("policy loaded", "accounts", p.NumAccounts(), "agents", p.NumAgents())
 	return nil
 }

@@ -57,7 +57,7 @@ func TestGCSReloadByGeneration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p, err := load(ctx); err != nil || len(p.Agents) != 1 {
+	if p, err := load(ctx); err != nil || p.NumAgents() != 1 {
 		t.Fatalf("Open's loader: %v, %v", p, err)
 	}
 	src := &counting{Store: &GCS{Client: func(context.Context) (*storage.Client, error) { return c, nil }, Bucket: "policy-bucket", Prefix: "policy/"}}
@@ -66,7 +66,7 @@ func TestGCSReloadByGeneration(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first load: %v", err)
 	}
-	if p.Audience != "https://broker.example.run.app/" || len(p.Accounts) != 2 || len(p.Agents) != 1 || src.reads.Load() != 3 {
+	if p.Audience != "https://broker.example.run.app/" || p.NumAccounts() != 2 || p.NumAgents() != 1 || src.reads.Load() != 3 {
 		t.Fatalf("first load: %+v, %d reads", p, src.reads.Load())
 	}
 
@@ -115,7 +115,7 @@ func TestGCSReloadByGeneration(t *testing.T) {
 		switch {
 		case s.agents < 0 && p != nil:
 			t.Errorf("%s: a new policy was built", s.name)
-		case s.agents >= 0 && (p == nil || len(p.Agents) != s.agents):
+		case s.agents >= 0 && (p == nil || p.NumAgents() != s.agents):
 			t.Errorf("%s: policy %v, want %d agents", s.name, p, s.agents)
 		}
 	}

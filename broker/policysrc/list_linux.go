@@ -6,10 +6,13 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
 )
 
 func listDir(dir string) ([]Object, error) {
@@ -76,5 +79,46 @@ func readlinkAt(fd int, name string) (string, error) {
 			return string(buf[:n]), nil
 		}
 		buf = make([]byte, 2*len(buf))
+	}
+}
+
+// readFile reads one fragment with plain system calls, into a buffer of
+// the size the listing saw. os.Open would also make the descriptor
+// non-blocking and offer it to the poller, calls that do nothing for a
+// regular file but were a third of the reading at 40,000 fragments.
+// O_NONBLOCK makes a FIFO put in a fragment's place an error, not a hang.
+func readFile(path string, size int64) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	for err == unix.EINTR {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 0, min(max(size, 0), policy.MaxDocumentSize)+1)
+	for {
+		if len(buf) == cap(buf) { // grown since it was listed
+			if len(buf) > policy.MaxDocumentSize {
+				return nil, fmt.Errorf("fragment is larger than %d bytes", policy.MaxDocumentSize)
+			}
+			buf = slices.Grow(buf, min(len(buf), policy.MaxDocumentSize+1-len(buf)))
+		}
+		n, err := unix.Read(fd, buf[len(buf):cap(buf)])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			return nil, fmt.Errorf("cannot read: %s", err)
+		case n == 0:
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+		if int64(len(buf)) == size && len(buf) < cap(buf) {
+			// Asked for one byte more than listed and got exactly the
+			// listed size: that is the file as listed, and the read
+			// that would return 0 is one system call per fragment.
+			return buf, nil
+		}
 	}
 }

@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"sync"
+	"sync/atomic"
 
 	"github.com/orthanc-gcp-broker/orthanc-gcp-broker/broker/policy"
 )
@@ -40,6 +40,13 @@ func (l *FragmentLoader) unchanged(objs []Object) bool {
 // not changed since the last List (WatchedDir).
 type notifier interface{ Unchanged() bool }
 
+// deltaLister is a Store that can say what changed since its last listing
+// without listing the rest (WatchedDir): the new and changed entries and
+// the names of those gone. ok false: a full listing is due (List).
+type deltaLister interface {
+	Delta(ctx context.Context) (changed []Object, gone []string, ok bool, err error)
+}
+
 // parsed is one fragment as last read: refused ones are kept too, so an
 // unchanged bad fragment is not read again.
 type parsed struct {
@@ -67,6 +74,17 @@ func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 	if n, ok := l.store.(notifier); ok && l.loaded && n.Unchanged() {
 		return nil, l.lastErr
 	}
+	// After a good load, the merger holds exactly the listed fragments, so
+	// what changed is all it needs; after a refusal, list and merge all.
+	if d, ok := l.store.(deltaLister); ok && l.loaded && l.lastErr == nil {
+		changed, gone, ok, err := d.Delta(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			return l.loadDelta(ctx, changed, gone)
+		}
+	}
 	objs, err := l.store.List(ctx)
 	if err != nil {
 		return nil, err
@@ -78,25 +96,8 @@ func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 		return nil, fmt.Errorf("policy: no fragments in %s (want files or objects whose names end in .json)", l.store)
 	}
 
-	// Read what is new or changed; l.parsed is then patched in place (a
-	// new 40,000-entry map per reload would cost more than the rest).
-	var errs []error
-	updates := map[string]parsed{}
-	unreadable, missing := false, false
-	for _, o := range objs {
-		if p, ok := l.parsed[o.Name]; ok && p.version == o.Version {
-			continue
-		}
-		data, err := l.store.Read(ctx, o)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", o.Name, err))
-			unreadable = true
-			continue
-		}
-		f, err := policy.ParseFragment(o.Name, data)
-		updates[o.Name] = parsed{version: o.Version, frag: f, err: err}
-	}
-	maps.Copy(l.parsed, updates)
+	_, errs, unreadable := l.readChanged(ctx, objs)
+	missing := false
 	if len(l.parsed) != len(objs) { // some are gone (or unreadable)
 		listed := make(map[string]bool, len(objs))
 		for _, o := range objs {
@@ -143,4 +144,104 @@ func (l *FragmentLoader) Load(ctx context.Context) (*policy.Policy, error) {
 		return nil, err
 	}
 	return pol, nil
+}
+
+// loadDelta is Load after a good load when the store said what changed:
+// only the changed fragments are read, parsed and merged in.
+func (l *FragmentLoader) loadDelta(ctx context.Context, changed []Object, gone []string) (*policy.Policy, error) {
+	fresh, errs, unreadable := l.readChanged(ctx, changed)
+	var frags []*policy.Fragment
+	refused := false
+	for _, p := range fresh {
+		if p.err != nil {
+			errs = append(errs, p.err)
+		}
+		if p.frag == nil {
+			refused = true
+			continue
+		}
+		frags = append(frags, p.frag)
+	}
+	var removed []string
+	for _, name := range gone {
+		if _, ok := l.parsed[name]; ok {
+			delete(l.parsed, name)
+			removed = append(removed, name)
+		}
+	}
+	switch {
+	case unreadable:
+		// Not remembered: the next load lists and tries again.
+		l.loaded = false
+		return nil, errors.Join(errs...)
+	case len(frags) == 0 && len(removed) == 0 && !refused:
+		return nil, nil // touched, not changed
+	case len(l.parsed) == 0:
+		err := fmt.Errorf("policy: no fragments in %s (want files or objects whose names end in .json)", l.store)
+		l.lastErr = err
+		return nil, err
+	}
+	if !refused {
+		pol, err := l.merger.Update(frags, removed)
+		errs = append(errs, err)
+		if err = errors.Join(errs...); err == nil {
+			return pol, nil
+		}
+	}
+	l.lastErr = errors.Join(errs...)
+	return nil, l.lastErr
+}
+
+// Readers is how many fragments a load reads and parses at once. A Cloud
+// Storage prefix laid out as the Terraform module does holds 40,001
+// objects at 10,000 sites: one GET after another, at tens of
+// milliseconds each, would keep a new instance from serving for many
+// minutes.
+const Readers = 32
+
+// readChanged reads and parses the listed fragments that are new or at a
+// new version (Readers at a time), records them in l.parsed (patched in
+// place: a new 40,000-entry map per reload would cost more than the rest)
+// and returns them in listing order. One that cannot be read is reported,
+// not recorded.
+func (l *FragmentLoader) readChanged(ctx context.Context, objs []Object) (fresh []parsed, errs []error, unreadable bool) {
+	var todo []Object
+	for _, o := range objs {
+		if p, ok := l.parsed[o.Name]; !ok || p.version != o.Version {
+			todo = append(todo, o)
+		}
+	}
+	type result struct {
+		p       parsed
+		readErr error
+	}
+	results := make([]result, len(todo))
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(Readers, len(todo)) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
+				o := todo[i]
+				data, err := l.store.Read(ctx, o)
+				if err != nil {
+					results[i].readErr = err
+					continue
+				}
+				f, err := policy.ParseFragment(o.Name, data)
+				results[i].p = parsed{version: o.Version, frag: f, err: err}
+			}
+		})
+	}
+	wg.Wait()
+	for i, r := range results {
+		name := todo[i].Name
+		if r.readErr != nil {
+			errs = append(errs, fmt.Errorf("policy: fragment %q: cannot read: %v", name, r.readErr))
+			unreadable = true
+			continue
+		}
+		l.parsed[name] = r.p
+		fresh = append(fresh, r.p)
+	}
+	return fresh, errs, unreadable
 }

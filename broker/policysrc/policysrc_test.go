@@ -79,8 +79,8 @@ func TestFragmentMergeRules(t *testing.T) {
 			files: map[string]string{"base.json": baseFrag, "acct-a.json": accountFrag("a1", "a2"), "acct-b.json": accountFrag("b1"),
 				"agent-a.json": agentFrag(t, "site-a", "a1", "b1")},
 			check: func(t *testing.T, p *policy.Policy) {
-				if len(p.Accounts) != 3 || len(p.Agents) != 1 {
-					t.Fatalf("accounts %d agents %d", len(p.Accounts), len(p.Agents))
+				if p.NumAccounts() != 3 || p.NumAgents() != 1 {
+					t.Fatalf("accounts %d agents %d", p.NumAccounts(), p.NumAgents())
 				}
 				a, ok := p.Allowed("site-a", "b1")
 				if !ok || a.DICOMwebURL() != "https://healthcare.googleapis.com/v1/projects/p/locations/l/datasets/d/dicomStores/b1/dicomWeb/" {
@@ -101,8 +101,8 @@ func TestFragmentMergeRules(t *testing.T) {
 			files: map[string]string{"base.json": baseFrag, "a.json": accountFrag("s"), "README.txt": "not json {",
 				"a.json.bak": "{", "sub/agent.json": "{broken", "dir.json/": ""},
 			check: func(t *testing.T, p *policy.Policy) {
-				if len(p.Accounts) != 1 {
-					t.Fatalf("accounts %d", len(p.Accounts))
+				if p.NumAccounts() != 1 {
+					t.Fatalf("accounts %d", p.NumAccounts())
 				}
 			}},
 		{name: "account in two fragments",
@@ -234,7 +234,7 @@ func TestDirReloadByChange(t *testing.T) {
 		switch {
 		case s.agents < 0 && p != nil:
 			t.Errorf("%s: a new policy was built", s.name)
-		case s.agents >= 0 && (p == nil || len(p.Agents) != s.agents):
+		case s.agents >= 0 && (p == nil || p.NumAgents() != s.agents):
 			t.Errorf("%s: policy %v, want %d agents", s.name, p, s.agents)
 		}
 	}
@@ -391,7 +391,7 @@ func TestDirFollowsLinks(t *testing.T) {
 	}
 	l := NewFragmentLoader(Dir(dir))
 	p, err := l.Load(context.Background())
-	if err != nil || len(p.Accounts) != 1 {
+	if err != nil || p.NumAccounts() != 1 {
 		t.Fatalf("load: %v %v", p, err)
 	}
 	// The kubelet's update: a new ..data link renamed over the old one.
@@ -402,7 +402,56 @@ func TestDirFollowsLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	p, err = l.Load(context.Background())
-	if err != nil || p == nil || len(p.Accounts) != 2 {
+	if err != nil || p == nil || p.NumAccounts() != 2 {
 		t.Fatalf("after the swap: %v %v", p, err)
+	}
+}
+
+// slowReads is a store whose reads take a while, as Cloud Storage GETs
+// do; it records how many run at once, and fails the names in bad.
+type slowReads struct {
+	*mem
+	bad          map[string]bool
+	now, maxSeen atomic.Int64
+}
+
+func (s *slowReads) Read(ctx context.Context, o Object) ([]byte, error) {
+	n := s.now.Add(1)
+	defer s.now.Add(-1)
+	for m := s.maxSeen.Load(); n > m && !s.maxSeen.CompareAndSwap(m, n); m = s.maxSeen.Load() {
+	}
+	time.Sleep(2 * time.Millisecond)
+	if s.bad[o.Name] {
+		return nil, errors.New("unavailable")
+	}
+	return s.mem.Read(ctx, o)
+}
+
+// TestLoadReadsInParallel: a first load reads Readers fragments at once,
+// and a read that fails is reported by name and refuses the load, while
+// every fragment that was read is kept.
+func TestLoadReadsInParallel(t *testing.T) {
+	files := map[string][]byte{"base.json": []byte(baseFrag)}
+	for i := range 200 {
+		site := fmt.Sprintf("site%d", i)
+		files[site+"-a.json"] = []byte(accountFrag(site))
+		files[site+".json"] = []byte(agentFrag(t, site, site))
+	}
+	s := &slowReads{mem: &mem{files: files, vers: map[string]Version{}}, bad: map[string]bool{"site7.json": true}}
+	l := NewFragmentLoader(s)
+	_, err := l.Load(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `fragment "site7.json": cannot read: unavailable`) {
+		t.Fatalf("err = %v", err)
+	}
+	if got := s.maxSeen.Load(); got < 2 || got > Readers {
+		t.Fatalf("%d reads at once, want 2..%d", got, Readers)
+	}
+	if len(l.parsed) != len(files)-1 {
+		t.Fatalf("%d fragments kept, want %d", len(l.parsed), len(files)-1)
+	}
+	delete(s.bad, "site7.json")
+	p, err := l.Load(context.Background())
+	if err != nil || p.NumAgents() != 200 || p.NumAccounts() != 200 {
+		t.Fatalf("second load: %v, %v", p, err)
 	}
 }

@@ -86,8 +86,11 @@ func listDirPortable(dir string) ([]Object, error) {
 }
 
 // Read reads one file, refusing one larger than a fragment may be.
-func (d Dir) Read(_ context.Context, o Object) ([]byte, error) {
-	f, err := os.Open(o.Name)
+func (d Dir) Read(_ context.Context, o Object) ([]byte, error) { return readFile(o.Name, o.Size) }
+
+// readFilePortable is readFile on other systems.
+func readFilePortable(path string) ([]byte, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, errors.New(pathReason(err))
 	}

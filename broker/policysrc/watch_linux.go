@@ -237,7 +237,7 @@ func (d *WatchedDir) List(context.Context) ([]Object, error) {
 		full = full || f || dead
 	}
 	if !full {
-		if err := d.patch(dirty); err != nil {
+		if _, _, err := d.patch(dirty); err != nil {
 			d.listed = false
 			return nil, err
 		}
@@ -267,8 +267,38 @@ func (d *WatchedDir) List(context.Context) ([]Object, error) {
 	return objs, nil
 }
 
-// patch states again each reported entry: changed, added or gone.
-func (d *WatchedDir) patch(dirty map[string]struct{}) error {
+// Delta returns what changed since the last listing, the last listing
+// patched as List would: the reported entries that are new or changed, and
+// the names of those gone. ok is false, and nothing is taken, when a full
+// listing is due (List makes it).
+func (d *WatchedDir) Delta(context.Context) (changed []Object, gone []string, ok bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.listed || d.outside || d.now().Sub(d.lastFull) >= d.fullEvery {
+		return nil, nil, false, nil
+	}
+	d.slot.mu.Lock()
+	e := d.slot.ev
+	d.slot.mu.Unlock()
+	if e == nil {
+		return nil, nil, false, nil
+	}
+	dirty, full, dead := e.take()
+	if full || dead {
+		d.listed = false // what take cleared is for List's full listing
+		return nil, nil, false, nil
+	}
+	changed, gone, err = d.patch(dirty)
+	if err != nil {
+		d.listed = false
+		return nil, nil, false, err
+	}
+	return changed, gone, true, nil
+}
+
+// patch states again each reported entry: changed, added or gone. It
+// returns the entries now there and the paths of those gone.
+func (d *WatchedDir) patch(dirty map[string]struct{}) (changed []Object, gone []string, err error) {
 	prefix := filepath.Clean(string(d.dir)) + string(filepath.Separator)
 	var st unix.Stat_t
 	for name := range dirty {
@@ -286,13 +316,16 @@ func (d *WatchedDir) patch(dirty map[string]struct{}) error {
 		switch {
 		case errors.Is(err, unix.ENOENT) || (err == nil && st.Mode&unix.S_IFMT != unix.S_IFREG):
 			delete(d.objs, name)
+			gone = append(gone, path)
 		case err != nil:
-			return fmt.Errorf("policy: cannot stat fragment %s: %s", path, err)
+			return nil, nil, fmt.Errorf("policy: cannot stat fragment %s: %s", path, err)
 		default:
-			d.objs[name] = Object{Name: path, Size: st.Size, Version: Version{Size: st.Size, ModTime: st.Mtim.Nano()}}
+			o := Object{Name: path, Size: st.Size, Version: Version{Size: st.Size, ModTime: st.Mtim.Nano()}}
+			d.objs[name] = o
+			changed = append(changed, o)
 		}
 	}
-	return nil
+	return changed, gone, nil
 }
 
 // insideDotEntry reports whether a link target goes through a dot entry of

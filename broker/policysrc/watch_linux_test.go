@@ -162,7 +162,7 @@ func TestWatchedDirStatsOnlyReported(t *testing.T) {
 		switch {
 		case s.agents < 0 && p != nil:
 			t.Errorf("%s: a new policy was built", s.name)
-		case s.agents >= 0 && (p == nil || len(p.Agents) != s.agents):
+		case s.agents >= 0 && (p == nil || p.NumAgents() != s.agents):
 			t.Errorf("%s: policy %v, want %d agents", s.name, p, s.agents)
 		}
 	}
@@ -186,7 +186,7 @@ func TestWatchedDirConfigMapSwap(t *testing.T) {
 	wd := NewWatchedDir(dir, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { wd.Close() })
 	l := NewFragmentLoader(wd)
-	if p, err := l.Load(ctx); err != nil || len(p.Accounts) != 1 {
+	if p, err := l.Load(ctx); err != nil || p.NumAccounts() != 1 {
 		t.Fatalf("load: %v %v", p, err)
 	}
 	wd.stats.Store(0)
@@ -201,7 +201,7 @@ func TestWatchedDirConfigMapSwap(t *testing.T) {
 	}
 	waitSeen(t, wd, 3) // created, moved from, moved to
 	p, err := l.Load(ctx)
-	if err != nil || p == nil || len(p.Accounts) != 2 {
+	if err != nil || p == nil || p.NumAccounts() != 2 {
 		t.Fatalf("after the swap: %v %v", p, err)
 	}
 	if got := wd.stats.Load(); got != 2 {
@@ -222,14 +222,14 @@ func TestWatchedDirOutsideLink(t *testing.T) {
 	wd := NewWatchedDir(dir, slog.New(slog.DiscardHandler))
 	t.Cleanup(func() { wd.Close() })
 	l := NewFragmentLoader(wd)
-	if p, err := l.Load(ctx); err != nil || len(p.Accounts) != 1 {
+	if p, err := l.Load(ctx); err != nil || p.NumAccounts() != 1 {
 		t.Fatalf("load: %v %v", p, err)
 	}
 	if err := os.WriteFile(filepath.Join(elsewhere, "a.json"), []byte(accountFrag("s", "t")), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p, err := l.Load(ctx)
-	if err != nil || p == nil || len(p.Accounts) != 2 {
+	if err != nil || p == nil || p.NumAccounts() != 2 {
 		t.Fatalf("after the target changed: %v %v", p, err)
 	}
 }
@@ -260,7 +260,7 @@ func TestWatchedDirNoWatcher(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "a.json"), []byte(accountFrag("s", "t")), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if p, err := l.Load(ctx); err != nil || p == nil || len(p.Accounts) != 2 {
+	if p, err := l.Load(ctx); err != nil || p == nil || p.NumAccounts() != 2 {
 		t.Fatalf("a change without a watcher: %v %v", p, err)
 	}
 }
@@ -272,5 +272,69 @@ func TestWatchedDirListError(t *testing.T) {
 	_, err := NewFragmentLoader(wd).Load(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "cannot list directory") {
 		t.Fatalf("missing directory: %v", err)
+	}
+}
+
+// listCounting counts full listings of a WatchedDir.
+type listCounting struct {
+	*WatchedDir
+	lists atomic.Int64
+}
+
+func (c *listCounting) List(ctx context.Context) ([]Object, error) {
+	c.lists.Add(1)
+	return c.WatchedDir.List(ctx)
+}
+
+// TestLoaderUsesDelta: after a good load a change is merged from what the
+// watcher reported, with no listing; after a refused one the loader lists
+// and merges everything, then goes back to deltas.
+func TestLoaderUsesDelta(t *testing.T) {
+	ctx := context.Background()
+	dir := writeDir(t, map[string]string{"base.json": baseFrag, "a.json": accountFrag("s", "t"),
+		"site1.json": agentFrag(t, "site1", "s")})
+	wd := NewWatchedDir(dir, slog.New(slog.DiscardHandler))
+	t.Cleanup(func() { wd.Close() })
+	src := &listCounting{WatchedDir: wd}
+	l := NewFragmentLoader(src)
+	if _, err := l.Load(ctx); err != nil {
+		t.Fatal(err)
+	}
+	path := func(n string) string { return filepath.Join(dir, n) }
+	var seen int64
+	steps := []struct {
+		name   string
+		change func()
+		events int64
+		lists  int64
+		err    string // "" = a new policy with agents agents
+		agents int
+	}{
+		{"agent changed", func() { writeAt(t, path("site1.json"), agentFrag(t, "site1", "s", "t")) }, 1, 0, "", 1},
+		{"agent added", func() { os.WriteFile(path("site2.json"), []byte(agentFrag(t, "site2", "t")), 0o600) }, 2, 0, "", 2},
+		{"account gone that an agent uses", func() { writeAt(t, path("a.json"), accountFrag("s", "u")+"   ") }, 1, 0, `unknown account "t"`, 0},
+		{"unchanged: still refused, nothing listed", func() {}, 0, 0, `unknown account "t"`, 0},
+		{"fixed: listed and merged in full", func() { writeAt(t, path("a.json"), accountFrag("s", "t")+"   ") }, 1, 1, "", 2},
+		{"agent gone: a delta again", func() { os.Remove(path("site2.json")) }, 1, 0, "", 1},
+	}
+	for _, s := range steps {
+		src.lists.Store(0)
+		s.change()
+		seen += s.events
+		if s.events > 0 {
+			waitSeen(t, wd, seen)
+		}
+		p, err := l.Load(ctx)
+		switch {
+		case s.err != "" && (err == nil || !strings.Contains(err.Error(), s.err)):
+			t.Fatalf("%s: err = %v, want %q", s.name, err, s.err)
+		case s.err == "" && err != nil:
+			t.Fatalf("%s: %v", s.name, err)
+		case s.err == "" && (p == nil || p.NumAgents() != s.agents):
+			t.Fatalf("%s: policy %v, want %d agents", s.name, p, s.agents)
+		}
+		if got := src.lists.Load(); got != s.lists {
+			t.Errorf("%s: %d listings, want %d", s.name, got, s.lists)
+		}
 	}
 }

@@ -131,18 +131,6 @@ func (r *Resolver) keepStale(ref string, stale entry, err error) {
 	}
 }
 
-// Retain forgets every cached secret whose reference is not in keep, so
-// the cache follows the policy when accounts are removed or re-pointed.
-func (r *Resolver) Retain(keep map[string]bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for ref := range r.cache {
-		if !keep[ref] {
-			delete(r.cache, ref)
-		}
-	}
-}
-
 // Fetch reads ref now, bypassing and not filling the cache.
 func (r *Resolver) Fetch(ctx context.Context, ref string) ([]byte, error) {
 	return r.read(ctx, ref)

@@ -131,26 +131,6 @@ func TestFileReferences(t *testing.T) {
 	}
 }
 
-func TestRetainDropsUnlistedSecrets(t *testing.T) {
-	dir := t.TempDir()
-	a, b := filepath.Join(dir, "a"), filepath.Join(dir, "b")
-	os.WriteFile(a, []byte("A"), 0o600)
-	os.WriteFile(b, []byte("B"), 0o600)
-	r := &Resolver{TTL: time.Hour}
-	for _, ref := range []string{a, b} {
-		if _, err := r.Get(context.Background(), ref); err != nil {
-			t.Fatal(err)
-		}
-	}
-	r.Retain(map[string]bool{a: true})
-	if _, ok := r.cache[a]; !ok {
-		t.Error("kept reference was dropped")
-	}
-	if _, ok := r.cache[b]; ok {
-		t.Error("unlisted reference still cached")
-	}
-}
-
 // corrupt answers with a payload whose checksum does not match, as a
 // damaged response would.
 type corrupt struct{}

@@ -5,8 +5,8 @@
 // Like golang.org/x/oauth2's ReuseTokenSource it wraps a token source, but
 // for many accounts at once: each call names the account by a key that
 // changes whenever the account's definition does, and passes the Source that
-// mints for it. The cache knows nothing of the policy; Retain makes it follow
-// whichever keys the caller still uses.
+// mints for it. The cache knows nothing of the policy: the caller Forgets
+// the keys it no longer uses, and DropExpired frees what has run out.
 package tokencache
 
 import (
@@ -67,9 +67,13 @@ type Cache struct {
 	mu      sync.Mutex
 	entries map[string]entry // by key
 	failed  map[string]failure
-	sf      singleflight.Group
-	slots   *semaphore.Weighted // mints running at once
-	queued  atomic.Int64        // callers waiting for a slot (tests)
+	// firstExpiry is no later than the earliest expiry in entries (zero:
+	// unknown), so a refresh with nothing expired skips the pass over
+	// 30,000 tokens that would hold mu meanwhile.
+	firstExpiry time.Time
+	sf          singleflight.Group
+	slots       *semaphore.Weighted // mints running at once
+	queued      atomic.Int64        // callers waiting for a slot (tests)
 }
 
 type failure struct {
@@ -132,6 +136,9 @@ func (c *Cache) Token(ctx context.Context, key string, src Source) (Result, erro
 		}
 		c.mu.Lock()
 		c.entries[key] = entry{tok: tok, minted: minted}
+		if !c.firstExpiry.IsZero() && tok.Expiry.Before(c.firstExpiry) {
+			c.firstExpiry = tok.Expiry
+		}
 		delete(c.failed, key)
 		c.mu.Unlock()
 		return Result{Token: tok}, nil
@@ -196,20 +203,30 @@ func (c *Cache) usable(e entry) bool {
 	return e.tok.Expiry.Sub(c.now()) >= need
 }
 
-// Retain forgets every key not in keep (accounts removed or redefined) and
-// every expired token, so memory follows the policy.
-func (c *Cache) Retain(keep map[string]bool) {
+// Forget drops key's token and any failure remembered for it.
+func (c *Cache) Forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.entries, key)
+	delete(c.failed, key)
+}
+
+// DropExpired frees every expired token. With nothing expired it returns
+// without a pass over the cache (which would hold its lock meanwhile).
+func (c *Cache) DropExpired() {
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if !c.firstExpiry.IsZero() && now.Before(c.firstExpiry) {
+		return
+	}
+	var first time.Time
 	for k, e := range c.entries {
-		if !keep[k] || !e.tok.Expiry.After(now) {
+		if !e.tok.Expiry.After(now) {
 			delete(c.entries, k)
+		} else if first.IsZero() || e.tok.Expiry.Before(first) {
+			first = e.tok.Expiry
 		}
 	}
-	for k := range c.failed {
-		if !keep[k] {
-			delete(c.failed, k)
-		}
-	}
+	c.firstExpiry = first
 }

@@ -202,7 +202,7 @@ func TestSourceGetsADetachedBoundedContext(t *testing.T) {
 	}
 }
 
-func TestKeyChangeMintsAgainAndRetainPrunes(t *testing.T) {
+func TestKeyChangeMintsAgainForgetAndExpiry(t *testing.T) {
 	clk := clocktest.New(epoch)
 	m := &minter{clk: clk, lifetime: time.Hour}
 	c := New(0, clk.Now)
@@ -219,31 +219,35 @@ func TestKeyChangeMintsAgainAndRetainPrunes(t *testing.T) {
 		t.Fatalf("a token for the old definition was reused: %+v", r)
 	}
 	get("b@v1")
-	c.Retain(map[string]bool{"a@v2": true, "b@v1": true})
+	c.Forget("a@v1")
 	if n := c.len(); n != 2 {
-		t.Fatalf("entries after retain = %d, want 2", n)
+		t.Fatalf("entries after Forget = %d, want 2", n)
 	}
 	if r := get("a@v2"); !r.Cached {
-		t.Fatal("a retained token was dropped")
+		t.Fatal("a token not forgotten was dropped")
+	}
+	c.DropExpired()
+	if n := c.len(); n != 2 {
+		t.Fatalf("entries after DropExpired with nothing expired = %d, want 2", n)
 	}
 
-	// Expired tokens go even when their key is kept.
+	// Expired tokens go.
 	clk.Advance(time.Hour)
-	c.Retain(map[string]bool{"a@v2": true, "b@v1": true})
+	c.DropExpired()
 	if n := c.len(); n != 0 {
 		t.Fatalf("entries after expiry = %d, want 0", n)
 	}
 
-	// A failure record of a dropped key goes too: a re-added account mints
-	// at once instead of recalling the old failure.
+	// A failure record of a forgotten key goes too: a re-added account
+	// mints at once instead of recalling the old failure.
 	m.fail.Store(true)
 	if _, err := c.Token(context.Background(), "c@v1", m.source("c")); err == nil {
 		t.Fatal("want error")
 	}
-	c.Retain(nil)
+	c.Forget("c@v1")
 	m.fail.Store(false)
 	if _, err := c.Token(context.Background(), "c@v1", m.source("c")); err != nil {
-		t.Fatalf("failure outlived Retain: %v", err)
+		t.Fatalf("failure outlived Forget: %v", err)
 	}
 }
 
@@ -351,5 +355,40 @@ func TestQueuedMintOutlivesItsCaller(t *testing.T) {
 	res, err := c.Token(context.Background(), "waiting", m.source("waiting"))
 	if err != nil || !res.Cached || m.calls.Load() != 2 {
 		t.Fatalf("retry: %+v, %v, %d mints; want the cached token of 2 mints", res, err, m.calls.Load())
+	}
+}
+
+// TestDropExpiredSkipsUntilSomethingExpires: with nothing expired a
+// refresh does not walk the cache, yet a token minted later with an
+// earlier expiry still goes when it expires.
+func TestDropExpiredSkipsUntilSomethingExpires(t *testing.T) {
+	clk := clocktest.New(epoch)
+	c := New(0, clk.Now)
+	put := func(key string, life time.Duration) {
+		t.Helper()
+		exp := clk.Now().Add(life)
+		if _, err := c.Token(context.Background(), key, SourceFunc(func(context.Context) (*oauth2.Token, error) {
+			return &oauth2.Token{AccessToken: "x", Expiry: exp}, nil
+		})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("long", 2*time.Hour)
+	c.DropExpired() // learns the earliest expiry
+	put("short", 30*time.Minute)
+	for _, step := range []struct {
+		advance time.Duration
+		want    int
+	}{
+		{10 * time.Minute, 2},
+		{30 * time.Minute, 1}, // short expired
+		{30 * time.Minute, 1},
+		{time.Hour, 0},
+	} {
+		clk.Advance(step.advance)
+		c.DropExpired()
+		if n := c.len(); n != step.want {
+			t.Fatalf("after %s more: %d tokens, want %d", step.advance, n, step.want)
+		}
 	}
 }

@@ -115,7 +115,7 @@ func checkPolicy(source string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "broker check-policy: %s: %d problem(s)\n", source, len(lines))
 		return exitProblems
 	}
-	fmt.Fprintf(stdout, "broker check-policy: %s: ok: %d accounts, %d agents\n", source, len(p.Accounts), len(p.Agents))
+	fmt.Fprintf(stdout, "broker check-policy: %s: ok: %d accounts, %d agents\n", source, p.NumAccounts(), p.NumAgents())
 	return exitOK
 }
 

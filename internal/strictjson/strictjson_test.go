@@ -58,7 +58,8 @@ func TestUnmarshal(t *testing.T) {
 		{"duplicate in a large map", `{"labels":{"k0":"","k1":"","k2":"","k3":"","k4":"","k5":"","k6":"","k7":"","k8":"","k9":"","k3":""}}`, `labels.k3: duplicate key`},
 		{"large map of unique keys", `{"labels":{"k0":"","k1":"","k2":"","k3":"","k4":"","k5":"","k6":"","k7":"","k8":"","k9":""}}`, ""},
 		{"empty key then a nested one", `{"extra":{"":{"x":1,"x":2}}}`, `extra..x: duplicate key`},
-		{"too deep", `{"extra":` + strings.Repeat("[", MaxDepth+2) + strings.Repeat("]", MaxDepth+2) + `}`, `nested deeper than`},
+		{"too deep", `{"extra":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `}`, `nested too deeply`},
+		{"invalid UTF-8", "{\"Audience\":\"\xff\"}", `Audience: invalid UTF-8`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var d doc
