@@ -415,6 +415,8 @@ type slowReads struct {
 	now, maxSeen atomic.Int64
 }
 
+func (s *slowReads) remote() {}
+
 func (s *slowReads) Read(ctx context.Context, o Object) ([]byte, error) {
 	n := s.now.Add(1)
 	defer s.now.Add(-1)
@@ -427,7 +429,8 @@ func (s *slowReads) Read(ctx context.Context, o Object) ([]byte, error) {
 	return s.mem.Read(ctx, o)
 }
 
-// TestLoadReadsInParallel: a first load reads Readers fragments at once,
+// TestLoadReadsInParallel: a first load from a remote store reads
+// Readers fragments at once (a directory is read one file at a time),
 // and a read that fails is reported by name and refuses the load, while
 // every fragment that was read is kept.
 func TestLoadReadsInParallel(t *testing.T) {
