@@ -4,7 +4,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/fsouza/fake-gcs-server/fakestorage"
 )
@@ -15,7 +18,23 @@ import (
 // BROKER_STORAGE_ENDPOINT does) or STORAGE_EMULATOR_HOST. Buckets are
 // versioned, so object generations and rollbacks behave as on GCS.
 type Storage struct {
-	srv *fakestorage.Server
+	srv  *fakestorage.Server
+	http *http.Server
+}
+
+// serialized serves one request at a time: fake-gcs-server's memory
+// backend races when two reads ask for an object at a generation
+// (GetObjectWithGeneration appends to a slice it shares, under a read
+// lock), which the broker does, 32 at a time, when it loads a prefix.
+type serialized struct {
+	mu sync.Mutex
+	h  http.Handler
+}
+
+func (s *serialized) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.h.ServeHTTP(w, r)
 }
 
 // NewStorage returns a Storage that is not listening yet.
@@ -35,13 +54,21 @@ func (s *Storage) Start(addr string) error {
 		}
 		host, port = h, uint16(n)
 	}
-	// PublicHost = the listen host: XML API reads (the client's default
-	// for downloads) are then served at the same address.
-	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: host, Port: port, PublicHost: host, Writer: io.Discard})
+	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(int(port))))
 	if err != nil {
 		return err
 	}
+	// PublicHost = the listen host: XML API reads (the client's default
+	// for downloads) are then served at the same address.
+	srv, err := fakestorage.NewServerWithOptions(fakestorage.Options{Scheme: "http", Host: host, Port: port, PublicHost: host,
+		Writer: io.Discard, NoListener: true, ExternalURL: "http://" + l.Addr().String()})
+	if err != nil {
+		l.Close()
+		return err
+	}
 	s.srv = srv
+	s.http = &http.Server{Handler: &serialized{h: srv.HTTPHandler()}, ReadHeaderTimeout: 10 * time.Second}
+	go s.http.Serve(l)
 	return nil
 }
 
@@ -83,6 +110,9 @@ func (s *Storage) List(bucket, prefix string) ([]string, error) {
 
 // Close stops the server.
 func (s *Storage) Close() {
+	if s.http != nil {
+		s.http.Close()
+	}
 	if s.srv != nil {
 		s.srv.Stop()
 	}
