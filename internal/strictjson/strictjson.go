@@ -94,11 +94,9 @@ func describe(data []byte, err error) *Error {
 			return &Error{Path: path, Msg: "unknown field"}
 		case sem.GoType != nil && sem.JSONKind != 0:
 			return &Error{Path: path, Msg: fmt.Sprintf("wrong type: want %s, got JSON %s", sem.GoType, kindName(sem.JSONKind))}
-		case sem.Err != nil:
-			// A value that parses itself refused it; its message is its
-			// own (ours name no values).
-			return &Error{Path: path, Msg: logtext.Clip(sem.Err.Error())}
 		}
+		// A value that parses itself (a time, say) refused it. Its
+		// message may quote the value, so it is not passed on.
 		return &Error{Path: path, Msg: "invalid value"}
 	case errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, io.EOF):
 		return &Error{Msg: "unexpected end of JSON"}

@@ -190,3 +190,12 @@ func TestUnmarshalWideStruct(t *testing.T) {
 		}
 	}
 }
+
+// A value a type parses itself and refuses is reported by path, without
+// the type's message, which may quote the value.
+func TestSelfParsingRefusalNamesNoValue(t *testing.T) {
+	err := Unmarshal([]byte(`{"when":"secret-looking-value"}`), &doc{})
+	if err == nil || !strings.Contains(err.Error(), "when") || strings.Contains(err.Error(), "secret-looking-value") {
+		t.Fatalf("err = %v", err)
+	}
+}
