@@ -82,15 +82,45 @@ func readlinkAt(fd int, name string) (string, error) {
 	}
 }
 
-// readFile reads one fragment with plain system calls, into a buffer of
-// the size the listing saw. os.Open would also make the descriptor
-// non-blocking and offer it to the poller, calls that do nothing for a
-// regular file but were a third of the reading at 40,000 fragments.
-// O_NONBLOCK makes a FIFO put in a fragment's place an error, not a hang.
+// readFiles reads the listed fragments of dir, calling each with every
+// one's content or error, in order. The directory is opened once and each
+// file relative to it: opening by the whole path walked every component
+// of it again for each of 40,000 fragments.
+func readFiles(dir string, objs []Object, each func(i int, data []byte, err error)) {
+	prefix := filepath.Clean(dir) + string(filepath.Separator)
+	dirfd, err := unix.Open(dir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		dirfd = -1 // each read by its path then reports why
+	} else {
+		defer unix.Close(dirfd)
+	}
+	for i, o := range objs {
+		name, ok := strings.CutPrefix(o.Name, prefix)
+		if dirfd < 0 || !ok || strings.ContainsRune(name, filepath.Separator) {
+			data, err := readFile(o.Name, o.Size)
+			each(i, data, err)
+			continue
+		}
+		data, err := readFileAt(dirfd, name, o.Size)
+		each(i, data, err)
+	}
+}
+
 func readFile(path string, size int64) ([]byte, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	return readFileAt(unix.AT_FDCWD, path, size)
+}
+
+// readFileAt reads one fragment, name relative to dirfd, with plain
+// system calls, into a buffer of the size the listing saw. os.Open would
+// also make the descriptor non-blocking and offer it to the poller, calls
+// that do nothing for a regular file but were a third of the reading at
+// 40,000 fragments. O_NONBLOCK makes a FIFO put in a fragment's place an
+// error, not a hang.
+func readFileAt(dirfd int, name string, size int64) ([]byte, error) {
+	const flags = unix.O_RDONLY | unix.O_CLOEXEC | unix.O_NONBLOCK
+	fd, err := unix.Openat(dirfd, name, flags, 0)
 	for err == unix.EINTR {
-		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		fd, err = unix.Openat(dirfd, name, flags, 0)
 	}
 	if err != nil {
 		return nil, err

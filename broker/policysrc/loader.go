@@ -204,6 +204,12 @@ const Readers = 32
 // remote is a Store whose reads wait on the network, read Readers at once.
 type remote interface{ remote() }
 
+// eachReader is a Store that reads a set of fragments for less than one
+// Read each (a directory opens itself once, and its files relative to it).
+type eachReader interface {
+	ReadEach(ctx context.Context, objs []Object, each func(i int, data []byte, err error))
+}
+
 func (*GCS) remote() {}
 
 // readChanged reads and parses the listed fragments that are new or at a
@@ -227,22 +233,28 @@ func (l *FragmentLoader) readChanged(ctx context.Context, objs []Object) (fresh 
 	if _, ok := l.store.(remote); ok {
 		workers = min(Readers, len(todo))
 	}
+	parse := func(i int, data []byte, err error) {
+		if err != nil {
+			results[i].readErr = err
+			return
+		}
+		f, err := policy.ParseFragment(todo[i].Name, data)
+		results[i].p = parsed{version: todo[i].Version, frag: f, err: err}
+	}
 	var next atomic.Int64
 	work := func() {
 		for i := int(next.Add(1) - 1); i < len(todo); i = int(next.Add(1) - 1) {
-			o := todo[i]
-			data, err := l.store.Read(ctx, o)
-			if err != nil {
-				results[i].readErr = err
-				continue
-			}
-			f, err := policy.ParseFragment(o.Name, data)
-			results[i].p = parsed{version: o.Version, frag: f, err: err}
+			data, err := l.store.Read(ctx, todo[i])
+			parse(i, data, err)
 		}
 	}
-	if workers == 1 {
+	r, each := l.store.(eachReader)
+	switch {
+	case workers == 1 && each:
+		r.ReadEach(ctx, todo, parse)
+	case workers == 1:
 		work()
-	} else {
+	default:
 		var wg sync.WaitGroup
 		for range workers {
 			wg.Go(work)

@@ -94,6 +94,11 @@ func (d *WatchedDir) String() string { return d.dir.String() }
 // Read reads one file, as Dir does.
 func (d *WatchedDir) Read(ctx context.Context, o Object) ([]byte, error) { return d.dir.Read(ctx, o) }
 
+// ReadEach reads the listed files, as Dir does.
+func (d *WatchedDir) ReadEach(ctx context.Context, objs []Object, each func(i int, data []byte, err error)) {
+	d.dir.ReadEach(ctx, objs, each)
+}
+
 // dirEvents gathers what inotify reported since the last listing.
 type dirEvents struct {
 	w     *fsnotify.Watcher

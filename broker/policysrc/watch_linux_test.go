@@ -27,6 +27,11 @@ func (c *readCounting) Read(ctx context.Context, o Object) ([]byte, error) {
 	return c.WatchedDir.Read(ctx, o)
 }
 
+func (c *readCounting) ReadEach(ctx context.Context, objs []Object, each func(int, []byte, error)) {
+	c.reads.Add(int64(len(objs)))
+	c.WatchedDir.ReadEach(ctx, objs, each)
+}
+
 // clock is an injected clock.
 type clock struct{ t time.Time }
 
