@@ -34,7 +34,7 @@ type Fragment struct {
 
 	mu           sync.Mutex
 	resolvedBase string
-	resolved     map[string]*Account // accounts with their DICOMweb URL under resolvedBase
+	resolved     []*Account // accounts with their DICOMweb URL under resolvedBase
 }
 
 // Name returns the fragment's name as given to ParseFragment.
@@ -326,8 +326,9 @@ func (m *Merger) full(frags []*Fragment) (*Policy, error) {
 		p.baseURL, _ = url.Parse(DefaultBaseURL)
 	}
 	byName := make(map[string]*Fragment, len(frags))
+	base := p.baseURL.String()
 	for _, f := range frags {
-		errs = p.add(f, accounts, agents, errs)
+		errs = p.add(f, base, accounts, agents, errs)
 		byName[f.name] = f
 	}
 	return m.finish(p, byName, p.Agents(), errs)
@@ -369,8 +370,9 @@ func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
 	}
 	slices.SortFunc(added, func(a, b *Fragment) int { return cmp.Compare(a.name, b.name) })
 	var errs []error
+	base := p.baseURL.String()
 	for _, f := range added {
-		errs = p.add(f, accounts, agents, errs)
+		errs = p.add(f, base, accounts, agents, errs)
 		set(f.name, f)
 	}
 	// The last merge was good: every agent's accounts were defined. Unless
@@ -405,13 +407,13 @@ func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
 
 // add puts f's entries into p (through the tables' edits), refusing names
 // p already has.
-func (p *Policy) add(f *Fragment, accounts *tableEdit[*Account], agents *tableEdit[*Agent], errs []error) []error {
-	for name, a := range f.resolve(p.baseURL.String()) {
-		if prev := p.Account(name); prev != nil {
-			errs = append(errs, fmt.Errorf("policy: account %q is defined in fragments %q and %q: define it in one", name, prev.from, f.name))
+func (p *Policy) add(f *Fragment, base string, accounts *tableEdit[*Account], agents *tableEdit[*Agent], errs []error) []error {
+	for _, a := range f.resolve(base) {
+		if prev := p.Account(a.name); prev != nil {
+			errs = append(errs, fmt.Errorf("policy: account %q is defined in fragments %q and %q: define it in one", a.name, prev.from, f.name))
 			continue
 		}
-		accounts.set(name, a)
+		accounts.set(a.name, a)
 	}
 	for id, ag := range f.agents {
 		if prev := p.Agent(id); prev != nil {
@@ -453,18 +455,21 @@ func (m *Merger) finish(p *Policy, byName map[string]*Fragment, check iter.Seq2[
 // copies are kept until BaseUrl changes, so merging an unchanged fragment
 // again allocates nothing, and the accounts of the policy in force are
 // never written to.
-func (f *Fragment) resolve(base string) map[string]*Account {
+func (f *Fragment) resolve(base string) []*Account {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.resolved != nil && f.resolvedBase == base {
 		return f.resolved
 	}
-	out := make(map[string]*Account, len(f.accounts))
-	for name, a := range f.accounts {
-		cp := *a
+	// One allocation for the copies: most fragments hold one account.
+	copies := make([]Account, 0, len(f.accounts))
+	out := make([]*Account, 0, len(f.accounts))
+	for _, a := range f.accounts {
+		copies = append(copies, *a)
+		cp := &copies[len(copies)-1]
 		// One concatenation, one string: StorePath, inlined.
 		cp.dicomWebURL = base + "projects/" + a.Project + "/locations/" + a.Location + "/datasets/" + a.Dataset + "/dicomStores/" + a.DicomStore + "/dicomWeb/"
-		out[name] = &cp
+		out = append(out, cp)
 	}
 	f.resolvedBase, f.resolved = base, out
 	return out
