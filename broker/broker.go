@@ -281,6 +281,9 @@ func (b *Broker) refresh(ctx context.Context) error {
 func (b *Broker) follow(p *policy.Policy) {
 	if p != b.retainFor {
 		gone, added := p.AccountChanges(b.retainFor)
+		if len(b.refs) == 0 {
+			b.refs = make(map[string]int, len(added)) // the first policy: grown once, not doubled 15 times
+		}
 		for _, a := range added {
 			if ref := a.SecretRef(); ref != "" {
 				b.refs[ref]++

@@ -218,7 +218,10 @@ func (*GCS) remote() {}
 // and returns them in listing order. One that cannot be read is reported,
 // not recorded.
 func (l *FragmentLoader) readChanged(ctx context.Context, objs []Object) (fresh []parsed, errs []error, unreadable bool) {
-	var todo []Object
+	if len(l.parsed) == 0 {
+		l.parsed = make(map[string]parsed, len(objs)) // a first load: sized once, not grown
+	}
+	todo := make([]Object, 0, len(objs))
 	for _, o := range objs {
 		if p, ok := l.parsed[o.Name]; !ok || p.version != o.Version {
 			todo = append(todo, o)
@@ -261,6 +264,7 @@ func (l *FragmentLoader) readChanged(ctx context.Context, objs []Object) (fresh 
 		}
 		wg.Wait()
 	}
+	fresh = make([]parsed, 0, len(todo))
 	for i, r := range results {
 		name := todo[i].Name
 		if r.readErr != nil {
