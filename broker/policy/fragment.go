@@ -29,8 +29,8 @@ type Fragment struct {
 	audience string
 	baseURL  string // as written; "" when absent
 	base     *url.URL
-	accounts map[string]*Account
-	agents   map[string]*Agent
+	accounts []*Account // as parsed; names unique (a JSON object's)
+	agents   []*Agent
 
 	mu           sync.Mutex
 	resolvedBase string
@@ -74,7 +74,7 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 		return nil, errors.New(fragmentWhere(name) + describeJSONError(err))
 	}
 	f := &Fragment{name: name, audience: p.Audience, baseURL: p.BaseUrl,
-		accounts: make(map[string]*Account, len(p.Accounts)), agents: make(map[string]*Agent, len(p.Agents))}
+		accounts: make([]*Account, 0, len(p.Accounts)), agents: make([]*Agent, 0, len(p.Agents))}
 	var errs []error
 	where := "" // worked out at the first problem: most fragments have none
 	add := func(format string, a ...any) {
@@ -112,7 +112,7 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 		for _, e := range a.validate() {
 			add("account %q: %v", name, e)
 		}
-		f.accounts[name] = a
+		f.accounts = append(f.accounts, a)
 	}
 	for id, ag := range inOrder(p.Agents) {
 		if !wire.ValidAgentID(id) {
@@ -123,7 +123,7 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 			add("agent %q: must be an object", id)
 			continue
 		}
-		ag.from = f.name
+		ag.id, ag.from = id, f.name
 		keys, keyErrs := ag.parseKeys()
 		for _, e := range keyErrs {
 			add("agent %q: %v", id, e)
@@ -139,7 +139,7 @@ func ParseFragment(name string, data []byte) (*Fragment, error) {
 		for _, acct := range listedTwice(ag.Accounts) {
 			add("agent %q: Accounts: %q listed twice", id, acct)
 		}
-		f.agents[id] = ag
+		f.agents = append(f.agents, ag)
 	}
 	return f, errors.Join(errs...)
 }
@@ -356,15 +356,15 @@ func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
 	var goneAccounts []string
 	for _, f := range removed {
 		set(f.name, nil)
-		for name := range f.accounts {
-			if a := p.Account(name); a != nil && a.from == f.name {
-				accounts.delete(name)
-				goneAccounts = append(goneAccounts, name)
+		for _, a := range f.accounts {
+			if cur := p.Account(a.name); cur != nil && cur.from == f.name {
+				accounts.delete(a.name)
+				goneAccounts = append(goneAccounts, a.name)
 			}
 		}
-		for id := range f.agents {
-			if ag := p.Agent(id); ag != nil && ag.from == f.name {
-				agents.delete(id)
+		for _, ag := range f.agents {
+			if cur := p.Agent(ag.id); cur != nil && cur.from == f.name {
+				agents.delete(ag.id)
 			}
 		}
 	}
@@ -379,8 +379,8 @@ func (m *Merger) patch(added, removed []*Fragment) (*Policy, error) {
 	// an account is gone for good, only the added agents need checking.
 	check := func(yield func(string, *Agent) bool) {
 		for _, f := range added {
-			for id, ag := range f.agents {
-				if p.Agent(id) == ag && !yield(id, ag) {
+			for _, ag := range f.agents {
+				if p.Agent(ag.id) == ag && !yield(ag.id, ag) {
 					return
 				}
 			}
@@ -415,12 +415,12 @@ func (p *Policy) add(f *Fragment, base string, accounts *tableEdit[*Account], ag
 		}
 		accounts.set(a.name, a)
 	}
-	for id, ag := range f.agents {
-		if prev := p.Agent(id); prev != nil {
-			errs = append(errs, fmt.Errorf("policy: agent %q is defined in fragments %q and %q: define it in one", id, prev.from, f.name))
+	for _, ag := range f.agents {
+		if prev := p.Agent(ag.id); prev != nil {
+			errs = append(errs, fmt.Errorf("policy: agent %q is defined in fragments %q and %q: define it in one", ag.id, prev.from, f.name))
 			continue
 		}
-		agents.set(id, ag)
+		agents.set(ag.id, ag)
 	}
 	return errs
 }

@@ -148,6 +148,7 @@ type Agent struct {
 	Disabled            bool     `json:",omitempty"`
 
 	keys   []crypto.PublicKey // parsed: ed25519.PublicKey or *ecdsa.PublicKey
+	id     string             // its key in Agents
 	from   string             // the fragment that defines it ("" for a single document)
 	ranges []netip.Prefix     // parsed AllowedSourceRanges
 }
