@@ -9,7 +9,10 @@
 //	go run ./bench/fleet -broker-bin bin/broker -out BENCHMARKS.md
 //
 // Per size it measures, each on a fresh broker process:
-//   - start → first token, and then a herd: every agent asks for its three
+//   - start → first token, -starts times per binary (binaries taking
+//     turns): one start on this shared machine can be off by a third, so
+//     the table gives the median and the range;
+//   - a herd: every agent asks for its three
 //     tokens within one second (an outage is over, the instance is new):
 //     the slowest agent's wait, errors, upstream mints per account (counted
 //     at the fake) and the broker's CPU per mint; then the broker's RSS,
@@ -19,8 +22,8 @@
 //     re-read, and the p99 of a steady 100 requests/s inside re-reads and
 //     outside them.
 //
-// With -broker-bin a,b only the herd is measured, for each binary in turn
-// on the same fleet (before/after comparisons of the mint path).
+// With -broker-bin a,b only the starts and the herd are measured, for each
+// binary in turn on the same fleet (before/after comparisons).
 package main
 
 import (
@@ -69,6 +72,7 @@ type options struct {
 	herdWindow time.Duration
 	inFlight   int
 	memLimit   string
+	starts     int
 }
 
 func main() {
@@ -83,6 +87,7 @@ func main() {
 	rate := flag.Int("rate", 100, "steady request rate (requests/s) during re-reads")
 	reloads := flag.Duration("reload-window", 10*time.Second, "how long re-read CPU is counted (BROKER_REFRESH=1s)")
 	memLimit := flag.String("gomemlimit", "", "GOMEMLIMIT for the broker (empty: none)")
+	starts := flag.Int("starts", 5, "times each binary is started (binaries alternating) to time start → first token; the table gives the median and the range, as one start on a shared machine can be off by a third")
 	note := flag.String("note", "", "a sentence added to the section (say what the binaries are)")
 	inFlight := flag.Int("concurrency", 80, "requests in flight to the broker at most, as Cloud Run's max_instance_request_concurrency (the Terraform module's 80) lets through to one instance; the rest wait in arrival order, their wait counted (0: no cap)")
 	flag.Parse()
@@ -93,6 +98,9 @@ func main() {
 	if *mode != "dir" && *mode != "file" && *mode != "gs" {
 		log.Fatalf("-policy: %q is not dir, gs or file", *mode)
 	}
+	if *starts < 1 {
+		log.Fatal("-starts: at least 1")
+	}
 	if *layout != "agent" && *layout != "site" {
 		log.Fatalf("-layout: %q is neither agent nor site", *layout)
 	}
@@ -100,7 +108,7 @@ func main() {
 		log.Fatal("taskset not found (util-linux): the broker must be pinned to one core")
 	}
 	pinAway(*core)
-	o := options{bins: strings.Split(*bins, ","), policyMode: *mode, layout: *layout, core: *core, trickle: *trickle, rate: *rate, reloads: *reloads, herdWindow: time.Second, inFlight: *inFlight, memLimit: *memLimit}
+	o := options{bins: strings.Split(*bins, ","), policyMode: *mode, layout: *layout, core: *core, trickle: *trickle, rate: *rate, reloads: *reloads, herdWindow: time.Second, inFlight: *inFlight, memLimit: *memLimit, starts: *starts}
 	var sizes []int
 	for _, f := range strings.Split(*sizeList, ",") {
 		n, err := strconv.Atoi(f)
@@ -139,7 +147,7 @@ func main() {
 type sizeResult struct {
 	agents, policyFiles int
 	policyBytes         int64
-	firstToken          []time.Duration
+	starts              [][]time.Duration // by binary: each start's first token, sorted
 	herds               []herdResult
 	rssKiB, hwmKiB      int64
 	unchangedCPU        time.Duration // per re-read
@@ -194,7 +202,20 @@ func measureSize(cloud *fakegcp.Cloud, n int, o options) (sizeResult, error) {
 		return sizeResult{}, err
 	}
 	defer os.RemoveAll(f.dir)
-	r := sizeResult{agents: n, policyFiles: f.files, policyBytes: f.size}
+	r := sizeResult{agents: n, policyFiles: f.files, policyBytes: f.size, starts: make([][]time.Duration, len(o.bins))}
+	for range o.starts {
+		for i, bin := range o.bins {
+			d, err := startOnce(f, bin, o)
+			if err != nil {
+				return r, err
+			}
+			r.starts[i] = append(r.starts[i], d)
+		}
+	}
+	for i, bin := range o.bins {
+		slices.Sort(r.starts[i])
+		log.Printf("%d agents, %s: start → first token %s over %d starts", n, filepath.Base(bin), spread(r.starts[i]), o.starts)
+	}
 	for _, bin := range o.bins {
 		h, err := herd(cloud, f, bin, o)
 		if err != nil {
@@ -203,7 +224,6 @@ func measureSize(cloud *fakegcp.Cloud, n int, o options) (sizeResult, error) {
 		log.Printf("%d agents, %s: first token %s, herd slowest %s, %d errors, %d mints, %.2f ms CPU/mint, RSS %d MiB %s",
 			n, filepath.Base(bin), ms(h.firstToken), ms(h.slowest), h.errors, h.mints, float64(h.perMint)/1e6, h.rssKiB/1024, h.firstErr)
 		r.herds = append(r.herds, h)
-		r.firstToken = append(r.firstToken, h.firstToken)
 	}
 	if len(o.bins) > 1 {
 		return r, nil
@@ -566,24 +586,10 @@ func herd(cloud *fakegcp.Cloud, f *fleet, bin string, o options) (herdResult, er
 		return h, err
 	}
 	defer b.stop()
-	addr := strings.TrimPrefix(f.aud, "http://")
-	for {
-		_, conn, _, err := send(addr, nil, nil, first)
-		if conn != nil {
-			conn.Close()
-		}
-		if err == nil {
-			h.firstToken = time.Since(b.start)
-			break
-		}
-		if time.Since(b.start) > 60*time.Second {
-			return h, fmt.Errorf("no first token within 60 s: %v", err)
-		}
-		if strings.Contains(err.Error(), "401") { // the jti was spent by a request that failed later
-			first, _ = f.sign(0, storesOf(0)[:1])
-		}
-		time.Sleep(5 * time.Millisecond)
+	if h.firstToken, err = firstToken(f, b, first); err != nil {
+		return h, err
 	}
+	addr := strings.TrimPrefix(f.aud, "http://")
 	// The herd: agent i sends at i/n of the window.
 	lat := make([]time.Duration, f.n)
 	var failed atomic.Int64
@@ -805,6 +811,53 @@ func p99(d []time.Duration) time.Duration {
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/1e6) }
 
+// spread is the median and range of sorted durations: "1,016 ms (940–1,210)".
+func spread(ds []time.Duration) string {
+	if len(ds) == 1 {
+		return ms(ds[0])
+	}
+	return fmt.Sprintf("%s (%.0f–%.0f)", ms(ds[len(ds)/2]), float64(ds[0])/1e6, float64(ds[len(ds)-1])/1e6)
+}
+
+// startOnce starts a broker, times its first token and stops it.
+func startOnce(f *fleet, bin string, o options) (time.Duration, error) {
+	first, err := f.sign(0, storesOf(0)[:1])
+	if err != nil {
+		return 0, err
+	}
+	b, err := startBroker(f, bin, o, "1h")
+	if err != nil {
+		return 0, err
+	}
+	defer b.stop()
+	return firstToken(f, b, first)
+}
+
+// firstToken sends agent 0's request until it is served, and returns the
+// time since the broker was started. A new connection each time: the
+// broker listens only once its policy is loaded.
+func firstToken(f *fleet, b *broker, first request) (time.Duration, error) {
+	addr := strings.TrimPrefix(f.aud, "http://")
+	for {
+		_, conn, _, err := send(addr, nil, nil, first)
+		if conn != nil {
+			conn.Close()
+		}
+		if err == nil {
+			return time.Since(b.start), nil
+		}
+		if time.Since(b.start) > 60*time.Second {
+			return 0, fmt.Errorf("no first token within 60 s: %v", err)
+		}
+		if strings.Contains(err.Error(), "401") { // the jti was spent by a request that failed later
+			if first, err = f.sign(0, storesOf(0)[:1]); err != nil {
+				return 0, err
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
 func render(rs []sizeResult, o options) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "## Fleet: one broker instance from 10 to 10,000 sites\n\n")
@@ -834,10 +887,10 @@ func render(rs []sizeResult, o options) string {
 	fmt.Fprintf(&b, "*Re-read CPU* is the broker's CPU over %s with `BROKER_REFRESH=1s` per second, idle but for the re-reads; *changed* rewrites one agent's entry before every re-read. ", o.reloads)
 	fmt.Fprintf(&b, "*p99 in/out of re-reads*: a steady %d requests/s (cached tokens, %d agents) during %s of changed re-reads; a request is *in* when it overlaps the changed re-read's CPU time before a `policy loaded` line.\n\n", o.rate, max(100, int(o.trickle.Seconds())*o.rate/20), o.trickle)
 	if len(o.bins) > 1 {
-		fmt.Fprintf(&b, "| agents | binary | herd: slowest agent | p50 | errors | mints per account | broker CPU | CPU per mint | RSS after |\n|---|---|---|---|---|---|---|---|---|\n")
+		fmt.Fprintf(&b, "| agents | binary | start → first token | herd: slowest agent | p50 | errors | mints per account | broker CPU | CPU per mint | RSS after |\n|---|---|---|---|---|---|---|---|---|---|\n")
 		for _, r := range rs {
-			for _, h := range r.herds {
-				fmt.Fprintf(&b, "| %d | `%s` | %s | %s | %d | %s | %.1f s | **%.2f ms** | %d MiB |\n", r.agents, filepath.Base(h.bin), secs(h.slowest), secs(h.p50), h.errors, mintHist(h.minted), h.cpu.Seconds(), float64(h.perMint)/1e6, h.rssKiB/1024)
+			for i, h := range r.herds {
+				fmt.Fprintf(&b, "| %d | `%s` | %s | %s | %s | %d | %s | %.1f s | **%.2f ms** | %d MiB |\n", r.agents, filepath.Base(h.bin), spread(r.starts[i]), secs(h.slowest), secs(h.p50), h.errors, mintHist(h.minted), h.cpu.Seconds(), float64(h.perMint)/1e6, h.rssKiB/1024)
 			}
 		}
 		return b.String()
@@ -846,7 +899,7 @@ func render(rs []sizeResult, o options) string {
 	for _, r := range rs {
 		h := r.herds[0]
 		fmt.Fprintf(&b, "| %d (%d) | %d files, %.1f MB | %s | %s | %s (%.0f %%) | %d | %s | %.2f ms | %d MiB (%d) | %.1f ms | %.1f ms | %s / %s (%d / %d requests) |\n",
-			r.agents, r.agents*storesPerAgent, r.policyFiles, float64(r.policyBytes)/1e6, ms(h.firstToken), secs(h.slowest), secs(h.cpu), 100*h.cpu.Seconds()/h.elapsed.Seconds(), h.errors+r.trickleErrors, mintHist(h.minted),
+			r.agents, r.agents*storesPerAgent, r.policyFiles, float64(r.policyBytes)/1e6, spread(r.starts[0]), secs(h.slowest), secs(h.cpu), 100*h.cpu.Seconds()/h.elapsed.Seconds(), h.errors+r.trickleErrors, mintHist(h.minted),
 			float64(h.perMint)/1e6, h.rssKiB/1024, h.hwmKiB/1024, float64(r.unchangedCPU)/1e6, float64(r.changedCPU)/1e6, ms(r.p99In), ms(r.p99Out), r.nIn, r.nOut)
 	}
 	for _, r := range rs {
